@@ -1,0 +1,85 @@
+"""Gradient estimators for discrete random variables, as drop-in torch functions.
+
+Sample-type estimators (forward: the sample; gradient: the estimator)::
+
+    y = st_gumbel_softmax(logits, tau=0.5)          # like F.gumbel_softmax(hard=True)
+    y = gumbel_rao(logits, tau=0.1, k=100)          # Rao-Blackwellised ST-GS
+
+Estimators that need the objective's value take the objective (a function of a sampler)::
+
+    surrogate = rloo(lambda sample: loss(sample(logits)), k=4)
+    surrogate.mean().backward()
+
+One interface over both: ``get(name, **hyper)(objective)``; ``available()`` lists them all.
+"""
+# isort: skip_file
+# Import order is registration order, which is the order of `available()`: the paper's
+# sample-type estimators, then score-function ones, then the binary-only and exact ones.
+from gvbench.estimators.straight_through import (
+    gapped_straight_through,
+    gumbel_softmax,
+    st_gumbel_softmax,
+    straight_through,
+)
+from gvbench.estimators.gumbel_rao import gumbel_rao
+from gvbench.estimators.reinmax import reinmax
+from gvbench.estimators.score_function import (
+    RunningMean,
+    ScoreRecorder,
+    log_prob,
+    reinforce,
+    rloo,
+)
+from gvbench.estimators.binary import bernoulli, categorical_from_bernoulli, foust
+from gvbench.estimators.enumeration import enumerate_expectation, exact
+from gvbench.estimators.registry import (
+    Estimator,
+    EstimatorInfo,
+    Objective,
+    Sampler,
+    available,
+    get,
+    info,
+    register,
+)
+from gvbench.estimators.sampling import (
+    categorical_one_hot,
+    conditional_gumbel,
+    gumbel_like,
+    one_hot_argmax,
+    replace_gradient,
+)
+from gvbench.estimators.validation import set_validate_args
+
+__all__ = [
+    "Estimator",
+    "EstimatorInfo",
+    "Objective",
+    "RunningMean",
+    "Sampler",
+    "ScoreRecorder",
+    "available",
+    "bernoulli",
+    "categorical_from_bernoulli",
+    "categorical_one_hot",
+    "conditional_gumbel",
+    "enumerate_expectation",
+    "exact",
+    "foust",
+    "gapped_straight_through",
+    "get",
+    "gumbel_like",
+    "gumbel_rao",
+    "gumbel_softmax",
+    "info",
+    "log_prob",
+    "one_hot_argmax",
+    "register",
+    "reinforce",
+    "reinmax",
+    "replace_gradient",
+    "rloo",
+    "set_validate_args",
+    "st_gumbel_softmax",
+    "straight_through",
+]

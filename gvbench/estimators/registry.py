@@ -1,0 +1,243 @@
+"""The estimator registry: one decorator, one lookup, one small common interface.
+
+Two kinds of estimator function are registered:
+
+- **sample** estimators, ``fn(logits, tau=…, *, dim=-1, generator=None, …) -> y``: drop-in
+  samplers whose forward value is the sample and whose gradient is the estimator
+  (``torch.nn.functional.gumbel_softmax(hard=True)`` style);
+- **objective** estimators, ``fn(objective, *, generator=None, …) -> surrogate``: they need
+  the objective's value (REINFORCE, RLOO, exact enumeration) and so take the whole objective.
+
+:func:`get` wraps either kind into an :class:`Estimator`, which maps an *objective* (a
+function of a sampler returning per-example losses) to a *surrogate* of the same shape whose
+value is the loss and whose gradient is the estimate. The harness and the benchmarks only see
+that one type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from gvbench.estimators.validation import check_count, check_tau
+
+__all__ = [
+    "Estimator",
+    "EstimatorInfo",
+    "Objective",
+    "Sampler",
+    "available",
+    "get",
+    "info",
+    "register",
+]
+
+
+class Sampler(Protocol):
+    """Draws a sample from categorical logits; its gradient w.r.t. the logits is an estimator."""
+
+    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor: ...
+
+
+Objective = Callable[[Sampler], Tensor]
+"""A model's loss as a function of the sampler it calls at every discrete choice.
+
+It returns per-example losses (any shape, e.g. ``(batch,)``); each sampler call's logits
+must have that shape as their leading dimensions, the rest being the variables of one example.
+"""
+
+# Hyper-parameters the harness sweeps; read from each function's signature.
+SWEPT_HYPER = ("tau", "k")
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorInfo:
+    """What a user (and the harness) needs to know about a registered estimator."""
+
+    name: str
+    function: Callable[..., Tensor]
+    kind: Literal["sample", "objective"]
+    unbiased: bool
+    relaxed: bool
+    binary_only: bool
+    exact: bool
+    hyper: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    min_k: int
+    label: str
+    state: Callable[[], dict[str, Any]] | None = None
+
+    @property
+    def needs_value(self) -> bool:
+        """Whether the estimator needs the objective's value (score-function, enumeration)."""
+        return self.kind == "objective"
+
+    def summary(self) -> dict[str, Any]:
+        """A plain-dict description (for tables and the CLI)."""
+        return {
+            "name": self.name,
+            "label": self.label,
+            "unbiased": self.unbiased,
+            "needs_value": self.needs_value,
+            "relaxed": self.relaxed,
+            "binary_only": self.binary_only,
+            "exact": self.exact,
+            "hyper": ",".join(self.hyper) or "-",
+        }
+
+
+_REGISTRY: dict[str, EstimatorInfo] = {}
+
+
+def register(
+    *,
+    unbiased: bool,
+    label: str | None = None,
+    relaxed: bool = False,
+    binary_only: bool = False,
+    exact: bool = False,
+    min_k: int = 1,
+    state: Callable[[], dict[str, Any]] | None = None,
+) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """Register an estimator function under its own ``__name__``; returns it unchanged.
+
+    The kind is read from the first parameter's name (``logits`` or ``logit``: sample;
+    ``objective``: objective); the swept hyper-parameters (``tau``, ``k``) and their defaults
+    from the signature. ``state`` makes fresh keyword values (e.g. a running-mean baseline)
+    for every :func:`get`, so two estimators never share state.
+    """
+
+    def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        name = function.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"an estimator named {name!r} is already registered")
+        parameters = inspect.signature(function).parameters
+        first = next(iter(parameters))
+        if first in ("logits", "logit"):
+            kind = "sample"
+        elif first == "objective":
+            kind = "objective"
+        else:
+            raise TypeError(
+                f"{name}: the first parameter must be 'logits' (a sampler) or 'objective', "
+                f"got {first!r}"
+            )
+        if "generator" not in parameters:
+            raise TypeError(f"{name}: an estimator must accept a 'generator' keyword")
+        hyper = tuple(h for h in SWEPT_HYPER if h in parameters)
+        defaults = {
+            p.name: p.default
+            for p in parameters.values()
+            if p.default is not inspect.Parameter.empty and p.name not in ("dim", "generator")
+        }
+        _REGISTRY[name] = EstimatorInfo(
+            name=name,
+            function=function,
+            kind=kind,
+            unbiased=unbiased,
+            relaxed=relaxed,
+            binary_only=binary_only,
+            exact=exact,
+            hyper=hyper,
+            defaults=defaults,
+            min_k=min_k,
+            label=label or name,
+            state=state,
+        )
+        return function
+
+    return decorate
+
+
+def available() -> dict[str, EstimatorInfo]:
+    """All registered estimators by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+def info(name: str) -> EstimatorInfo:
+    """The :class:`EstimatorInfo` of ``name``; ``KeyError`` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown estimator {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+@dataclasses.dataclass
+class Estimator:
+    """An estimator with its hyper-parameters bound: ``objective -> surrogate``.
+
+    ``estimator(objective, generator=g)`` returns per-example surrogate losses whose value is
+    the objective's and whose gradient is the estimate. ``estimator.sampler(g)`` gives the
+    drop-in sampler of a sample-type estimator.
+    """
+
+    info: EstimatorInfo
+    options: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def sampler(self, generator: torch.Generator | None = None) -> Sampler:
+        """The sampler (sample-type estimators only) with hyper-parameters and generator bound."""
+        if self.info.kind != "sample":
+            raise TypeError(
+                f"{self.name} needs the objective's value and has no stand-alone sampler; "
+                "call the estimator on an objective instead"
+            )
+        function, options = self.info.function, self.options
+        if self.info.binary_only:
+            from gvbench.estimators.binary import categorical_from_bernoulli
+
+            return categorical_from_bernoulli(
+                functools.partial(function, generator=generator, **options)
+            )
+
+        def sample(logits: Tensor, *, dim: int = -1) -> Tensor:
+            return function(logits, dim=dim, generator=generator, **options)
+
+        return sample
+
+    def __call__(self, objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+        if self.info.kind == "sample":
+            return objective(self.sampler(generator))
+        return self.info.function(objective, generator=generator, **self.options)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"Estimator({self.name}{', ' if options else ''}{options})"
+
+
+def get(name: str, **options: Any) -> Estimator:
+    """The estimator ``name`` with its hyper-parameters bound.
+
+    Args:
+        name: a registered name (see :func:`available`).
+        **options: hyper-parameters the estimator takes (``tau``, ``k``, and its own keywords).
+
+    Raises:
+        KeyError: unknown name.
+        ValueError: an option the estimator does not take, or out of range (τ ≤ 0, K < min).
+    """
+    entry = info(name)
+    unknown = set(options) - set(entry.defaults)
+    if unknown:
+        raise ValueError(
+            f"{name} takes no option(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(entry.defaults) or 'none'}"
+        )
+    bound = dict(entry.state() if entry.state else {})
+    bound.update(options)
+    if "tau" in bound:
+        bound["tau"] = check_tau(bound["tau"])
+    if "k" in bound:
+        bound["k"] = check_count(bound["k"], "k", entry.min_k)
+    return Estimator(entry, bound)

@@ -1,0 +1,118 @@
+r"""Straight-through family: ST, ST-GS, GS and Gapped ST (GST-1.0).
+
+Each function returns :math:`y` whose forward value is the discrete one-hot sample :math:`D`
+(GS: the relaxed sample) and whose gradient w.r.t. ``logits`` is the estimator, exactly like
+``torch.nn.functional.gumbel_softmax(hard=True)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gvbench.estimators.registry import register
+from gvbench.estimators.sampling import gumbel_like, one_hot_argmax, replace_gradient
+from gvbench.estimators.validation import check_logits, check_tau
+
+
+@register(unbiased=False, label="ST")
+def straight_through(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Straight-through estimator (Bengio et al. 2013).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]`, :math:`D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta)`.
+    With: forward :math:`D`; backward through :math:`s = \mathrm{softmax}(\theta/\tau)`, i.e.
+    :math:`y = D + s - \mathrm{sg}(s)` and :math:`\hat g = \tfrac1\tau(\mathrm{diag}\,s - s s^\top)\,\partial f/\partial D`.
+    Requires: :math:`f` differentiable at one-hot inputs. Biased. The gradient depends on
+    :math:`D` alone, so its exact mean and variance follow by enumeration.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau)
+    sample = one_hot_argmax(logits.detach() + gumbel_like(logits, generator), dim)
+    return replace_gradient(sample, torch.softmax(logits / tau, dim))
+
+
+@register(unbiased=False, label="ST-GS")
+def st_gumbel_softmax(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Straight-through Gumbel-Softmax (Jang et al. 2017).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]`, :math:`D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta)`.
+    With: :math:`G` iid Gumbel(0, 1); forward :math:`D = \mathrm{onehot}(\arg\max(\theta + G))`;
+    backward through :math:`s = \mathrm{softmax}((\theta + G)/\tau)`.
+    Requires: :math:`f` differentiable at one-hot inputs. Biased; the bias vanishes as
+    :math:`\tau \to 0` while the variance grows.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau)
+    perturbed = logits + gumbel_like(logits, generator)
+    return replace_gradient(one_hot_argmax(perturbed, dim), torch.softmax(perturbed / tau, dim))
+
+
+@register(unbiased=False, relaxed=True, label="GS")
+def gumbel_softmax(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Gumbel-Softmax / Concrete relaxation (Jang et al. 2017; Maddison et al. 2017).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]` by the exact gradient of the relaxed
+    objective :math:`\mathbb{E}_G[f(\mathrm{softmax}((\theta + G)/\tau))]`.
+    With: forward and backward :math:`y = \mathrm{softmax}((\theta + G)/\tau)`.
+    Requires: :math:`f` defined on the simplex (relaxed inputs). Biased w.r.t. the discrete
+    objective.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau)
+    return torch.softmax((logits + gumbel_like(logits, generator)) / tau, dim)
+
+
+@register(unbiased=False, label="GST-1.0")
+def gapped_straight_through(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    gap: float = 1.0,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Gapped straight-through, GST-1.0 (Fan et al. 2022).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]`, :math:`D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta)`.
+    With: a deterministic perturbation of :math:`\mathrm{sg}(\theta)` in place of Gumbel noise.
+    Let :math:`a = \arg\max\theta`, :math:`d` the sampled index,
+
+    .. math::
+        m = (\theta_a - \theta)\odot D - \max(0,\ \theta - \theta_a + \mathrm{gap})\odot(1 - D),\quad
+        \theta' = \theta + \mathrm{sg}(m) - \mathrm{mean}(\theta + \mathrm{sg}(m)),
+
+    so :math:`D` is the argmax of :math:`\theta'` with margin at least ``gap``; backward through
+    :math:`s = \mathrm{softmax}(\theta'/\tau)`, :math:`y = D + s - \mathrm{sg}(s)`.
+    Requires: :math:`f` differentiable at one-hot inputs. Biased.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau)
+    gap = float(gap)
+    if not gap >= 0:
+        raise ValueError(f"gap must be a number >= 0, got {gap!r}")
+    theta = logits.detach()
+    sample = one_hot_argmax(theta + gumbel_like(theta, generator), dim)
+    mode = theta.amax(dim, keepdim=True)
+    raise_sampled = (mode - theta) * sample
+    push_others = torch.clamp_min(theta - mode + gap, 0.0) * (1 - sample)
+    shifted = logits + (raise_sampled - push_others)
+    shifted = shifted - shifted.mean(dim, keepdim=True)
+    return replace_gradient(sample, torch.softmax(shifted / tau, dim))

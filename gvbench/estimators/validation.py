@@ -1,0 +1,116 @@
+"""Argument checks shared by every estimator, with messages that name the argument.
+
+Like ``torch.distributions.Distribution.set_default_validate_args``, the checks that need a
+device synchronisation (finite logits) can be switched off for production training loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_validate = True
+
+
+def set_validate_args(value: bool) -> None:
+    """Turn the value checks on logits (NaN, +inf) on or off globally.
+
+    Shape, type and hyper-parameter checks always run: they cost nothing. The value checks
+    reduce over the logits and so synchronise a CUDA stream once per call.
+    """
+    global _validate
+    _validate = bool(value)
+
+
+def validate_args() -> bool:
+    """Whether the value checks on logits are on."""
+    return _validate
+
+
+def check_logits(logits: Tensor, dim: int = -1, name: str = "logits") -> int:
+    """Check a logits tensor and return ``dim`` as a non-negative index.
+
+    Logits must be a floating tensor with at least two categories along ``dim``. ``-inf``
+    marks an impossible category (masking); NaN, ``+inf`` and rows with no finite logit are
+    rejected.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() == 0:
+        raise ValueError(f"{name} must have at least one dimension (the categories)")
+    if not -logits.dim() <= dim < logits.dim():
+        raise ValueError(
+            f"dim={dim} is out of range for {name} with {logits.dim()} dimensions "
+            f"(allowed: {-logits.dim()} … {logits.dim() - 1})"
+        )
+    dim = dim % logits.dim()
+    if logits.shape[dim] < 2:
+        raise ValueError(
+            f"{name} must have at least 2 categories along dim={dim}, got {logits.shape[dim]}"
+        )
+    if _validate and logits.numel() > 0:
+        row_max = logits.detach().amax(dim)
+        # amax propagates NaN and +inf, and is -inf only for a fully masked row: one reduction
+        # catches all three.
+        if not bool(torch.isfinite(row_max).all()):
+            raise ValueError(
+                f"{name} must not contain NaN or +inf, and every distribution needs at least "
+                "one finite logit (-inf masks a category)"
+            )
+    return dim
+
+
+def check_tau(tau: float) -> float:
+    """Temperature τ: a finite number > 0."""
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"tau must be a number > 0, got {tau!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    return value
+
+
+def check_count(value: int, name: str, minimum: int) -> int:
+    """An integer hyper-parameter (K, a number of samples) with a lower bound."""
+    if isinstance(value, bool) or not isinstance(value, int | torch.SymInt):
+        try:
+            if float(value) != int(value):
+                raise ValueError
+            value = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_sample(sample: Tensor, logits: Tensor, dim: int) -> Tensor:
+    """Return ``sample`` as a category index tensor of the logits' batch shape.
+
+    ``sample`` is either one-hot with the logits' shape or an integer index tensor with the
+    logits' shape less ``dim``.
+    """
+    if not isinstance(sample, Tensor):
+        raise TypeError(f"sample must be a torch.Tensor, got {type(sample).__name__}")
+    batch_shape = logits.shape[:dim] + logits.shape[dim + 1 :]
+    if sample.shape == logits.shape:
+        index = sample.argmax(dim)
+        if _validate and not bool((sample.sum(dim) == 1).all() and ((sample == 0) | (sample == 1)).all()):
+            raise ValueError("sample given with the logits' shape must be one-hot along dim")
+        return index
+    if sample.shape == batch_shape and not sample.is_floating_point():
+        if _validate and sample.numel() and not bool(
+            ((sample >= 0) & (sample < logits.shape[dim])).all()
+        ):
+            raise ValueError(f"sample indices must lie in [0, {logits.shape[dim] - 1}]")
+        return sample.long()
+    raise ValueError(
+        f"sample must be one-hot with the logits' shape {tuple(logits.shape)} or an integer "
+        f"index tensor of shape {tuple(batch_shape)}, got {tuple(sample.shape)} "
+        f"({sample.dtype})"
+    )
