@@ -12,6 +12,7 @@ Estimators that need the objective's value take the objective (a function of a s
 
 One interface over both: ``get(name, **hyper)(objective)``; ``available()`` lists them all.
 """
+
 # isort: skip_file
 # Import order is registration order, which is the order of `available()`: the paper's
 # sample-type estimators, then score-function ones, then the binary-only and exact ones.

@@ -84,7 +84,7 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
             position -= 1
         if position < 0:
             return total
-        choices = choices[:position] + [choices[position] + 1]
+        choices = [*choices[:position], choices[position] + 1]
 
 
 @register(unbiased=True, exact=True, label="Exact")

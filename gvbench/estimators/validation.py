@@ -100,12 +100,16 @@ def check_sample(sample: Tensor, logits: Tensor, dim: int) -> Tensor:
     batch_shape = logits.shape[:dim] + logits.shape[dim + 1 :]
     if sample.shape == logits.shape:
         index = sample.argmax(dim)
-        if _validate and not bool((sample.sum(dim) == 1).all() and ((sample == 0) | (sample == 1)).all()):
+        if _validate and not bool(
+            (sample.sum(dim) == 1).all() and ((sample == 0) | (sample == 1)).all()
+        ):
             raise ValueError("sample given with the logits' shape must be one-hot along dim")
         return index
     if sample.shape == batch_shape and not sample.is_floating_point():
-        if _validate and sample.numel() and not bool(
-            ((sample >= 0) & (sample < logits.shape[dim])).all()
+        if (
+            _validate
+            and sample.numel()
+            and not bool(((sample >= 0) & (sample < logits.shape[dim])).all())
         ):
             raise ValueError(f"sample indices must lie in [0, {logits.shape[dim] - 1}]")
         return sample.long()
