@@ -111,8 +111,11 @@ def gapped_straight_through(
     theta = logits.detach()
     sample = one_hot_argmax(theta + gumbel_like(theta, generator), dim)
     mode = theta.amax(dim, keepdim=True)
-    raise_sampled = (mode - theta) * sample
-    push_others = torch.clamp_min(theta - mode + gap, 0.0) * (1 - sample)
+    # where() rather than products: a masked logit (-inf) times 0 would be NaN.
+    raise_sampled = torch.where(sample > 0, mode - theta, 0.0)
+    push_others = torch.where(sample > 0, 0.0, torch.clamp_min(theta - mode + gap, 0.0))
     shifted = logits + (raise_sampled - push_others)
-    shifted = shifted - shifted.mean(dim, keepdim=True)
+    finite = torch.isfinite(shifted.detach())
+    centre = shifted.where(finite, 0.0).sum(dim, keepdim=True) / finite.sum(dim, keepdim=True)
+    shifted = shifted - centre
     return replace_gradient(sample, torch.softmax(shifted / tau, dim))

@@ -1,0 +1,241 @@
+"""Contract every registered estimator must meet; a new estimator is tested once registered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gvbench.estimators as E
+from tests.conftest import CATEGORICAL_SAMPLERS, cuda
+from tests.draws import exact_gradient, gradient_draws, quadratic, quadratic_loss
+from tests.stats import assert_within_se
+
+ALL = list(E.available())
+
+
+def objective_for(name: str, logits: torch.Tensor):
+    """A quadratic objective over the logits' categories (per-example losses)."""
+    q, c = quadratic(logits.shape[-1], logits.dtype)
+    f = quadratic_loss(q.to(logits.device), c.to(logits.device))
+    return lambda sample: f(sample(logits)).reshape(logits.shape[:-1])
+
+
+def arity(name: str) -> int:
+    return 2 if E.info(name).binary_only else 5
+
+
+def test_public_names_exist():
+    for name in [
+        "straight_through",
+        "st_gumbel_softmax",
+        "gumbel_softmax",
+        "gumbel_rao",
+        "reinmax",
+        "gapped_straight_through",
+        "conditional_gumbel",
+        "reinforce",
+        "rloo",
+        "exact",
+        "foust",
+        "available",
+        "get",
+    ]:
+        assert callable(getattr(E, name)), name
+
+
+def test_properties_are_declared():
+    table = E.available()
+    assert table["gumbel_rao"].hyper == ("tau", "k")
+    assert table["rloo"].hyper == ("k",) and table["rloo"].min_k == 2
+    assert table["st_gumbel_softmax"].hyper == ("tau",)
+    assert table["reinforce"].unbiased and table["reinforce"].needs_value
+    assert table["gumbel_softmax"].relaxed and not table["st_gumbel_softmax"].relaxed
+    assert table["foust"].binary_only
+    assert table["exact"].exact
+    for name, entry in table.items():
+        assert entry.name == name and entry.label
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 2)])
+def test_surrogate_shape_and_gradient(name, shape):
+    logits = torch.randn(*shape, arity(name), dtype=torch.float64, requires_grad=True)
+    out = E.get(name)(objective_for(name, logits), generator=torch.Generator().manual_seed(0))
+    assert out.shape == torch.Size(shape)
+    out.sum().backward()
+    assert logits.grad is not None and logits.grad.shape == logits.shape
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+def test_sampler_forward_is_sample(name):
+    logits = torch.randn(64, 6, dtype=torch.float64)
+    y = getattr(E, name)(logits, generator=torch.Generator().manual_seed(1))
+    assert y.shape == logits.shape
+    if E.info(name).relaxed:
+        torch.testing.assert_close(y.sum(-1), torch.ones(64, dtype=torch.float64))
+        assert (y >= 0).all()
+    else:
+        assert set(y.unique().tolist()) <= {0.0, 1.0}
+        assert (y.sum(-1) == 1).all()
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+def test_sampler_dim_argument(name):
+    # A dominant category (by 50 nats) is the sample whatever the noise, so dim=1 must pick
+    # it along dim 1 and the gradient must land on the logits' own layout.
+    winner = torch.randint(0, 3, (4, 5), generator=torch.Generator().manual_seed(0))
+    logits = 50.0 * torch.nn.functional.one_hot(winner, 3).movedim(-1, 1).double()
+    logits.requires_grad_()
+    y = getattr(E, name)(logits, dim=1, generator=torch.Generator().manual_seed(3))
+    assert y.shape == logits.shape
+    torch.testing.assert_close(y.argmax(1), winner, rtol=0, atol=0)
+    (y * torch.arange(3.0, dtype=torch.float64)[:, None]).sum().backward()
+    assert logits.grad.shape == logits.shape and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_generator_reproduces_draws(name):
+    def run(seed):
+        logits = torch.linspace(-1, 1, 3 * arity(name), dtype=torch.float64)
+        logits = logits.reshape(3, arity(name)).requires_grad_()
+        gen = torch.Generator().manual_seed(seed)
+        out = E.get(name)(objective_for(name, logits), generator=gen)
+        out.sum().backward()
+        return out.detach(), logits.grad
+
+    a, b, c = run(5), run(5), run(6)
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+    if not E.info(name).exact:
+        assert not torch.equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("scale", [1.0, 1e2, 1e4])
+def test_finite_at_extreme_logits_and_low_temperature(name, scale):
+    n = arity(name)
+    logits = (torch.randn(50, n, generator=torch.Generator().manual_seed(2)) * scale).float()
+    logits.requires_grad_()
+    options = {"tau": 0.01} if "tau" in E.info(name).hyper else {}
+    if E.info(name).exact:
+        logits = logits[:4].detach().requires_grad_()
+    out = E.get(name, **options)(objective_for(name, logits), generator=torch.Generator())
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+def test_float32_and_float64_agree_in_dtype(name):
+    for dtype in (torch.float32, torch.float64):
+        logits = torch.randn(8, 4, dtype=dtype, requires_grad=True)
+        y = getattr(E, name)(logits, tau=0.5)
+        assert y.dtype == dtype
+        (y * torch.arange(4, dtype=dtype)).sum().backward()
+        assert logits.grad.dtype == dtype
+
+
+@cuda
+@pytest.mark.parametrize("name", ALL)
+def test_cuda(name):
+    logits = torch.randn(16, arity(name), device="cuda", requires_grad=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out = E.get(name)(objective_for(name, logits), generator=gen)
+    out.sum().backward()
+    assert out.device.type == "cuda" and logits.grad.device.type == "cuda"
+    assert torch.isfinite(logits.grad).all()
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if "tau" in E.info(n).hyper])
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_tau(name, tau):
+    with pytest.raises(ValueError, match="tau"):
+        E.get(name, tau=tau)
+    with pytest.raises(ValueError, match="tau"):
+        getattr(E, name)(torch.zeros(3, 4), tau=tau)
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_bad_logits(name, bad):
+    logits = torch.zeros(3, 4)
+    logits[1, 2] = bad
+    with pytest.raises(ValueError, match="logits"):
+        getattr(E, name)(logits)
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+def test_fully_masked_row_and_single_category_are_rejected(name):
+    with pytest.raises(ValueError, match="logits"):
+        getattr(E, name)(torch.full((2, 3), -float("inf")))
+    with pytest.raises(ValueError, match="2 categories"):
+        getattr(E, name)(torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("name", CATEGORICAL_SAMPLERS)
+def test_masked_category_is_never_sampled(name):
+    logits = torch.zeros(2000, 4)
+    logits[:, 1] = -float("inf")
+    logits.requires_grad_()
+    y = getattr(E, name)(logits, generator=torch.Generator().manual_seed(0))
+    assert (y[:, 1] == 0).all()
+    (y * torch.arange(4.0)).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_bad_k_and_unknown_names():
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        E.gumbel_rao(torch.zeros(2, 3), k=0)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        E.get("gumbel_rao", k=0)
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
+        E.get("rloo", k=1)
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
+        E.rloo(lambda s: s(torch.zeros(2, 3)).sum(-1), k=1)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        E.get("gumbel_rao", k=2.5)
+    with pytest.raises(KeyError, match=r"unknown estimator 'nope'.*available: "):
+        E.get("nope")
+    with pytest.raises(ValueError, match=r"takes no option.*k.*allowed: tau"):
+        E.get("st_gumbel_softmax", k=10)
+
+
+def test_bad_sample_shape():
+    logits = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="sample must be one-hot"):
+        E.conditional_gumbel(logits, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="sample must be one-hot"):
+        E.conditional_gumbel(logits, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"sample indices must lie in \[0, 2\]"):
+        E.conditional_gumbel(logits, torch.full((4,), 3))
+
+
+def test_validation_can_be_switched_off():
+    E.set_validate_args(False)
+    try:
+        E.straight_through(torch.tensor([[0.0, float("nan")]]))
+    finally:
+        E.set_validate_args(True)
+    with pytest.raises(ValueError):
+        E.straight_through(torch.tensor([[0.0, float("nan")]]))
+
+
+# --- statistics over the whole registry ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if E.info(n).unbiased])
+def test_unbiased_estimators_match_exact_gradient(name):
+    n = arity(name)
+    theta = torch.tensor([0.3, -0.8, 1.1, 0.0, -0.2][:n], dtype=torch.float64)
+    q, c = quadratic(n)
+    f = quadratic_loss(q, c)
+    expected = exact_gradient(theta, f)
+    estimator = E.get(name)
+    if E.info(name).state:
+        gradient_draws(estimator, theta, f, 1000, seed=99)  # warm the running baseline
+    draws = gradient_draws(estimator, theta, f, 40_000, seed=7)
+    assert_within_se(draws, expected)
