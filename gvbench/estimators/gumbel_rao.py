@@ -27,10 +27,11 @@ from gvbench.estimators.sampling import (
 )
 from gvbench.estimators.validation import check_count, check_logits, check_tau
 
-# Elements of one chunk of conditional draws (k_chunk × logits.numel()). 2²¹ float32 values
-# are 8 MiB per temporary: large enough to amortise kernel launches, small enough that
-# K = 1000 on VAE-sized logits costs a few chunks, not K graphs.
-CHUNK_ELEMENTS = 1 << 21
+# Elements of one chunk of conditional draws (k_chunk × logits.numel()). On the CPU the draws
+# are compute-bound, so small chunks (256 KiB per float32 temporary) cost no time and keep the
+# working set flat in K; on an accelerator kernel launches dominate, so chunks are larger.
+CHUNK_ELEMENTS = 1 << 16
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 22
 
 
 class _ConditionalSoftmaxMean(torch.autograd.Function):
@@ -46,7 +47,8 @@ class _ConditionalSoftmaxMean(torch.autograd.Function):
         generator: torch.Generator | None,
     ) -> Tensor:
         n = logits.shape[-1]
-        chunk = max(1, min(k, CHUNK_ELEMENTS // max(1, logits.numel())))
+        budget = CHUNK_ELEMENTS if logits.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+        chunk = max(1, min(k, budget // max(1, logits.numel())))
         keep_samples = k <= n
         mean = torch.zeros_like(logits)
         stored = []
