@@ -1,0 +1,22 @@
+"""The variance harness: gradient draws, references, metrics, sweeps and their storage."""
+
+from gvbench.harness.draws import gradient_draws
+from gvbench.harness.metrics import METRICS, Reference, gradient_metrics
+from gvbench.harness.reference import reference_gradient
+from gvbench.harness.store import read, write_atomic
+from gvbench.harness.sweep import DEFAULT_K, DEFAULT_TAU, Cell, process_pool, sweep
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_TAU",
+    "METRICS",
+    "Cell",
+    "Reference",
+    "gradient_draws",
+    "gradient_metrics",
+    "process_pool",
+    "read",
+    "reference_gradient",
+    "sweep",
+    "write_atomic",
+]

@@ -1,0 +1,330 @@
+"""Sweeps over estimator × τ × K × batch size (× seed), stored as one xarray Dataset.
+
+Every cell draws ``reps`` gradients at the task's fixed parameters and reduces them to
+metrics against a reference computed once per batch size. Cells are independent: each gets
+its own ``numpy.random.SeedSequence`` derived from the master seed and the cell's own
+coordinates (not its position), so results are identical whatever the executor, the order,
+or the grid a cell was first computed in.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import datetime as dt
+import json
+import multiprocessing
+import os
+import subprocess
+import time
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+import gvbench
+import gvbench.estimators as E
+import gvbench.tasks
+from gvbench.estimators.validation import check_count, check_tau
+from gvbench.harness import store
+from gvbench.harness.draws import gradient_draws
+from gvbench.harness.metrics import Reference, gradient_metrics
+from gvbench.harness.reference import REFERENCE_K, REFERENCE_REPS, reference_gradient
+from gvbench.tasks import Task
+
+DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
+DEFAULT_K = (1, 10, 100, 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work; ``tau``/``k`` are None for an estimator that does not take them."""
+
+    estimator: str
+    tau: float | None
+    k: int | None
+    batch_size: int
+    seed: int
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.tau is not None:
+            options["tau"] = self.tau
+        if self.k is not None:
+            options["k"] = self.k
+        return options
+
+    def seed_sequence(self) -> np.random.SeedSequence:
+        key = (zlib.crc32(self.estimator.encode()), zlib.crc32(repr(self.tau).encode()))
+        return np.random.SeedSequence(self.seed, spawn_key=(*key, self.k or 0, self.batch_size))
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        state = int(self.seed_sequence().generate_state(1, np.uint64)[0])
+        return torch.Generator(device=device).manual_seed(state)
+
+
+def _sequence(value: Any, name: str) -> list[Any]:
+    values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    return values
+
+
+def check_grid(
+    estimators: Sequence[str],
+    taus: Sequence[float],
+    ks: Sequence[int],
+    batch_sizes: Sequence[int],
+    reps: int,
+) -> tuple[list[str], list[float], list[int], list[int], int]:
+    """Validate a grid before any work starts; errors name the argument and its range."""
+    for name in estimators:
+        E.info(name)  # KeyError naming the known estimators
+    taus = sorted({check_tau(t) for t in taus})
+    ks = sorted({check_count(k, "k", 1) for k in ks})
+    batch_sizes = sorted({check_count(b, "batch_size", 1) for b in batch_sizes})
+    reps = check_count(reps, "reps", 2)
+    return list(dict.fromkeys(estimators)), taus, ks, batch_sizes, reps
+
+
+def plan_cells(
+    estimators: Sequence[str],
+    taus: Sequence[float],
+    ks: Sequence[int],
+    batch_sizes: Sequence[int],
+    seeds: Sequence[int],
+) -> dict[Cell, list[store.CellKey]]:
+    """Each cell with the grid points it fills (several when τ or K does not apply)."""
+    plan: dict[Cell, list[store.CellKey]] = {}
+    for name in estimators:
+        hyper = E.info(name).hyper
+        for batch_size in batch_sizes:
+            for seed in seeds:
+                for tau in taus if "tau" in hyper else [None]:
+                    for k in ks if "k" in hyper else [None]:
+                        cell = Cell(name, tau, k, batch_size, seed)
+                        plan[cell] = [
+                            (name, t, kk, batch_size, seed)
+                            for t in taus
+                            if tau is None or t == tau
+                            for kk in ks
+                            if k is None or kk == k
+                        ]
+    return plan
+
+
+def run_cell(
+    task: Task, cell: Cell, reps: int, reference: Reference, threads: int
+) -> dict[str, Any]:
+    """Draw ``reps`` gradients for ``cell`` and reduce them to metrics (a picklable record)."""
+    info = E.info(cell.estimator)
+    reason = task.applicable(info)
+    if reason is None and cell.k is not None and cell.k < info.min_k:
+        reason = f"{info.label} needs k >= {info.min_k}"
+    if reason is not None:
+        return {"status": f"not applicable: {reason}"}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        estimator = E.get(cell.estimator, **cell.options())
+        draws = gradient_draws(task, estimator, reps, cell.batch_size, cell.generator(task.device))
+        record = gradient_metrics(draws, reference)
+    except Exception as error:  # recorded, reported, and retried on resume
+        return {"status": f"failed: {type(error).__name__}: {error}"}
+    finally:
+        torch.set_num_threads(previous)
+    return {**record, "status": store.DONE, "seconds": time.perf_counter() - start}
+
+
+def process_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A process pool whose workers start fresh (spawn): safe with torch's threads and CUDA."""
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _run(
+    executor: cf.Executor | None, jobs: list[tuple[Cell, tuple[Any, ...]]]
+) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    if executor is None:
+        for cell, arguments in jobs:
+            yield cell, run_cell(*arguments)
+        return
+    futures = {executor.submit(run_cell, *arguments): cell for cell, arguments in jobs}
+    for future in cf.as_completed(futures):
+        yield futures[future], future.result()
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(gvbench.__file__).resolve().parent.parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+# Attributes that must agree for a stored file to be resumed: the same experiment.
+IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell")
+
+
+def sweep(
+    task: Task | str,
+    estimators: Sequence[str] | None = None,
+    tau: float | Sequence[float] = DEFAULT_TAU,
+    k: int | Sequence[int] = DEFAULT_K,
+    batch_size: int | Sequence[int] = 1,
+    reps: int = 1000,
+    seed: int | Sequence[int] = 0,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    executor: cf.Executor | None = None,
+    progress: bool = True,
+    threads_per_cell: int = 1,
+    reference_reps: int = REFERENCE_REPS,
+    reference_k: int = REFERENCE_K,
+) -> xr.Dataset:
+    """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
+
+    Args:
+        task: a :class:`~gvbench.tasks.Task`, or a task name built with its defaults.
+        estimators: registered names (default: every estimator except the exact one).
+        tau, k, batch_size: grid values (scalars or sequences). An estimator that takes no τ
+            (or K) is computed once and its result filled along that axis.
+        reps: gradient draws per cell (>= 2).
+        seed: master seed; a sequence adds a ``seed`` dimension.
+        path: a netCDF file. Written atomically after every finished cell; if it exists, its
+            finished cells are kept and only missing ones computed (resume / extend a grid).
+        executor: any ``concurrent.futures.Executor`` (e.g. :func:`process_pool`); default:
+            in-process.
+        progress: show a progress bar with an ETA.
+        threads_per_cell: torch intra-op threads inside a cell, fixed so that results do not
+            depend on the executor.
+        reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate.
+
+    Returns:
+        Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
+        seeds); data variables ``variance, variance_per_coord, bias2, mse, cosine, snr``, each
+        with an ``_se`` companion, plus ``status`` and ``seconds`` per cell.
+    """
+    if isinstance(task, str):
+        task = gvbench.tasks.get(task)
+    if estimators is None:
+        estimators = [name for name, entry in E.available().items() if not entry.exact]
+    seeds = [int(s) for s in _sequence(seed, "seed")]
+    names, taus, ks, batch_sizes, reps = check_grid(
+        _sequence(estimators, "estimators"),
+        _sequence(tau, "tau"),
+        _sequence(k, "k"),
+        _sequence(batch_size, "batch_size"),
+        reps,
+    )
+    threads_per_cell = check_count(threads_per_cell, "threads_per_cell", 1)
+    attrs = {
+        "title": f"gvbench sweep of the {task.name} task",
+        "Conventions": "CF-1.8",
+        "task": task.name,
+        "task_config": json.dumps(task.config(), sort_keys=True),
+        "reps": reps,
+        "reference": "exact where the task enumerates, else "
+        f"rloo(k={reference_k}, reps={reference_reps})",
+        "threads_per_cell": threads_per_cell,
+        "seed": seeds[0] if not isinstance(seed, Iterable) else json.dumps(seeds),
+        "dtype": str(task.dtype).removeprefix("torch."),
+        "device": str(task.device),
+        "gvbench_version": gvbench.__version__,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    records: dict[store.CellKey, dict[str, Any]] = {}
+    coords: dict[str, list[Any]] = {
+        "estimator": names,
+        "tau": taus,
+        "k": ks,
+        "batch_size": batch_sizes,
+        "seed": seeds,
+    }
+    if path is not None and Path(path).exists():
+        stored = store.read(path)
+        for key in IDENTITY:
+            if str(stored.attrs.get(key)) != str(attrs[key]):
+                raise ValueError(
+                    f"{path} holds a different experiment ({key}: {stored.attrs.get(key)!r} "
+                    f"vs {attrs[key]!r}); choose another path"
+                )
+        records = store.finished_records(stored)
+        for name, values in coords.items():
+            old = (
+                stored[name].values.tolist() if name in stored.dims else [int(stored.attrs["seed"])]
+            )
+            merged = list(dict.fromkeys([*old, *values]))
+            coords[name] = merged if name == "estimator" else sorted(merged)
+        attrs["created"] = stored.attrs.get("created", attrs["created"])
+        attrs["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    table = E.available()
+    estimator_coords = {
+        "label": [table[n].label for n in coords["estimator"]],
+        "unbiased": [table[n].unbiased for n in coords["estimator"]],
+        "uses_tau": ["tau" in table[n].hyper for n in coords["estimator"]],
+        "uses_k": ["k" in table[n].hyper for n in coords["estimator"]],
+    }
+
+    def dataset() -> xr.Dataset:
+        ds = store.build_dataset(records, coords, estimator_coords, attrs)
+        return ds.squeeze("seed", drop=True) if not isinstance(seed, Iterable) else ds
+
+    plan = plan_cells(names, taus, ks, batch_sizes, seeds)
+    todo = {
+        cell: keys
+        for cell, keys in plan.items()
+        if not all(key in records and store.is_finished(records[key]["status"]) for key in keys)
+    }
+    references = {
+        b: reference_gradient(
+            task,
+            b,
+            reps=reference_reps,
+            k=reference_k,
+            generator=Cell("reference", None, None, b, seeds[0]).generator(task.device),
+        )
+        for b in sorted({cell.batch_size for cell in todo})
+    }
+    jobs = [
+        (cell, (task, cell, reps, references[cell.batch_size], threads_per_cell)) for cell in todo
+    ]
+    failures = []
+    bar = tqdm(total=len(jobs), disable=not progress, unit="cell", desc=f"{task.name} sweep")
+    with bar:
+        for cell, record in _run(executor, jobs):
+            for key in todo[cell]:
+                records[key] = record
+            if record["status"].startswith("failed"):
+                failures.append(f"{cell}: {record['status']}")
+            if path is not None:
+                store.write_atomic(dataset(), path)
+            bar.set_postfix_str(f"{cell.estimator} τ={cell.tau} K={cell.k} B={cell.batch_size}")
+            bar.update()
+    if failures:
+        warnings.warn(f"{len(failures)} cell(s) failed:\n" + "\n".join(failures), stacklevel=2)
+    result = dataset()
+    if path is not None and not jobs:
+        store.write_atomic(result, path)
+    return result

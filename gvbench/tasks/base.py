@@ -1,0 +1,78 @@
+"""The Task protocol: what the harness needs from an experiment, and nothing more.
+
+A task owns fixed parameters (the θ, or network weights, at which gradients are measured) and
+a loss that calls a sampler at every discrete choice of its model. The harness gives every
+parameter a leading *draw* axis of size R, so one backward pass yields R independent gradient
+draws; a task whose model cannot broadcast over that axis sets ``max_draws_per_pass = 1``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from gvbench.estimators import EstimatorInfo, Sampler
+
+Parameters = Mapping[str, Tensor]
+
+
+class Task(abc.ABC):
+    """One experiment, measured at fixed parameters.
+
+    Subclasses set ``name`` and implement :meth:`parameters`, :meth:`loss` and
+    :meth:`config`. They may override :meth:`enumerable` (exact reference by enumeration),
+    ``relaxed_inputs`` (the loss accepts relaxed samples, so GS applies), ``arity`` (the
+    number of categories of every choice, when it is one number) and ``max_draws_per_pass``.
+    """
+
+    name: ClassVar[str]
+    relaxed_inputs: ClassVar[bool] = False
+    max_draws_per_pass: ClassVar[int | None] = None
+    dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
+
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, Tensor]:
+        """The fixed parameters whose gradient is estimated, without a draw axis."""
+
+    @abc.abstractmethod
+    def loss(self, params: Parameters, sample: Sampler, batch_size: int) -> Tensor:
+        """Per-example losses, shape ``(R, batch_size)``.
+
+        ``params`` are :meth:`parameters` with a leading draw axis of size R; ``sample`` is
+        called at every discrete choice with logits of shape ``(R, batch_size, …, n)``. The
+        ``batch_size`` examples are fixed for a given task and batch size (the same data for
+        every draw), each with its own discrete samples.
+        """
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description that identifies the task and its parameters."""
+
+    @property
+    def arity(self) -> int | None:
+        """Categories of every discrete choice, if they all have the same number."""
+        return None
+
+    def enumerable(self, batch_size: int) -> bool:
+        """Whether the exact gradient can be computed by enumeration at this batch size."""
+        del batch_size
+        return False
+
+    def applicable(self, estimator: EstimatorInfo) -> str | None:
+        """``None`` if ``estimator`` can run on this task, else the reason it cannot."""
+        if estimator.relaxed and not self.relaxed_inputs:
+            return f"{estimator.label} feeds relaxed samples; the {self.name} task needs one-hot inputs"
+        if estimator.binary_only and self.arity != 2:
+            return f"{estimator.label} is binary-only; the {self.name} task has arity {self.arity}"
+        if estimator.exact and not self.enumerable(1):
+            return f"the {self.name} task has too many joint outcomes to enumerate"
+        return None
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "task")
+        return f"{type(self).__name__}({options})"
