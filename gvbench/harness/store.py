@@ -30,6 +30,12 @@ LONG_NAMES = {
 }
 
 
+def _array(values: Sequence[Any]) -> np.ndarray:
+    """A coordinate array; strings as objects (h5py writes no fixed-width unicode)."""
+    array = np.asarray(values)
+    return array.astype(object) if array.dtype.kind == "U" else array
+
+
 def is_finished(status: str) -> bool:
     """Whether a cell needs no more work (computed, or not applicable)."""
     return status == DONE or status.startswith("not applicable")
@@ -59,10 +65,10 @@ def build_dataset(
         long_name = LONG_NAMES[base] + (" (standard error)" if name.endswith("_se") else "")
         units = "s" if name == "seconds" else "1"
         data_vars[name] = (DIMS, values[name], {"long_name": long_name, "units": units})
-    data_vars["status"] = (DIMS, status.astype(str), {"long_name": "cell status"})
+    data_vars["status"] = (DIMS, status, {"long_name": "cell status"})
     for name, column in estimator_coords.items():
-        data_vars[name] = ("estimator", np.asarray(column))
-    ds = xr.Dataset(data_vars, coords={d: np.asarray(coords[d]) for d in DIMS}, attrs=dict(attrs))
+        data_vars[name] = ("estimator", _array(column))
+    ds = xr.Dataset(data_vars, coords={d: _array(coords[d]) for d in DIMS}, attrs=dict(attrs))
     ds["tau"].attrs.update(long_name="temperature τ", units="1")
     ds["k"].attrs.update(long_name="Monte Carlo samples K", units="1")
     ds["batch_size"].attrs.update(long_name="examples per gradient B", units="1")

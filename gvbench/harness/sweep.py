@@ -250,7 +250,7 @@ def sweep(
         "device": str(task.device),
         "gvbench_version": gvbench.__version__,
         "git_commit": _git_commit(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     records: dict[store.CellKey, dict[str, Any]] = {}
