@@ -1,0 +1,72 @@
+"""The command line and the figures, end to end on a small toy grid."""
+
+from __future__ import annotations
+
+import pytest
+
+from gvbench.cli import main
+from gvbench.harness import read
+
+
+def test_list_shows_estimators_and_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("gumbel_rao", "GR-MCK", "unbiased", "toy"):
+        assert word in out
+
+
+def test_sweep_then_plot(tmp_path, capsys):
+    out = tmp_path / "toy.nc"
+    argv = [
+        "sweep",
+        "toy",
+        "--estimators",
+        "st_gumbel_softmax",
+        "gumbel_rao",
+        "--tau",
+        "0.1",
+        "1",
+        "--k",
+        "1",
+        "10",
+        "--reps",
+        "200",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--task-option",
+        "n=4",
+    ]
+    assert main(argv) == 0
+    ds = read(out)
+    assert (ds.status == "done").all() and '"n": 4' in ds.attrs["task_config"]
+    assert main(["plot", str(out), "--out-dir", str(tmp_path / "figures")]) == 0
+    written = capsys.readouterr().out
+    for name in ("variance", "bias2", "mse", "gumbel-rao-advantage"):
+        for extension in ("png", "pdf"):
+            path = tmp_path / "figures" / f"toy-{name}.{extension}"
+            assert path.stat().st_size > 1000 and str(path) in written
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tau", "-1"], "tau must be a finite number > 0"),
+        (["--k", "0"], "k must be an integer >= 1"),
+        (["--reps", "1"], "reps must be an integer >= 2"),
+        (["--estimators", "nope"], "unknown estimator 'nope'"),
+        (["--task-option", "n=1"], "n .categories. must be an integer >= 2"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(tmp_path, extra, message):
+    out = tmp_path / "never.nc"
+    with pytest.raises(SystemExit, match=message):
+        main(["sweep", "toy", "--no-progress", "--out", str(out), *extra])
+    assert not out.exists()
+
+
+def test_unknown_task_and_missing_file():
+    with pytest.raises(SystemExit, match="unknown task 'nope'"):
+        main(["sweep", "nope"])
+    with pytest.raises(SystemExit, match="no such results file"):
+        main(["plot", "does-not-exist.nc"])
