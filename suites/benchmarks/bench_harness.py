@@ -1,0 +1,82 @@
+"""Throughput of the variance harness: batched draws against a loop of backward passes."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import gvbench
+import gvbench.estimators as E
+from gvbench.harness import gradient_draws
+from gvbench.harness.draws import one_pass
+from gvbench.tasks import Toy
+
+TASK = Toy(theta=[0.6, -0.2, 0.1])
+
+
+def loop_draws(estimator, reps, generator):
+    """The plain way: one forward and backward pass per repetition."""
+    return torch.cat([one_pass(TASK, estimator, 1, 1, generator) for _ in range(reps)])
+
+
+class Draws:
+    """1000 gradient draws of ST-GS on the toy, batched or looped."""
+
+    params = (["batched", "loop"],)
+    param_names = ("mode",)
+
+    def setup(self, mode):
+        self.estimator = E.get("st_gumbel_softmax", tau=0.5)
+
+    def time_thousand_draws(self, mode):
+        generator = torch.Generator().manual_seed(0)
+        if mode == "batched":
+            gradient_draws(TASK, self.estimator, 1000, 1, generator)
+        else:
+            loop_draws(self.estimator, 1000, generator)
+
+
+class Speedup:
+    """How many times faster the batched harness is than a loop (one run measures both)."""
+
+    number = 1
+    repeat = 1
+
+    def track_batched_over_loop(self):
+        estimator = E.get("st_gumbel_softmax", tau=0.5)
+        timings = {}
+        for mode, draw in (("batched", gradient_draws), ("loop", None)):
+            start = time.perf_counter()
+            generator = torch.Generator().manual_seed(0)
+            if draw is None:
+                loop_draws(estimator, 2000, generator)
+            else:
+                draw(TASK, estimator, 2000, 1, generator)
+            timings[mode] = time.perf_counter() - start
+        return timings["loop"] / timings["batched"]
+
+    track_batched_over_loop.unit = "× faster"
+
+
+class Sweep:
+    """Cells per second of a small fixed toy sweep (4 estimators × 2 τ × 2 K, 2000 draws)."""
+
+    number = 1
+    repeat = 3
+
+    def track_cells_per_second(self):
+        start = time.perf_counter()
+        ds = gvbench.sweep(
+            TASK,
+            estimators=["st_gumbel_softmax", "gumbel_rao", "reinforce", "rloo"],
+            tau=[0.1, 1.0],
+            k=[2, 10],
+            reps=2000,
+            progress=False,
+        )
+        cells = 2 + 4 + 1 + 2  # ST-GS per τ, GR-MCK per (τ, K), REINFORCE once, RLOO per K
+        assert (ds["status"] == "done").all()
+        return cells / (time.perf_counter() - start)
+
+    track_cells_per_second.unit = "cells/s"
