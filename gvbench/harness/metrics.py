@@ -44,6 +44,13 @@ class Reference:
         return self.variance / self.count if self.count else 0.0
 
 
+def trace_variance(draws: np.ndarray) -> tuple[float, float]:
+    """:math:`V = \frac1{N-1}\\sum_r\\|\\hat g_r - \bar g\\|^2` of (N, P) draws, and its standard error."""
+    n = draws.shape[0]
+    terms = ((draws - draws.mean(0)) ** 2).sum(1) * n / (n - 1)
+    return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(n))
+
+
 def _trace_covariance_squared(centred: np.ndarray) -> float:
     n, p = centred.shape
     if min(n, p) > GRAM_LIMIT:
@@ -72,9 +79,7 @@ def gradient_metrics(draws: np.ndarray | torch.Tensor, reference: Reference) -> 
     n, p = d.shape
     mean = d.mean(0)
     centred = d - mean
-    terms = (centred**2).sum(1) * n / (n - 1)
-    variance = float(terms.mean())
-    variance_se = float(terms.std(ddof=1) / np.sqrt(n))
+    variance, variance_se = trace_variance(d)
 
     delta = mean - g_star
     distance2 = float(delta @ delta)

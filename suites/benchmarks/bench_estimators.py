@@ -13,53 +13,64 @@ import gvbench.estimators as E
 from .workloads import DEVICES, SHAPES, ForwardBackward, synchronized_timer
 
 
-class Estimators:
+class _ForwardBackwardBenchmarks:
+    """Time and peak RSS of ``self.workload.run()`` (set by ``setup``)."""
+
+    timer = staticmethod(synchronized_timer)
+
+    def time_forward_backward(self, *params):
+        self.workload.run()
+
+    def peakmem_forward_backward(self, *params):
+        self.workload.run()
+
+
+class _CudaPeakMemory:
+    """Peak bytes held by the CUDA allocator during ``self.workload.run()``."""
+
+    def track_cuda_peak_bytes(self, *params):
+        self.workload.run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+
+    track_cuda_peak_bytes.unit = "bytes"
+
+
+class Estimators(_ForwardBackwardBenchmarks):
     """Every estimator at its default hyper-parameters (τ = 1, K = 1; RLOO K = 2)."""
 
     params = (list(E.available()), list(SHAPES), DEVICES)
     param_names = ("estimator", "shape", "device")
-    timer = staticmethod(synchronized_timer)
 
     def setup(self, name, shape, device):
         self.workload = ForwardBackward(name, shape, device)
 
-    def time_forward_backward(self, name, shape, device):
-        self.workload.run()
 
-    def peakmem_forward_backward(self, name, shape, device):
-        self.workload.run()
+class EstimatorsCudaMemory(_CudaPeakMemory):
+    params = (list(E.available()), list(SHAPES))
+    param_names = ("estimator", "shape")
 
-    def track_cuda_peak_bytes(self, name, shape, device):
-        if device != "cuda":
-            raise NotImplementedError("CUDA allocator statistics only")
-        self.workload.run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-
-    track_cuda_peak_bytes.unit = "bytes"
+    def setup(self, name, shape):
+        self.workload = ForwardBackward(name, shape, "cuda")
 
 
-class GumbelRao:
+GUMBEL_RAO_K = [1, 10, 100, 1000]
+GUMBEL_RAO_SHAPES = ["vae-20x10", "vae-60x4", "vae-30x16", "listops-49"]
+
+
+class GumbelRao(_ForwardBackwardBenchmarks):
     """GR-MCK over K: time should grow linearly, memory should stay flat."""
 
-    params = ([1, 10, 100, 1000], ["vae-20x10", "vae-60x4", "vae-30x16", "listops-49"], DEVICES)
+    params = (GUMBEL_RAO_K, GUMBEL_RAO_SHAPES, DEVICES)
     param_names = ("k", "shape", "device")
-    timer = staticmethod(synchronized_timer)
 
     def setup(self, k, shape, device):
         self.workload = ForwardBackward("gumbel_rao", shape, device, tau=0.5, k=k)
 
-    def time_forward_backward(self, k, shape, device):
-        self.workload.run()
 
-    def peakmem_forward_backward(self, k, shape, device):
-        self.workload.run()
+class GumbelRaoCudaMemory(_CudaPeakMemory):
+    params = (GUMBEL_RAO_K, GUMBEL_RAO_SHAPES)
+    param_names = ("k", "shape")
 
-    def track_cuda_peak_bytes(self, k, shape, device):
-        if device != "cuda":
-            raise NotImplementedError("CUDA allocator statistics only")
-        self.workload.run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-
-    track_cuda_peak_bytes.unit = "bytes"
+    def setup(self, k, shape):
+        self.workload = ForwardBackward("gumbel_rao", shape, "cuda", tau=0.5, k=k)

@@ -1,0 +1,222 @@
+"""Training the Gumbel Tree-LSTM on ListOps with any estimator: SGD, validation-based model
+selection, test accuracy, learning curves (with gradient variance) as xarray, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+import gvbench
+import gvbench.estimators as E
+from gvbench.harness.draws import gradient_draws
+from gvbench.harness.metrics import trace_variance
+from gvbench.harness.store import write_atomic
+from gvbench.listops.data import Split, generate_splits
+from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
+from gvbench.listops.task import ListOpsTask
+from gvbench.training import curves_dataset, save_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``batch_size`` 0 means the maximum length L, as in the paper."""
+
+    estimator: str = "st_gumbel_softmax"
+    tau: float = 1.0
+    k: int = 1
+    max_length: int = 10
+    d_hidden: int = 32
+    steps: int = 2000
+    batch_size: int = 0
+    lr: float = 0.5
+    momentum: float = 0.9
+    sizes: tuple[int, int, int] = (5000, 500, 500)
+    eval_every: int = 100
+    variance_every: int = 500
+    variance_reps: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        hyper = E.info(self.estimator).hyper  # KeyError for an unknown estimator
+        if E.info(self.estimator).relaxed:
+            raise ValueError(f"{self.estimator} feeds relaxed samples; ListOps needs hard merges")
+        E.get(self.estimator, **{h: getattr(self, h) for h in hyper})  # validates τ and K
+        if self.max_length < 4:
+            raise ValueError(f"max_length must be >= 4 tokens, got {self.max_length}")
+        for name in ("steps", "eval_every", "variance_reps", "d_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or self.max_length
+
+    def estimator_options(self) -> dict[str, Any]:
+        return {h: getattr(self, h) for h in E.info(self.estimator).hyper}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def name(self) -> str:
+        options = "-".join(f"{k}{v:g}" for k, v in self.estimator_options().items())
+        return (
+            f"L{self.max_length}-{self.estimator}{'-' + options if options else ''}-seed{self.seed}"
+        )
+
+
+def accuracy(params: Parameters, split: Split, chunk: int = 500) -> float:
+    """Accuracy with greedy (argmax) merges, the deterministic tree used at evaluation."""
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(split), chunk):
+            part = split.subset(slice(start, start + chunk))
+            logits = classify(
+                {k: v[None] for k, v in params.items()}, part.tokens, part.lengths, greedy
+            )
+            correct += int((logits[0].argmax(-1) == part.labels).sum())
+    return correct / len(split)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path = "results/listops",
+    progress: bool = True,
+    final_checkpoint: str | Path | None = None,
+) -> xr.Dataset:
+    """Train, select on validation accuracy, report test accuracy; resume from ``out_dir``.
+
+    Writes ``out_dir/NAME/{checkpoint.pt, curves.nc}``; a rerun with the same configuration
+    continues from the last checkpoint (same numbers as an uninterrupted run).
+    """
+    run_dir = Path(out_dir) / config.name()
+    checkpoint_path = run_dir / "checkpoint.pt"
+    splits = generate_splits(config.max_length, config.sizes, seed=config.seed)
+    train_split, valid, test = splits["train"], splits["valid"], splits["test"]
+    estimator = E.get(config.estimator, **config.estimator_options())
+    params = {
+        k: v.requires_grad_() for k, v in init_parameters(config.d_hidden, seed=config.seed).items()
+    }
+    optimizer = torch.optim.SGD(params.values(), lr=config.lr, momentum=config.momentum)
+    generator = torch.Generator().manual_seed(config.seed)
+    state: dict[str, Any] = {
+        "step": 0,
+        "rows": [],
+        "best": None,
+        "best_accuracy": -1.0,
+        "order": None,
+    }
+    if checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, weights_only=False)
+        if saved["config"] != config.as_dict():
+            raise ValueError(
+                f"{checkpoint_path} belongs to another configuration; remove it or change out_dir"
+            )
+        with torch.no_grad():
+            for k, v in saved["params"].items():
+                params[k].copy_(v)
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        state = saved["state"]
+
+    def batch_at(step: int) -> Split:
+        per_epoch = len(train_split) // config.batch
+        epoch, position = divmod(step, per_epoch)
+        if state["order"] is None or state["order"][0] != epoch:
+            state["order"] = (epoch, torch.randperm(len(train_split), generator=generator))
+        index = state["order"][1][position * config.batch : (position + 1) * config.batch]
+        return train_split.subset(index)
+
+    losses: list[float] = []
+    bar = tqdm(
+        total=config.steps,
+        initial=state["step"],
+        disable=not progress,
+        desc=config.name(),
+        unit="step",
+    )
+    with bar:
+        while state["step"] < config.steps:
+            batch = batch_at(state["step"])
+            with_draw_axis = {k: v[None] for k, v in params.items()}
+            surrogate = estimator(
+                lambda sample, b=batch, w=with_draw_axis: per_example_loss(
+                    w, b.tokens, b.lengths, b.labels, sample
+                ),
+                generator=generator,
+            )
+            optimizer.zero_grad()
+            surrogate.mean().backward()
+            torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
+            optimizer.step()
+            losses.append(float(surrogate.detach().mean()))
+            state["step"] += 1
+            bar.update()
+            step = state["step"]
+            if step % config.eval_every == 0 or step == config.steps:
+                row = {
+                    "step": step,
+                    "train_loss": sum(losses) / len(losses),
+                    "valid_accuracy": accuracy(params, valid),
+                }
+                losses.clear()
+                if config.variance_every and (
+                    step % config.variance_every == 0 or step == config.steps
+                ):
+                    task = ListOpsTask(
+                        params, valid.subset(slice(0, config.batch)), {"task": "listops"}
+                    )
+                    draws = gradient_draws(
+                        task, estimator, config.variance_reps, config.batch, generator
+                    )
+                    row["gradient_variance"], row["gradient_variance_se"] = trace_variance(
+                        draws.numpy()
+                    )
+                state["rows"].append(row)
+                if row["valid_accuracy"] > state["best_accuracy"]:
+                    state["best_accuracy"] = row["valid_accuracy"]
+                    state["best"] = {
+                        "step": step,
+                        "params": {k: v.detach().clone() for k, v in params.items()},
+                    }
+                bar.set_postfix(valid_accuracy=f"{row['valid_accuracy']:.3f}")
+                save_atomic(
+                    {
+                        "config": config.as_dict(),
+                        "params": {k: v.detach() for k, v in params.items()},
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "state": state,
+                    },
+                    checkpoint_path,
+                )
+    best = state["best"]
+    test_accuracy = accuracy(best["params"], test)
+    majority = float(torch.bincount(test.labels, minlength=10).max()) / len(test)
+    attrs = {
+        "title": f"ListOps training curves: {config.name()}",
+        "config": json.dumps(config.as_dict(), sort_keys=True),
+        "estimator": config.estimator,
+        "best_step": best["step"],
+        "best_valid_accuracy": state["best_accuracy"],
+        "test_accuracy": test_accuracy,
+        "test_majority_accuracy": majority,
+        "gvbench_version": gvbench.__version__,
+        "torch_version": str(torch.__version__),
+    }
+    units = {
+        "train_loss": "nats",
+        "valid_accuracy": "1",
+        "gradient_variance": "1",
+        "gradient_variance_se": "1",
+    }
+    curves = curves_dataset(state["rows"], attrs, units)
+    write_atomic(curves, run_dir / "curves.nc")
+    if final_checkpoint is not None:
+        save_atomic({"config": config.as_dict(), "params": best["params"]}, final_checkpoint)
+    return curves
