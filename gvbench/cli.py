@@ -112,6 +112,67 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_train(args: argparse.Namespace) -> int:
+    """Train on an experiment: one run from the options, or every run of a named preset."""
+    import pandas as pd
+
+    from gvbench.harness import process_pool
+    from gvbench.listops.presets import run_preset, summary_table
+    from gvbench.listops.train import TrainConfig, train
+
+    out_dir = args.out_dir or f"results/{args.experiment}"
+    if args.preset:
+        try:
+            if args.workers > 1:
+                with process_pool(args.workers) as pool:
+                    summary = run_preset(
+                        args.preset,
+                        out_dir,
+                        executor=pool,
+                        seed=args.seed,
+                        progress=not args.no_progress,
+                    )
+            else:
+                summary = run_preset(
+                    args.preset, out_dir, seed=args.seed, progress=not args.no_progress
+                )
+        except KeyError as error:
+            raise SystemExit(f"gvbench: {error}") from None
+        tables = summary_table(summary)
+        with pd.option_context("display.width", 120):
+            print("Test accuracy (model selected on validation):")
+            print(tables["accuracy"].round(3).to_string())
+            print("\nGradient variance at a trained checkpoint (GR-MCK by K, and ST-GS):")
+            print(tables["variance"].round(4).to_string())
+        print(f"wrote {Path(out_dir) / (args.preset + '.nc')}")
+        return 0
+    try:
+        config = TrainConfig(
+            estimator=args.estimator,
+            tau=args.tau,
+            k=args.k,
+            max_length=args.max_length,
+            d_hidden=args.d_hidden,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            momentum=args.momentum,
+            eval_every=args.eval_every,
+            variance_every=args.variance_every,
+            seed=args.seed,
+        )
+    except (KeyError, ValueError) as error:
+        raise SystemExit(f"gvbench: {error}") from None
+    curves = train(config, out_dir=out_dir, progress=not args.no_progress)
+    print(
+        f"{config.name()}: best validation accuracy {curves.attrs['best_valid_accuracy']:.3f} "
+        f"at step {curves.attrs['best_step']}; test accuracy {curves.attrs['test_accuracy']:.3f} "
+        f"(majority class {curves.attrs['test_majority_accuracy']:.3f})"
+    )
+    print(f"wrote {Path(out_dir) / config.name() / 'curves.nc'}")
+    return 0
+
+
 def command_demo(args: argparse.Namespace) -> int:
     """The paper-scale toy sweep and its figures (what `make demo` runs)."""
     from gvbench.harness import DEFAULT_K, DEFAULT_TAU
@@ -241,6 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["variance", "variance_per_coord", "bias2", "mse", "cosine", "snr"],
     )
     plot.set_defaults(run=command_plot)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model of an experiment with an estimator (resumable), or a whole preset",
+        description="Train with SGD, select on validation, report test accuracy; curves and "
+        "checkpoints go to --out-dir and a rerun resumes. --preset runs a named grid.",
+    )
+    train.add_argument("experiment", choices=["listops"], help="the experiment")
+    train.add_argument(
+        "--preset", default=None, help="a named grid: small (2 CPU cores, minutes) or paper (GPU)"
+    )
+    train.add_argument(
+        "--estimator", default="st_gumbel_softmax", help="a registered one-hot estimator"
+    )
+    train.add_argument("--tau", type=float, default=1.0, help="temperature τ > 0")
+    train.add_argument("--k", type=int, default=1, help="K for GR-MCK / RLOO")
+    train.add_argument(
+        "--max-length", type=int, default=10, help="maximum tokens L (10, 25, 50 in the paper)"
+    )
+    train.add_argument("--steps", type=int, default=2000, help="SGD steps")
+    train.add_argument("--batch-size", type=int, default=0, help="0: equal to L, as in the paper")
+    train.add_argument("--lr", type=float, default=0.02)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--d-hidden", type=int, default=32)
+    train.add_argument("--eval-every", type=int, default=100)
+    train.add_argument("--variance-every", type=int, default=500, help="0: never")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=1, help="processes for a preset's runs")
+    train.add_argument("--out-dir", default=None, help="default: results/EXPERIMENT")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=command_train)
 
     demo = commands.add_parser("demo", help="the paper-scale toy sweep with its figures")
     demo.add_argument("--reps", type=int, default=10_000)

@@ -35,7 +35,7 @@ from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import store
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import Reference, gradient_metrics
-from gvbench.harness.reference import REFERENCE_K, REFERENCE_REPS, reference_gradient
+from gvbench.harness.reference import REFERENCE_K, reference_gradient
 from gvbench.tasks import Task
 
 DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
@@ -197,7 +197,7 @@ def sweep(
     executor: cf.Executor | None = None,
     progress: bool = True,
     threads_per_cell: int = 1,
-    reference_reps: int = REFERENCE_REPS,
+    reference_reps: int | None = None,
     reference_k: int = REFERENCE_K,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
@@ -216,7 +216,8 @@ def sweep(
         progress: show a progress bar with an ETA.
         threads_per_cell: torch intra-op threads inside a cell, fixed so that results do not
             depend on the executor.
-        reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate.
+        reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate
+            (default: the task's ``reference_reps``).
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
@@ -225,6 +226,8 @@ def sweep(
     """
     if isinstance(task, str):
         task = gvbench.tasks.get(task)
+    if reference_reps is None:
+        reference_reps = task.reference_reps
     if estimators is None:
         estimators = [name for name, entry in E.available().items() if not entry.exact]
     seeds = [int(s) for s in _sequence(seed, "seed")]

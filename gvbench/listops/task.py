@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ class ListOpsTask(Task):
     name = "listops"
     relaxed_inputs = False
     max_draws_per_pass = 32  # R × B × L × 5d activations per merge step stay small
+    reference_reps = 4000
     dtype = torch.float32
 
     def __init__(self, params: Parameters, batch: Split, config: dict[str, Any]) -> None:
@@ -58,11 +57,12 @@ def listops(
     seed: int = 0,
     checkpoint: str | None = None,
     batch_pool: int = 64,
+    checkpoint_dir: str = str(CHECKPOINTS),
 ) -> ListOpsTask:
     """The ListOps task at a briefly trained checkpoint (trained once, then cached on disk).
 
     Without ``checkpoint``, a model is trained for ``train_steps`` SGD steps with ST-GS
-    (τ = 1) on generated data and saved under ``results/listops/checkpoints/``; the harness
+    (τ = 1) on generated data and saved under ``checkpoint_dir``; the harness
     then measures gradients on the first B of ``batch_pool`` validation expressions.
     """
     from gvbench.listops.train import TrainConfig, train
@@ -87,10 +87,14 @@ def listops(
             eval_every=max(1, train_steps),
             variance_every=0,
         )
-        key = hashlib.sha256(json.dumps(run.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        checkpoint = str(CHECKPOINTS / f"{run.name()}-{key}.pt")
+        checkpoint = str(Path(checkpoint_dir) / f"{run.name()}.pt")
         if not Path(checkpoint).exists():
-            train(run, out_dir=CHECKPOINTS / "runs", progress=False, final_checkpoint=checkpoint)
+            train(
+                run,
+                out_dir=Path(checkpoint_dir) / "runs",
+                progress=False,
+                final_checkpoint=checkpoint,
+            )
     state = torch.load(checkpoint, weights_only=False)
     valid = generate_splits(
         state["config"]["max_length"], state["config"]["sizes"], seed=state["config"]["seed"]

@@ -34,7 +34,7 @@ class TrainConfig:
     d_hidden: int = 32
     steps: int = 2000
     batch_size: int = 0
-    lr: float = 0.5
+    lr: float = 0.02
     momentum: float = 0.9
     sizes: tuple[int, int, int] = (5000, 500, 500)
     eval_every: int = 100

@@ -5,16 +5,28 @@ A new task is one subclass of :class:`Task` and one line in ``TASKS``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gvbench.tasks.base import Parameters, Task
 from gvbench.tasks.toy import Toy
 
-TASKS: dict[str, type[Task]] = {"toy": Toy}
+# Name → a class or factory taking the task's configuration as keywords.
+TASKS: dict[str, Callable[..., Task]] = {"toy": Toy}
 
 
-def available() -> dict[str, type[Task]]:
-    """Task classes by name."""
+def _register_experiments() -> None:
+    # Imported here: the experiment packages build on gvbench.tasks.base themselves.
+    from gvbench.listops.task import listops
+
+    TASKS["listops"] = listops
+
+
+_register_experiments()
+
+
+def available() -> dict[str, Callable[..., Task]]:
+    """Task constructors by name."""
     return dict(TASKS)
 
 

@@ -32,6 +32,8 @@ class Task(abc.ABC):
     name: ClassVar[str]
     relaxed_inputs: ClassVar[bool] = False
     max_draws_per_pass: ClassVar[int | None] = None
+    # Draws of the RLOO reference when the task cannot enumerate (a costly model wants fewer).
+    reference_reps: ClassVar[int] = 100_000
     dtype: torch.dtype = torch.float64
     device: torch.device = torch.device("cpu")
 

@@ -1,0 +1,197 @@
+"""Named ListOps experiments: the paper's grid (for a GPU) and a small one for 2 CPU cores.
+
+A preset trains every (L, τ, estimator) configuration through any executor, then measures
+the gradient variance of ST-GS and GR-MCK over K at a briefly trained checkpoint per L, and
+stores one summary Dataset: test accuracy by (estimator, τ, L) and variance by (τ, K, L).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import gvbench
+from gvbench.harness.store import write_atomic
+from gvbench.listops.task import listops
+from gvbench.listops.train import TrainConfig, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    max_lengths: tuple[int, ...]
+    taus: tuple[float, ...]
+    estimators: tuple[tuple[str, int], ...]  # (name, K); K ignored by estimators without one
+    steps: int
+    sizes: tuple[int, int, int]
+    d_hidden: int
+    variance_k: tuple[int, ...]
+    variance_reps: int
+    reference_reps: int
+    eval_every: int
+
+
+PRESETS = {
+    # Minutes on 2 CPU cores: L = 10, two temperatures, ST-GS against GR-MC10.
+    "small": Preset(
+        max_lengths=(10,),
+        taus=(0.1, 1.0),
+        estimators=(("st_gumbel_softmax", 1), ("gumbel_rao", 10)),
+        steps=1500,
+        sizes=(3000, 300, 300),
+        d_hidden=32,
+        variance_k=(1, 10, 100),
+        variance_reps=200,
+        reference_reps=1000,
+        eval_every=250,
+    ),
+    # The paper's grid (Paulus et al. 2021, §5.2): hours on a GPU.
+    "paper": Preset(
+        max_lengths=(10, 25, 50),
+        taus=(0.01, 0.1, 1.0),
+        estimators=(
+            ("st_gumbel_softmax", 1),
+            ("gumbel_rao", 10),
+            ("gumbel_rao", 100),
+            ("gumbel_rao", 1000),
+        ),
+        steps=50_000,
+        sizes=(90_000, 5_000, 5_000),
+        d_hidden=128,
+        variance_k=(1, 10, 100, 1000),
+        variance_reps=1000,
+        reference_reps=10_000,
+        eval_every=1000,
+    ),
+}
+
+
+def _label(name: str, k: int) -> str:
+    return "ST-GS" if name == "st_gumbel_softmax" else f"GR-MC{k}"
+
+
+def _train_one(config: TrainConfig, out_dir: str) -> tuple[str, float]:
+    curves = train(config, out_dir=out_dir, progress=False)
+    return config.name(), float(curves.attrs["test_accuracy"])
+
+
+def run_preset(
+    name: str,
+    out_dir: str | Path = "results/listops",
+    executor: cf.Executor | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``."""
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown ListOps preset {name!r}; available: {', '.join(PRESETS)}"
+        ) from None
+    out_dir = Path(out_dir)
+    configs = {
+        (_label(est, k), tau, length): TrainConfig(
+            estimator=est,
+            tau=tau,
+            k=k,
+            max_length=length,
+            d_hidden=preset.d_hidden,
+            steps=preset.steps,
+            sizes=preset.sizes,
+            eval_every=preset.eval_every,
+            variance_every=preset.steps,
+            seed=seed,
+        )
+        for length in preset.max_lengths
+        for tau in preset.taus
+        for est, k in preset.estimators
+    }
+    if executor is None:
+        results = [_train_one(c, str(out_dir / "runs")) for c in configs.values()]
+    else:
+        results = list(
+            executor.map(_train_one, configs.values(), [str(out_dir / "runs")] * len(configs))
+        )
+    accuracy = dict(zip(configs, (acc for _, acc in results), strict=True))
+    labels = list(dict.fromkeys(key[0] for key in configs))
+    grid = np.array(
+        [
+            [[accuracy[(lab, t, L)] for L in preset.max_lengths] for t in preset.taus]
+            for lab in labels
+        ]
+    )
+    variances = []
+    for length in preset.max_lengths:
+        task = listops(
+            max_length=length,
+            d_hidden=preset.d_hidden,
+            train_steps=max(300, preset.steps // 5),
+            seed=seed,
+            checkpoint_dir=str(out_dir / "checkpoints"),
+        )
+        sweep = gvbench.sweep(
+            task,
+            estimators=["st_gumbel_softmax", "gumbel_rao"],
+            tau=list(preset.taus),
+            k=list(preset.variance_k),
+            batch_size=length,
+            reps=preset.variance_reps,
+            seed=seed,
+            executor=executor,
+            progress=progress,
+            reference_reps=preset.reference_reps,
+            path=out_dir / f"{name}-variance-L{length}.nc",
+        )
+        variances.append(
+            sweep[["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]].squeeze(
+                "batch_size", drop=True
+            )
+        )
+    variance = xr.concat(
+        variances, dim=xr.DataArray(list(preset.max_lengths), dims="max_length", name="max_length")
+    )
+    summary = variance.merge(
+        xr.Dataset(
+            {
+                "test_accuracy": (
+                    ("run", "tau", "max_length"),
+                    grid,
+                    {
+                        "long_name": "test accuracy of the model selected on validation",
+                        "units": "1",
+                    },
+                )
+            },
+            coords={
+                "run": labels,
+                "tau": list(preset.taus),
+                "max_length": list(preset.max_lengths),
+            },
+        )
+    )
+    summary.attrs.update(
+        preset=name,
+        config=json.dumps(dataclasses.asdict(preset)),
+        seed=seed,
+        gvbench_version=gvbench.__version__,
+    )
+    write_atomic(summary, out_dir / f"{name}.nc")
+    return summary
+
+
+def summary_table(summary: xr.Dataset) -> dict[str, Any]:
+    """The two tables of a preset, as pandas objects (for printing)."""
+    accuracy = summary["test_accuracy"].to_dataframe().unstack("tau")["test_accuracy"]
+    variance = (
+        summary["variance"].sel(estimator="gumbel_rao").to_dataframe()["variance"].unstack("k")
+    )
+    st = (
+        summary["variance"].sel(estimator="st_gumbel_softmax").isel(k=0).to_series().rename("ST-GS")
+    )
+    return {"accuracy": accuracy, "variance": variance.join(st)}

@@ -1,0 +1,137 @@
+"""ListOps training (learning, resuming) and the ListOps task in the harness."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import gvbench
+from gvbench.cli import main
+from gvbench.listops.task import listops
+from gvbench.listops.train import TrainConfig, train
+from tests.stats import Z
+
+train_module = importlib.import_module("gvbench.listops.train")
+
+
+@pytest.mark.parametrize(("estimator", "k"), [("st_gumbel_softmax", 1), ("gumbel_rao", 10)])
+def test_the_model_learns_on_the_small_setting(tmp_path, estimator, k):
+    config = TrainConfig(
+        estimator=estimator,
+        tau=1.0,
+        k=k,
+        max_length=10,
+        steps=1000,
+        sizes=(2000, 300, 300),
+        eval_every=250,
+        variance_every=1000,
+        seed=0,
+    )
+    curves = train(config, out_dir=tmp_path, progress=False)
+    majority = curves.attrs["test_majority_accuracy"]
+    assert curves.attrs["test_accuracy"] > majority + 0.2, (curves.attrs["test_accuracy"], majority)
+    assert curves.train_loss.values[-1] < curves.train_loss.values[0]
+    assert np.isfinite(curves.gradient_variance.sel(step=1000))
+    assert (tmp_path / config.name() / "curves.nc").exists()
+
+
+def test_an_interrupted_run_resumes_to_the_same_curves(tmp_path, monkeypatch):
+    config = TrainConfig(
+        max_length=8,
+        d_hidden=8,
+        steps=60,
+        sizes=(200, 40, 40),
+        eval_every=20,
+        variance_every=40,
+        variance_reps=4,
+        seed=1,
+    )
+    fresh = train(config, out_dir=tmp_path / "fresh", progress=False)
+    real_accuracy = train_module.accuracy
+    evaluations = []
+
+    def killed_at_the_second_evaluation(*args):
+        if len(evaluations) == 2:
+            raise KeyboardInterrupt
+        evaluations.append(1)
+        return real_accuracy(*args)
+
+    monkeypatch.setattr(train_module, "accuracy", killed_at_the_second_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out_dir=tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_module, "accuracy", real_accuracy)
+    resumed = train(config, out_dir=tmp_path / "resumed", progress=False)
+    xr.testing.assert_equal(fresh, resumed)
+    assert fresh.attrs["test_accuracy"] == resumed.attrs["test_accuracy"]
+
+
+def test_bad_training_configurations():
+    with pytest.raises(ValueError, match="relaxed samples"):
+        TrainConfig(estimator="gumbel_softmax")
+    with pytest.raises(ValueError, match="tau must be"):
+        TrainConfig(tau=0.0)
+    with pytest.raises(KeyError, match="unknown estimator"):
+        TrainConfig(estimator="nope")
+
+
+@pytest.fixture(scope="module")
+def small_task(tmp_path_factory):
+    return listops(
+        max_length=8,
+        d_hidden=8,
+        train_steps=40,
+        checkpoint_dir=str(tmp_path_factory.mktemp("ckpt")),
+    )
+
+
+def test_every_applicable_estimator_runs_on_the_task(small_task):
+    ds = gvbench.sweep(
+        small_task, tau=1.0, k=[2], batch_size=4, reps=8, progress=False, reference_reps=64
+    )
+    status = ds.status.sel(tau=1.0, k=2, batch_size=4).to_series()
+    assert status["gumbel_softmax"].startswith("not applicable: GS feeds relaxed samples")
+    assert status["foust"].startswith("not applicable: FouST feeds relaxed samples")
+    others = status.drop(["gumbel_softmax", "foust"])
+    assert (others == "done").all(), others
+
+
+def test_unbiased_estimators_have_zero_bias_against_the_high_sample_reference(small_task):
+    ds = gvbench.sweep(
+        small_task,
+        estimators=["reinforce", "rloo"],
+        tau=1.0,
+        k=[4],
+        batch_size=4,
+        reps=400,
+        progress=False,
+        reference_reps=800,
+    )
+    cells = ds.sel(tau=1.0, k=4, batch_size=4)
+    assert (np.abs(cells.bias2) <= Z * cells.bias2_se).all(), cells.bias2.values
+
+
+def test_cli_trains_one_run(tmp_path, capsys):
+    argv = [
+        "train",
+        "listops",
+        "--max-length",
+        "8",
+        "--d-hidden",
+        "8",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--variance-every",
+        "0",
+        "--no-progress",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown ListOps preset"):
+        main(["train", "listops", "--preset", "nope", "--out-dir", str(tmp_path)])
