@@ -42,3 +42,127 @@ def curves_dataset(
         for name in names
     }
     return xr.Dataset(data, coords={"step": steps}, attrs=dict(attrs))
+
+
+def fit(
+    run_dir: str | os.PathLike[str],
+    config: Mapping[str, Any],
+    params: dict[str, torch.Tensor],
+    estimator: Any,
+    loss: Any,
+    batch_at: Any,
+    evaluate: Any,
+    *,
+    steps: int,
+    lr: float,
+    momentum: float,
+    seed: int,
+    eval_every: int,
+    variance: Any = None,
+    variance_every: int = 0,
+    higher_is_better: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The training loop every experiment shares: SGD with momentum, resumable, with model selection.
+
+    Args:
+        run_dir: where ``checkpoint.pt`` lives; a rerun with the same ``config`` resumes there
+            (parameters, optimiser, random state, curves) and reproduces an uninterrupted run.
+        config: the run's configuration (JSON-able); a checkpoint of another is refused.
+        params: leaf tensors, trained in place.
+        estimator: a :class:`gvbench.estimators.Estimator`.
+        loss: ``loss(params_with_draw_axis, batch, sample) -> (1, B)`` per-example losses.
+        batch_at: ``batch_at(step, generator) -> batch`` (deterministic given the generator).
+        evaluate: ``evaluate(params) -> {"selection": score, …}`` on validation data.
+        variance: ``variance(params, generator) -> (V, se)``, measured every ``variance_every``.
+
+    Returns:
+        ``{"rows": curve rows, "best": {"step", "params"}, "best_score": …}``.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    optimizer = torch.optim.SGD(params.values(), lr=lr, momentum=momentum)
+    generator = torch.Generator().manual_seed(seed)
+    sign = 1.0 if higher_is_better else -1.0
+    state: dict[str, Any] = {"step": 0, "rows": [], "best": None, "best_score": -np.inf, "data": {}}
+    if checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, weights_only=False)
+        if saved["config"] != dict(config):
+            raise ValueError(
+                f"{checkpoint_path} belongs to another configuration; remove it or change the folder"
+            )
+        with torch.no_grad():
+            for name, value in saved["params"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        state = saved["state"]
+    from tqdm.auto import tqdm
+
+    losses: list[float] = []
+    bar = tqdm(
+        total=steps, initial=state["step"], disable=not progress, desc=run_dir.name, unit="step"
+    )
+    with bar:
+        while state["step"] < steps:
+            batch = batch_at(state, generator)
+            with_axis = {name: value[None] for name, value in params.items()}
+            surrogate = estimator(
+                lambda sample, b=batch, w=with_axis: loss(w, b, sample), generator=generator
+            )
+            optimizer.zero_grad()
+            surrogate.mean().backward()
+            torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
+            optimizer.step()
+            losses.append(float(surrogate.detach().mean()))
+            state["step"] += 1
+            bar.update()
+            step = state["step"]
+            if step % eval_every and step != steps:
+                continue
+            row: dict[str, float] = {"step": step, "train_loss": sum(losses) / len(losses)}
+            losses.clear()
+            row.update(evaluate(params))
+            if (
+                variance is not None
+                and variance_every
+                and (step % variance_every == 0 or step == steps)
+            ):
+                row["gradient_variance"], row["gradient_variance_se"] = variance(params, generator)
+            state["rows"].append(row)
+            if sign * row["selection"] > state["best_score"]:
+                state["best_score"] = sign * row["selection"]
+                state["best"] = {
+                    "step": step,
+                    "params": {k: v.detach().clone() for k, v in params.items()},
+                }
+            bar.set_postfix(selection=f"{row['selection']:.3f}")
+            save_atomic(
+                {
+                    "config": dict(config),
+                    "params": {k: v.detach() for k, v in params.items()},
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "state": state,
+                },
+                checkpoint_path,
+            )
+    return {"rows": state["rows"], "best": state["best"], "best_score": sign * state["best_score"]}
+
+
+def epoch_batches(size: int, batch_size: int) -> Any:
+    """``batch_at`` for shuffled epochs: index tensors of ``batch_size`` from a seeded permutation.
+
+    The permutation of the current epoch lives in the fit state, so a resumed run continues
+    the same epoch in the same order.
+    """
+
+    def batch_at(state: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        per_epoch = max(1, size // batch_size)
+        epoch, position = divmod(state["step"], per_epoch)
+        order = state["data"].get("order")
+        if order is None or order[0] != epoch:
+            order = state["data"]["order"] = (epoch, torch.randperm(size, generator=generator))
+        return order[1][position * batch_size : (position + 1) * batch_size]
+
+    return batch_at

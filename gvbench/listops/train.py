@@ -10,17 +10,18 @@ from typing import Any
 
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
+from torch import Tensor
 
 import gvbench
 import gvbench.estimators as E
+from gvbench.estimators import Sampler
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
 from gvbench.harness.store import write_atomic
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
 from gvbench.listops.task import ListOpsTask
-from gvbench.training import curves_dataset, save_atomic
+from gvbench.training import curves_dataset, epoch_batches, fit, save_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,107 +96,41 @@ def train(
     continues from the last checkpoint (same numbers as an uninterrupted run).
     """
     run_dir = Path(out_dir) / config.name()
-    checkpoint_path = run_dir / "checkpoint.pt"
     splits = generate_splits(config.max_length, config.sizes, seed=config.seed)
     train_split, valid, test = splits["train"], splits["valid"], splits["test"]
     estimator = E.get(config.estimator, **config.estimator_options())
     params = {
         k: v.requires_grad_() for k, v in init_parameters(config.d_hidden, seed=config.seed).items()
     }
-    optimizer = torch.optim.SGD(params.values(), lr=config.lr, momentum=config.momentum)
-    generator = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {
-        "step": 0,
-        "rows": [],
-        "best": None,
-        "best_accuracy": -1.0,
-        "order": None,
-    }
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, weights_only=False)
-        if saved["config"] != config.as_dict():
-            raise ValueError(
-                f"{checkpoint_path} belongs to another configuration; remove it or change out_dir"
-            )
-        with torch.no_grad():
-            for k, v in saved["params"].items():
-                params[k].copy_(v)
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        state = saved["state"]
+    next_indices = epoch_batches(len(train_split), config.batch)
 
-    def batch_at(step: int) -> Split:
-        per_epoch = len(train_split) // config.batch
-        epoch, position = divmod(step, per_epoch)
-        if state["order"] is None or state["order"][0] != epoch:
-            state["order"] = (epoch, torch.randperm(len(train_split), generator=generator))
-        index = state["order"][1][position * config.batch : (position + 1) * config.batch]
-        return train_split.subset(index)
+    def loss(with_axis: Parameters, batch: Split, sample: Sampler) -> Tensor:
+        return per_example_loss(with_axis, batch.tokens, batch.lengths, batch.labels, sample)
 
-    losses: list[float] = []
-    bar = tqdm(
-        total=config.steps,
-        initial=state["step"],
-        disable=not progress,
-        desc=config.name(),
-        unit="step",
+    def variance(params: Parameters, generator: torch.Generator) -> tuple[float, float]:
+        task = ListOpsTask(params, valid.subset(slice(0, config.batch)), {"task": "listops"})
+        return trace_variance(
+            gradient_draws(task, estimator, config.variance_reps, config.batch, generator).numpy()
+        )
+
+    result = fit(
+        run_dir,
+        config.as_dict(),
+        params,
+        estimator,
+        loss,
+        lambda state, generator: train_split.subset(next_indices(state, generator)),
+        lambda params: {"valid_accuracy": (score := accuracy(params, valid)), "selection": score},
+        steps=config.steps,
+        lr=config.lr,
+        momentum=config.momentum,
+        seed=config.seed,
+        eval_every=config.eval_every,
+        variance=variance,
+        variance_every=config.variance_every,
+        progress=progress,
     )
-    with bar:
-        while state["step"] < config.steps:
-            batch = batch_at(state["step"])
-            with_draw_axis = {k: v[None] for k, v in params.items()}
-            surrogate = estimator(
-                lambda sample, b=batch, w=with_draw_axis: per_example_loss(
-                    w, b.tokens, b.lengths, b.labels, sample
-                ),
-                generator=generator,
-            )
-            optimizer.zero_grad()
-            surrogate.mean().backward()
-            torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
-            optimizer.step()
-            losses.append(float(surrogate.detach().mean()))
-            state["step"] += 1
-            bar.update()
-            step = state["step"]
-            if step % config.eval_every == 0 or step == config.steps:
-                row = {
-                    "step": step,
-                    "train_loss": sum(losses) / len(losses),
-                    "valid_accuracy": accuracy(params, valid),
-                }
-                losses.clear()
-                if config.variance_every and (
-                    step % config.variance_every == 0 or step == config.steps
-                ):
-                    task = ListOpsTask(
-                        params, valid.subset(slice(0, config.batch)), {"task": "listops"}
-                    )
-                    draws = gradient_draws(
-                        task, estimator, config.variance_reps, config.batch, generator
-                    )
-                    row["gradient_variance"], row["gradient_variance_se"] = trace_variance(
-                        draws.numpy()
-                    )
-                state["rows"].append(row)
-                if row["valid_accuracy"] > state["best_accuracy"]:
-                    state["best_accuracy"] = row["valid_accuracy"]
-                    state["best"] = {
-                        "step": step,
-                        "params": {k: v.detach().clone() for k, v in params.items()},
-                    }
-                bar.set_postfix(valid_accuracy=f"{row['valid_accuracy']:.3f}")
-                save_atomic(
-                    {
-                        "config": config.as_dict(),
-                        "params": {k: v.detach() for k, v in params.items()},
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "state": state,
-                    },
-                    checkpoint_path,
-                )
-    best = state["best"]
+    best = result["best"]
     test_accuracy = accuracy(best["params"], test)
     majority = float(torch.bincount(test.labels, minlength=10).max()) / len(test)
     attrs = {
@@ -203,19 +138,15 @@ def train(
         "config": json.dumps(config.as_dict(), sort_keys=True),
         "estimator": config.estimator,
         "best_step": best["step"],
-        "best_valid_accuracy": state["best_accuracy"],
+        "best_valid_accuracy": result["best_score"],
         "test_accuracy": test_accuracy,
         "test_majority_accuracy": majority,
         "gvbench_version": gvbench.__version__,
         "torch_version": str(torch.__version__),
     }
-    units = {
-        "train_loss": "nats",
-        "valid_accuracy": "1",
-        "gradient_variance": "1",
-        "gradient_variance_se": "1",
-    }
-    curves = curves_dataset(state["rows"], attrs, units)
+    units = {"train_loss": "nats", "gradient_variance": "1", "gradient_variance_se": "1"}
+    rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
+    curves = curves_dataset(rows, attrs, units)
     write_atomic(curves, run_dir / "curves.nc")
     if final_checkpoint is not None:
         save_atomic({"config": config.as_dict(), "params": best["params"]}, final_checkpoint)
