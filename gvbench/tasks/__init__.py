@@ -18,8 +18,10 @@ TASKS: dict[str, Callable[..., Task]] = {"toy": Toy}
 def _register_experiments() -> None:
     # Imported here: the experiment packages build on gvbench.tasks.base themselves.
     from gvbench.listops.task import listops
+    from gvbench.vae.task import vae
 
     TASKS["listops"] = listops
+    TASKS["vae"] = vae
 
 
 _register_experiments()

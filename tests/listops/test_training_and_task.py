@@ -132,6 +132,6 @@ def test_cli_trains_one_run(tmp_path, capsys):
         str(tmp_path),
     ]
     assert main(argv) == 0
-    assert "test accuracy" in capsys.readouterr().out
+    assert "test_accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown ListOps preset"):
         main(["train", "listops", "--preset", "nope", "--out-dir", str(tmp_path)])
