@@ -1,16 +1,77 @@
-"""What every training run needs: atomic checkpoints and learning curves as xarray."""
+"""What every training run needs: a configuration base, the resumable SGD loop, atomic
+checkpoints, learning curves as xarray, running many runs, and random search."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import xarray as xr
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The fields every training run has; an experiment subclasses it with its own.
+
+    Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
+    non-positive counts) so that a bad run fails before any work.
+    """
+
+    estimator: str = "st_gumbel_softmax"
+    tau: float = 1.0
+    k: int = 1
+    steps: int = 2000
+    lr: float = 0.05
+    momentum: float = 0.9
+    eval_every: int = 100
+    variance_every: int = 500
+    variance_reps: int = 32
+    seed: int = 0
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ("steps", "eval_every", "variance_reps")
+
+    def __post_init__(self) -> None:
+        from gvbench.estimators import get
+
+        get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
+        for name in self.POSITIVE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def estimator_options(self) -> dict[str, Any]:
+        """τ and K where the estimator takes them."""
+        from gvbench.estimators import info
+
+        return {h: getattr(self, h) for h in info(self.estimator).hyper}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def prefix(self) -> str:
+        """The experiment's part of the run's name."""
+        return "run"
+
+    def name(self) -> str:
+        """Readable, and unique per configuration (a short hash of every field)."""
+        options = "".join(f"-{k}{v:g}" for k, v in self.estimator_options().items())
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
+
+
+def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]) -> str:
+    """The best-parameters checkpoint of ``run`` in ``folder``, training it first if missing."""
+    path = Path(folder) / f"{run.name()}.pt"
+    if not path.exists():
+        train(run, out_dir=Path(folder) / "runs", progress=False, final_checkpoint=path)
+    return str(path)
 
 
 def save_atomic(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -168,8 +229,18 @@ def epoch_batches(size: int, batch_size: int) -> Any:
     return batch_at
 
 
-def _run_trial(train: Any, config: Any, out_dir: str) -> Any:
-    return train(config, out_dir=out_dir, progress=False)
+def _train_one(train: Any, config: RunConfig, out_dir: str) -> dict[str, Any]:
+    return dict(train(config, out_dir=out_dir, progress=False).attrs)
+
+
+def train_many(
+    train: Any, configs: Sequence[RunConfig], out_dir: str | os.PathLike[str], executor: Any = None
+) -> list[dict[str, Any]]:
+    """Run ``train`` on every configuration (through ``executor`` if given); their curves' attrs."""
+    folders = [str(out_dir)] * len(configs)
+    if executor is None:
+        return [_train_one(train, c, f) for c, f in zip(configs, folders, strict=True)]
+    return list(executor.map(_train_one, [train] * len(configs), configs, folders))
 
 
 def random_search(
@@ -196,9 +267,6 @@ def random_search(
         Dataset over ``trial`` with ``lr``, ``momentum`` and the selection score; attrs name
         the best trial and its configuration.
     """
-    import dataclasses
-    import json
-
     rng = np.random.default_rng(seed)
     configs = [
         dataclasses.replace(
@@ -208,12 +276,8 @@ def random_search(
         )
         for _ in range(trials)
     ]
-    folders = [str(out_dir)] * trials
-    if executor is None:
-        curves = [_run_trial(train, c, f) for c, f in zip(configs, folders, strict=True)]
-    else:
-        curves = list(executor.map(_run_trial, [train] * trials, configs, folders))
-    scores = np.array([float(c.attrs[selection]) for c in curves])
+    results = train_many(train, configs, out_dir, executor)
+    scores = np.array([float(r[selection]) for r in results])
     best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
     return xr.Dataset(
         {

@@ -181,7 +181,7 @@ def _git_commit() -> str:
 
 
 # Attributes that must agree for a stored file to be resumed: the same experiment.
-IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell")
+IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell", "seed")
 
 
 def sweep(
@@ -272,6 +272,12 @@ def sweep(
                     f"{path} holds a different experiment ({key}: {stored.attrs.get(key)!r} "
                     f"vs {attrs[key]!r}); choose another path"
                 )
+        if stored.attrs.get("git_commit") != attrs["git_commit"]:
+            warnings.warn(
+                f"{path} was written at commit {stored.attrs.get('git_commit')} and is resumed at "
+                f"{attrs['git_commit']}: its finished cells are kept as they are",
+                stacklevel=2,
+            )
         records = store.finished_records(stored)
         for name, values in coords.items():
             old = (

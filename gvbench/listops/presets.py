@@ -20,6 +20,7 @@ import gvbench
 from gvbench.harness.store import write_atomic
 from gvbench.listops.task import listops
 from gvbench.listops.train import TrainConfig, train
+from gvbench.training import train_many
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,6 @@ def _label(name: str, k: int) -> str:
     return "ST-GS" if name == "st_gumbel_softmax" else f"GR-MC{k}"
 
 
-def _train_one(config: TrainConfig, out_dir: str) -> tuple[str, float]:
-    curves = train(config, out_dir=out_dir, progress=False)
-    return config.name(), float(curves.attrs["test_accuracy"])
-
-
 def run_preset(
     name: str,
     out_dir: str | Path = "results/listops",
@@ -112,13 +108,8 @@ def run_preset(
         for tau in preset.taus
         for est, k in preset.estimators
     }
-    if executor is None:
-        results = [_train_one(c, str(out_dir / "runs")) for c in configs.values()]
-    else:
-        results = list(
-            executor.map(_train_one, configs.values(), [str(out_dir / "runs")] * len(configs))
-        )
-    accuracy = dict(zip(configs, (acc for _, acc in results), strict=True))
+    results = train_many(train, list(configs.values()), out_dir / "runs", executor)
+    accuracy = {key: float(r["test_accuracy"]) for key, r in zip(configs, results, strict=True)}
     labels = list(dict.fromkeys(key[0] for key in configs))
     grid = np.array(
         [

@@ -66,6 +66,7 @@ def listops(
     then measures gradients on the first B of ``batch_pool`` validation expressions.
     """
     from gvbench.listops.train import TrainConfig, train
+    from gvbench.training import cached_checkpoint
 
     config = {
         "task": "listops",
@@ -87,14 +88,7 @@ def listops(
             eval_every=max(1, train_steps),
             variance_every=0,
         )
-        checkpoint = str(Path(checkpoint_dir) / f"{run.name()}.pt")
-        if not Path(checkpoint).exists():
-            train(
-                run,
-                out_dir=Path(checkpoint_dir) / "runs",
-                progress=False,
-                final_checkpoint=checkpoint,
-            )
+        checkpoint = cached_checkpoint(train, run, checkpoint_dir)
     state = torch.load(checkpoint, weights_only=False)
     valid = generate_splits(
         state["config"]["max_length"], state["config"]["sizes"], seed=state["config"]["seed"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 import xarray as xr
@@ -21,54 +20,34 @@ from gvbench.harness.store import write_atomic
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
 from gvbench.listops.task import ListOpsTask
-from gvbench.training import curves_dataset, epoch_batches, fit, save_atomic
+from gvbench.training import RunConfig, curves_dataset, epoch_batches, fit, save_atomic
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One training run. ``batch_size`` 0 means the maximum length L, as in the paper."""
+class TrainConfig(RunConfig):
+    """One ListOps run. ``batch_size`` 0 means the maximum length L, as in the paper."""
 
-    estimator: str = "st_gumbel_softmax"
-    tau: float = 1.0
-    k: int = 1
     max_length: int = 10
     d_hidden: int = 32
-    steps: int = 2000
     batch_size: int = 0
     lr: float = 0.02
-    momentum: float = 0.9
     sizes: tuple[int, int, int] = (5000, 500, 500)
-    eval_every: int = 100
-    variance_every: int = 500
-    variance_reps: int = 32
-    seed: int = 0
+
+    POSITIVE = (*RunConfig.POSITIVE, "d_hidden")
 
     def __post_init__(self) -> None:
-        hyper = E.info(self.estimator).hyper  # KeyError for an unknown estimator
+        super().__post_init__()
         if E.info(self.estimator).relaxed:
             raise ValueError(f"{self.estimator} feeds relaxed samples; ListOps needs hard merges")
-        E.get(self.estimator, **{h: getattr(self, h) for h in hyper})  # validates τ and K
         if self.max_length < 4:
             raise ValueError(f"max_length must be >= 4 tokens, got {self.max_length}")
-        for name in ("steps", "eval_every", "variance_reps", "d_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def batch(self) -> int:
         return self.batch_size or self.max_length
 
-    def estimator_options(self) -> dict[str, Any]:
-        return {h: getattr(self, h) for h in E.info(self.estimator).hyper}
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def name(self) -> str:
-        options = "-".join(f"{k}{v:g}" for k, v in self.estimator_options().items())
-        return (
-            f"L{self.max_length}-{self.estimator}{'-' + options if options else ''}-seed{self.seed}"
-        )
+    def prefix(self) -> str:
+        return f"L{self.max_length}"
 
 
 def accuracy(params: Parameters, split: Split, chunk: int = 500) -> float:

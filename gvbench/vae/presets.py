@@ -18,6 +18,7 @@ import xarray as xr
 
 import gvbench
 from gvbench.harness.store import write_atomic
+from gvbench.training import train_many
 from gvbench.vae.task import vae
 from gvbench.vae.train import TrainConfig, train
 
@@ -79,19 +80,6 @@ PRESETS = {
 }
 
 
-def _train_one(config: TrainConfig, out_dir: str) -> dict[str, float]:
-    curves = train(config, out_dir=out_dir, progress=False)
-    return {
-        key: float(curves.attrs[key])
-        for key in (
-            "test_negative_elbo",
-            "test_iw_nll",
-            "initial_valid_negative_elbo",
-            "best_valid_negative_elbo",
-        )
-    }
-
-
 def run_preset(
     name: str,
     out_dir: str | Path = "results/vae",
@@ -126,11 +114,7 @@ def run_preset(
         for a in preset.arities
         for b in preset.batch_sizes
     }
-    folders = [str(out_dir / "runs")] * len(configs)
-    if executor is None:
-        results = [_train_one(c, f) for c, f in zip(configs.values(), folders, strict=True)]
-    else:
-        results = list(executor.map(_train_one, configs.values(), folders))
+    results = train_many(train, list(configs.values()), out_dir / "runs", executor)
     by_key = dict(zip(configs, results, strict=True))
     labels = [run[0] for run in preset.runs]
     coords = {

@@ -75,6 +75,7 @@ def vae(
 
     Gradients are measured on the first B of ``batch_pool`` validation images.
     """
+    from gvbench.training import cached_checkpoint
     from gvbench.vae.data import load
     from gvbench.vae.train import TrainConfig, train
 
@@ -102,14 +103,7 @@ def vae(
             eval_every=train_steps,
             variance_every=0,
         )
-        checkpoint = str(Path(checkpoint_dir) / f"{run.name()}.pt")
-        if not Path(checkpoint).exists():
-            train(
-                run,
-                out_dir=Path(checkpoint_dir) / "runs",
-                progress=False,
-                final_checkpoint=checkpoint,
-            )
+        checkpoint = cached_checkpoint(train, run, checkpoint_dir)
     state = torch.load(checkpoint, weights_only=False)
     splits, source = load(state["config"]["data_dir"], state["config"]["seed"])
     config["data"] = source

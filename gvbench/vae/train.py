@@ -4,10 +4,8 @@ negative ELBO, test negative ELBO and an importance-weighted log-likelihood boun
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 import xarray as xr
@@ -19,50 +17,33 @@ from gvbench.estimators import Sampler, categorical_one_hot
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
 from gvbench.harness.store import write_atomic
-from gvbench.training import curves_dataset, epoch_batches, fit, save_atomic
+from gvbench.training import RunConfig, curves_dataset, epoch_batches, fit, save_atomic
 from gvbench.vae.data import load
 from gvbench.vae.model import Parameters, importance_weighted_nll, init_parameters, negative_elbo
 from gvbench.vae.task import VAETask
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One training run of the VAE."""
+class TrainConfig(RunConfig):
+    """One VAE run."""
 
-    estimator: str = "st_gumbel_softmax"
-    tau: float = 1.0
-    k: int = 1
     arity: int = 4
     latent_dim: int = 64
     hidden: int = 256
     batch_size: int = 20
-    steps: int = 2000
-    lr: float = 0.05
-    momentum: float = 0.9
     eval_every: int = 250
     variance_every: int = 1000
-    variance_reps: int = 32
     iw_samples: int = 100
-    seed: int = 0
     data_dir: str | None = None
 
+    POSITIVE = (*RunConfig.POSITIVE, "batch_size", "iw_samples", "hidden")
+
     def __post_init__(self) -> None:
-        E.get(self.estimator, **self.estimator_options())  # unknown names, τ and K ranges
+        super().__post_init__()
         init_parameters(self.arity, self.latent_dim, 1)  # arity / latent_dim agreement
-        for name in ("steps", "eval_every", "batch_size", "variance_reps", "iw_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def estimator_options(self) -> dict[str, Any]:
-        return {h: getattr(self, h) for h in E.info(self.estimator).hyper}
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def name(self) -> str:
-        options = "-".join(f"{k}{v:g}" for k, v in self.estimator_options().items())
-        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"a{self.arity}-B{self.batch_size}-{self.estimator}{'-' + options if options else ''}-seed{self.seed}-{digest}"
+    def prefix(self) -> str:
+        return f"a{self.arity}-B{self.batch_size}"
 
 
 def split_params(params: Parameters) -> tuple[Parameters, Parameters]:
