@@ -70,3 +70,33 @@ def test_unknown_task_and_missing_file():
         main(["sweep", "nope"])
     with pytest.raises(SystemExit, match="no such results file"):
         main(["plot", "does-not-exist.nc"])
+
+
+def test_simplex_figure_end_to_end(tmp_path, capsys):
+    from gvbench.tasks.toy import simplex_points
+
+    points = simplex_points(5)
+    assert len(points) == 6 and all(abs(sum(p) - 1) < 1e-12 and min(p) > 0 for p in points)
+    out = tmp_path / "simplex.nc"
+    argv = [
+        "simplex",
+        "--resolution",
+        "4",
+        "--tau",
+        "0.1",
+        "1",
+        "--k",
+        "10",
+        "--reps",
+        "100",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    ds = read(out)
+    assert dict(ds.sizes)["point"] == 3 and {"p1", "p2", "p3"} <= set(ds.coords)
+    assert (ds.status == "done").all()
+    assert (tmp_path / "simplex.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="resolution must be an integer >= 3"):
+        main(["simplex", "--resolution", "2", "--out", str(out)])

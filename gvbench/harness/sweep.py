@@ -337,3 +337,27 @@ def sweep(
     if path is not None and not jobs:
         store.write_atomic(result, path)
     return result
+
+
+def sweep_over(
+    tasks: Sequence[Task],
+    coords: dict[str, Sequence[Any]],
+    folder: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> xr.Dataset:
+    """The same sweep over several tasks (e.g. a grid of θ), concatenated along ``point``.
+
+    ``coords`` are per-task values to attach along ``point`` (e.g. the probabilities p₁, p₂,
+    p₃ of each θ). With ``folder``, each point is its own resumable file there.
+    """
+    results = []
+    for index, task in enumerate(tqdm(tasks, disable=not progress, unit="point", desc="points")):
+        path = None if folder is None else Path(folder) / f"point-{index:04d}.nc"
+        results.append(sweep(task, path=path, progress=False, **options))
+    combined = xr.concat(results, dim="point", combine_attrs="drop_conflicts")
+    combined = combined.assign_coords(
+        {name: ("point", list(values)) for name, values in coords.items()}
+    )
+    combined.attrs["task_configs"] = json.dumps([task.config() for task in tasks])
+    return combined

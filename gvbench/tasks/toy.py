@@ -96,3 +96,15 @@ class Toy(Task):
             "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
+
+
+def simplex_points(resolution: int) -> list[tuple[float, float, float]]:
+    """Interior points of the probability simplex on a triangular grid: p = (i, j, l)/resolution
+    with i + j + l = resolution and every coordinate >= 1 (the paper's Figure 1 covers the simplex)."""
+    if resolution < 3:
+        raise ValueError(f"resolution must be an integer >= 3, got {resolution}")
+    return [
+        (i / resolution, j / resolution, (resolution - i - j) / resolution)
+        for i in range(1, resolution - 1)
+        for j in range(1, resolution - i)
+    ]
