@@ -88,6 +88,39 @@ def save_atomic(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
             os.remove(tmp)
 
 
+def finish_run(
+    run_dir: str | os.PathLike[str],
+    config: RunConfig,
+    result: Mapping[str, Any],
+    title: str,
+    figures: Mapping[str, Any],
+    units: Mapping[str, str],
+    final_checkpoint: str | os.PathLike[str] | None = None,
+) -> xr.Dataset:
+    """Write a finished run's curves (``run_dir/curves.nc``) with its figures and provenance,
+    and optionally its best parameters as a checkpoint; return the curves."""
+    import gvbench
+    from gvbench.harness.store import write_atomic
+
+    attrs = {
+        "title": title,
+        "config": json.dumps(config.as_dict(), sort_keys=True),
+        "estimator": config.estimator,
+        "best_step": result["best"]["step"],
+        **figures,
+        "gvbench_version": gvbench.__version__,
+        "torch_version": str(torch.__version__),
+    }
+    rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
+    curves = curves_dataset(rows, attrs, {"train_loss": "nats", **units})
+    write_atomic(curves, Path(run_dir) / "curves.nc")
+    if final_checkpoint is not None:
+        save_atomic(
+            {"config": config.as_dict(), "params": result["best"]["params"]}, final_checkpoint
+        )
+    return curves
+
+
 def curves_dataset(
     rows: Sequence[Mapping[str, float]], attrs: Mapping[str, Any], units: Mapping[str, str]
 ) -> xr.Dataset:

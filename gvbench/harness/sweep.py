@@ -344,17 +344,20 @@ def sweep_over(
     coords: dict[str, Sequence[Any]],
     folder: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    per_task: Sequence[dict[str, Any]] | None = None,
     **options: Any,
 ) -> xr.Dataset:
     """The same sweep over several tasks (e.g. a grid of θ), concatenated along ``point``.
 
     ``coords`` are per-task values to attach along ``point`` (e.g. the probabilities p₁, p₂,
-    p₃ of each θ). With ``folder``, each point is its own resumable file there.
+    p₃ of each θ); ``per_task`` are options that differ by task (e.g. its batch size). With
+    ``folder``, each point is its own resumable file there.
     """
+    per_task = per_task or [{}] * len(tasks)
     results = []
     for index, task in enumerate(tqdm(tasks, disable=not progress, unit="point", desc="points")):
         path = None if folder is None else Path(folder) / f"point-{index:04d}.nc"
-        results.append(sweep(task, path=path, progress=False, **options))
+        results.append(sweep(task, path=path, progress=False, **options, **per_task[index]))
     combined = xr.concat(results, dim="point", combine_attrs="drop_conflicts")
     combined = combined.assign_coords(
         {name: ("point", list(values)) for name, values in coords.items()}

@@ -18,6 +18,7 @@ import xarray as xr
 
 import gvbench
 from gvbench.harness.store import write_atomic
+from gvbench.harness.sweep import sweep_over
 from gvbench.listops.task import listops
 from gvbench.listops.train import TrainConfig, train
 from gvbench.training import train_many
@@ -72,6 +73,9 @@ PRESETS = {
 }
 
 
+VARIANCE_METRICS = ["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]
+
+
 def _label(name: str, k: int) -> str:
     return "ST-GS" if name == "st_gumbel_softmax" else f"GR-MC{k}"
 
@@ -117,35 +121,33 @@ def run_preset(
             for lab in labels
         ]
     )
-    variances = []
-    for length in preset.max_lengths:
-        task = listops(
+    lengths = list(preset.max_lengths)
+    tasks = [
+        listops(
             max_length=length,
             d_hidden=preset.d_hidden,
             train_steps=max(300, preset.steps // 5),
             seed=seed,
             checkpoint_dir=str(out_dir / "checkpoints"),
         )
-        sweep = gvbench.sweep(
-            task,
-            estimators=["st_gumbel_softmax", "gumbel_rao"],
-            tau=list(preset.taus),
-            k=list(preset.variance_k),
-            batch_size=length,
-            reps=preset.variance_reps,
-            seed=seed,
-            executor=executor,
-            progress=progress,
-            reference_reps=preset.reference_reps,
-            path=out_dir / f"{name}-variance-L{length}.nc",
-        )
-        variances.append(
-            sweep[["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]].squeeze(
-                "batch_size", drop=True
-            )
-        )
-    variance = xr.concat(
-        variances, dim=xr.DataArray(list(preset.max_lengths), dims="max_length", name="max_length")
+        for length in lengths
+    ]
+    measured = sweep_over(
+        tasks,
+        {"max_length": lengths},
+        folder=out_dir / f"{name}-variance",
+        progress=progress,
+        per_task=[{"batch_size": length} for length in lengths],  # B = L, as in training
+        estimators=["st_gumbel_softmax", "gumbel_rao"],
+        tau=list(preset.taus),
+        k=list(preset.variance_k),
+        reps=preset.variance_reps,
+        seed=seed,
+        executor=executor,
+        reference_reps=preset.reference_reps,
+    ).swap_dims(point="max_length")
+    variance = (
+        measured[VARIANCE_METRICS].sel(batch_size=measured["max_length"]).drop_vars("batch_size")
     )
     summary = variance.merge(
         xr.Dataset(

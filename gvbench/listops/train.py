@@ -4,23 +4,20 @@ selection, test accuracy, learning curves (with gradient variance) as xarray, re
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 import xarray as xr
 from torch import Tensor
 
-import gvbench
 import gvbench.estimators as E
 from gvbench.estimators import Sampler
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
-from gvbench.harness.store import write_atomic
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
 from gvbench.listops.task import ListOpsTask
-from gvbench.training import RunConfig, curves_dataset, epoch_batches, fit, save_atomic
+from gvbench.training import RunConfig, epoch_batches, finish_run, fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,24 +106,17 @@ def train(
         variance_every=config.variance_every,
         progress=progress,
     )
-    best = result["best"]
-    test_accuracy = accuracy(best["params"], test)
-    majority = float(torch.bincount(test.labels, minlength=10).max()) / len(test)
-    attrs = {
-        "title": f"ListOps training curves: {config.name()}",
-        "config": json.dumps(config.as_dict(), sort_keys=True),
-        "estimator": config.estimator,
-        "best_step": best["step"],
-        "best_valid_accuracy": result["best_score"],
-        "test_accuracy": test_accuracy,
-        "test_majority_accuracy": majority,
-        "gvbench_version": gvbench.__version__,
-        "torch_version": str(torch.__version__),
-    }
-    units = {"train_loss": "nats", "gradient_variance": "1", "gradient_variance_se": "1"}
-    rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
-    curves = curves_dataset(rows, attrs, units)
-    write_atomic(curves, run_dir / "curves.nc")
-    if final_checkpoint is not None:
-        save_atomic({"config": config.as_dict(), "params": best["params"]}, final_checkpoint)
-    return curves
+    return finish_run(
+        run_dir,
+        config,
+        result,
+        f"ListOps training curves: {config.name()}",
+        {
+            "best_valid_accuracy": result["best_score"],
+            "test_accuracy": accuracy(result["best"]["params"], test),
+            "test_majority_accuracy": float(torch.bincount(test.labels, minlength=10).max())
+            / len(test),
+        },
+        {"valid_accuracy": "1", "gradient_variance": "1", "gradient_variance_se": "1"},
+        final_checkpoint,
+    )

@@ -18,6 +18,8 @@ import xarray as xr
 
 import gvbench
 from gvbench.harness.store import write_atomic
+from gvbench.harness.sweep import sweep_over
+from gvbench.listops.presets import VARIANCE_METRICS
 from gvbench.training import train_many
 from gvbench.vae.task import vae
 from gvbench.vae.train import TrainConfig, train
@@ -139,9 +141,9 @@ def run_preset(
             grid,
             {"long_name": long_name, "units": "nats"},
         )
-    variances = []
-    for arity in preset.arities:
-        task = vae(
+    arities = list(preset.arities)
+    tasks = [
+        vae(
             arity=arity,
             latent_dim=preset.latent_dim,
             hidden=preset.hidden,
@@ -150,33 +152,29 @@ def run_preset(
             data_dir=data_dir,
             checkpoint_dir=str(out_dir / "checkpoints"),
         )
-        sweep = gvbench.sweep(
-            task,
-            estimators=["st_gumbel_softmax", "gumbel_rao"],
-            tau=[1.0],
-            k=list(preset.variance_k),
-            batch_size=list(preset.batch_sizes),
-            reps=preset.variance_reps,
-            seed=seed,
-            executor=executor,
-            progress=progress,
-            reference_reps=preset.reference_reps,
-            path=out_dir / f"{name}-variance-a{arity}.nc",
-        )
-        variances.append(
-            sweep[["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]].squeeze(
-                "tau", drop=True
-            )
-        )
-    variance = xr.concat(
-        variances, dim=xr.DataArray(list(preset.arities), dims="arity", name="arity")
-    )
+        for arity in arities
+    ]
+    measured = sweep_over(
+        tasks,
+        {"arity": arities},
+        folder=out_dir / f"{name}-variance",
+        progress=progress,
+        estimators=["st_gumbel_softmax", "gumbel_rao"],
+        tau=[1.0],
+        k=list(preset.variance_k),
+        batch_size=list(preset.batch_sizes),
+        reps=preset.variance_reps,
+        seed=seed,
+        executor=executor,
+        reference_reps=preset.reference_reps,
+    ).swap_dims(point="arity")
+    variance = measured[VARIANCE_METRICS].squeeze("tau", drop=True)
     summary = variance.merge(xr.Dataset(figures, coords=coords))
     summary.attrs.update(
         preset=name,
         config=json.dumps(dataclasses.asdict(preset)),
         seed=seed,
-        data=task.config()["data"],
+        data=tasks[0].config()["data"],
         gvbench_version=gvbench.__version__,
     )
     write_atomic(summary, out_dir / f"{name}.nc")

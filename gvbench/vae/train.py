@@ -4,20 +4,17 @@ negative ELBO, test negative ELBO and an importance-weighted log-likelihood boun
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 import xarray as xr
 from torch import Tensor
 
-import gvbench
 import gvbench.estimators as E
 from gvbench.estimators import Sampler, categorical_one_hot
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
-from gvbench.harness.store import write_atomic
-from gvbench.training import RunConfig, curves_dataset, epoch_batches, fit, save_atomic
+from gvbench.training import RunConfig, epoch_batches, finish_run, fit
 from gvbench.vae.data import load
 from gvbench.vae.model import Parameters, importance_weighted_nll, init_parameters, negative_elbo
 from gvbench.vae.task import VAETask
@@ -123,34 +120,23 @@ def train(
         higher_is_better=False,
         progress=progress,
     )
-    best = result["best"]
-    enc, dec = split_params(best["params"])
-    test_nll = importance_weighted_nll(
-        enc, dec, test, config.arity, config.iw_samples, torch.Generator().manual_seed(config.seed)
+    best = result["best"]["params"]
+    enc, dec = split_params(best)
+    generator = torch.Generator().manual_seed(config.seed)
+    test_nll = importance_weighted_nll(enc, dec, test, config.arity, config.iw_samples, generator)
+    return finish_run(
+        run_dir,
+        config,
+        result,
+        f"VAE training curves: {config.name()}",
+        {
+            "data": source,
+            "best_valid_negative_elbo": result["best_score"],
+            "test_negative_elbo": mean_negative_elbo(best, test, config.arity),
+            "test_iw_nll": float(test_nll.mean()),
+            "iw_samples": config.iw_samples,
+            "initial_valid_negative_elbo": initial,
+        },
+        {"valid_negative_elbo": "nats", "gradient_variance": "1", "gradient_variance_se": "1"},
+        final_checkpoint,
     )
-    attrs = {
-        "title": f"VAE training curves: {config.name()}",
-        "config": json.dumps(config.as_dict(), sort_keys=True),
-        "data": source,
-        "estimator": config.estimator,
-        "best_step": best["step"],
-        "best_valid_negative_elbo": result["best_score"],
-        "test_negative_elbo": mean_negative_elbo(best["params"], test, config.arity),
-        "test_iw_nll": float(test_nll.mean()),
-        "iw_samples": config.iw_samples,
-        "initial_valid_negative_elbo": initial,
-        "gvbench_version": gvbench.__version__,
-        "torch_version": str(torch.__version__),
-    }
-    units = {
-        "train_loss": "nats",
-        "valid_negative_elbo": "nats",
-        "gradient_variance": "1",
-        "gradient_variance_se": "1",
-    }
-    rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
-    curves = curves_dataset(rows, attrs, units)
-    write_atomic(curves, run_dir / "curves.nc")
-    if final_checkpoint is not None:
-        save_atomic({"config": config.as_dict(), "params": best["params"]}, final_checkpoint)
-    return curves
