@@ -1,4 +1,4 @@
-"""Command line: ``gvbench list | sweep | plot | demo``.
+"""Command line: ``gvbench list | sweep | plot | simplex | train | demo``.
 
 The CLI parses, validates and delegates; it computes no statistics of its own.
 """
@@ -21,6 +21,9 @@ EPILOG = """examples:
   gvbench sweep toy --tau 0.01 0.1 1 --k 1 10 100 --reps 10000 --workers 2
   gvbench sweep toy --estimators st_gumbel_softmax gumbel_rao --task-option n=5 m=2
   gvbench plot results/toy.nc
+  gvbench simplex --workers 2
+  gvbench train listops --preset small --workers 2
+  gvbench train vae --estimator gumbel_rao --k 10 --arity 4 --batch-size 20
 """
 
 
