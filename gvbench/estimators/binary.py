@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import register
-from gvbench.estimators.sampling import exponential_like, replace_gradient
+from gvbench.estimators.sampling import replace_gradient, uniform_like
 
 
 def bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -99,10 +99,8 @@ def foust(
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"uniform_low must lie in [0, 1], got {uniform_low!r}")
     p = torch.sigmoid(logit)
-    # b = 1[U < p] with U = 1 − e^{−E}: the same exponential stream as every other draw.
-    uniform = -torch.expm1(-exponential_like(logit.shape, logit, generator))
-    b = (uniform < p.detach()).to(logit.dtype)
-    u = a + (1 - a) * (-torch.expm1(-exponential_like(logit.shape, logit, generator)))
+    b = (uniform_like(logit.shape, logit, generator) < p.detach()).to(logit.dtype)
+    u = a + (1 - a) * uniform_like(logit.shape, logit, generator).to(logit.dtype)
     t = 0.5 + (b - 0.5) * u
     if importance_weights:
         q = torch.where(b > 0, p, 1 - p).detach()
