@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +192,6 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         state = saved["state"]
-    from tqdm.auto import tqdm
-
     losses: list[float] = []
     bar = tqdm(
         total=steps, initial=state["step"], disable=not progress, desc=run_dir.name, unit="step"

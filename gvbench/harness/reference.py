@@ -9,7 +9,6 @@ from gvbench.harness.draws import flatten_gradients, gradient_draws
 from gvbench.harness.metrics import Reference
 from gvbench.tasks import Task
 
-REFERENCE_REPS = 100_000
 REFERENCE_K = 8
 
 
@@ -17,14 +16,14 @@ def reference_gradient(
     task: Task,
     batch_size: int,
     *,
-    reps: int = REFERENCE_REPS,
+    reps: int | None = None,
     k: int = REFERENCE_K,
     generator: torch.Generator | None = None,
 ) -> Reference:
     """The gradient every bias is measured against, for ``task`` at ``batch_size``.
 
     Exact (autograd of the enumerated expectation) when the task can enumerate; otherwise the
-    mean of ``reps`` draws of RLOO with ``k`` samples, unbiased, whose trace variance and
+    mean of ``reps`` draws (default: the task's ``reference_reps``) of RLOO with ``k`` samples, unbiased, whose trace variance and
     count are kept so that bias² can subtract the reference's own noise.
     """
     if task.enumerable(batch_size):
@@ -35,6 +34,7 @@ def reference_gradient(
         expected = E.exact(lambda sample: task.loss(params, sample, batch_size))
         expected.mean(1).sum().backward()
         return Reference(flatten_gradients(params, 1)[0].cpu().numpy(), kind="exact")
+    reps = task.reference_reps if reps is None else reps
     draws = gradient_draws(task, E.get("rloo", k=k), reps, batch_size, generator)
     centred = draws - draws.mean(0)
     variance = float((centred**2).sum(1).sum() / (reps - 1))
