@@ -110,16 +110,68 @@ def _replay_gumbel_rao(theta, tau, k, seed, upstream):
     return sample, (jacobian.transpose(-1, -2) @ upstream[..., None]).squeeze(-1)
 
 
-@pytest.mark.parametrize("k", [1, 3, 50])  # 50 > n: the second-moment branch of the backward
-def test_gumbel_rao_gradient_equals_replayed_formula(k):
+@pytest.mark.parametrize("tau", [0.1, 0.5, 2.0])
+@pytest.mark.parametrize("k", [1, 3, 50, 700])  # 700 draws span several chunks
+def test_gumbel_rao_gradient_equals_replayed_formula(k, tau, monkeypatch):
+    """For the same noise, the backward equals the logaddexp race's formula to 1e-12 (float64)."""
+    monkeypatch.setattr(gumbel_rao_module, "CHUNK_ELEMENTS", 1000)
     theta = torch.tensor([[0.3, -0.2, 1.0, 0.5], [2.0, 0.0, -1.0, 0.1]], dtype=torch.float64)
     upstream = torch.tensor([[1.0, -2.0, 0.5, 3.0], [0.2, 0.4, -1.0, 2.0]], dtype=torch.float64)
     leaf = theta.clone().requires_grad_()
-    y = E.gumbel_rao(leaf, 0.3, k=k, generator=torch.Generator().manual_seed(4))
+    y = E.gumbel_rao(leaf, tau, k=k, generator=torch.Generator().manual_seed(4))
     (y * upstream).sum().backward()
-    sample, expected = _replay_gumbel_rao(theta, 0.3, k, 4, upstream)
+    sample, expected = _replay_gumbel_rao(theta, tau, k, 4, upstream)
     torch.testing.assert_close(y.detach(), sample, rtol=0, atol=0)
-    torch.testing.assert_close(leaf.grad, expected, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(leaf.grad, expected, rtol=1e-12, atol=1e-12 * expected.abs().max())
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 2.0])
+def test_float32_is_shift_invariant(tau):
+    """Logits 1e4 + N(0, 1) and the same logits less 1e4 give the same sample and gradient."""
+    noise = torch.randn(100, 20, 10, generator=torch.Generator().manual_seed(0))
+    high = (1e4 + noise).float()
+    low = high - 1e4  # exact: the differences between the logits are the same
+    upstream = torch.randn(100, 20, 10, generator=torch.Generator().manual_seed(1))
+
+    def run(logits):
+        leaf = logits.clone().requires_grad_()
+        y = E.gumbel_rao(leaf, tau, k=100, generator=torch.Generator().manual_seed(2))
+        (y * upstream).sum().backward()
+        return y.detach(), leaf.grad
+
+    (y_high, g_high), (y_low, g_low) = run(high), run(low)
+    torch.testing.assert_close(y_high, y_low, rtol=0, atol=0)
+    assert float((g_high - g_low).abs().max() / g_low.abs().max()) <= 2e-5
+
+
+def test_float32_above_unit_temperature_keeps_categories_below_float32_range():
+    """At τ > 1 a category 100 nats below the rest still carries weight (p underflows in float32).
+
+    float32 logits are then computed in float64, from the same uniforms as float64 logits.
+    """
+    theta = torch.tensor([[0.0, 0.5, -100.0], [1.0, -100.0, 0.0]], dtype=torch.float64)
+    upstream = torch.tensor([[1.0, 2.0, -3.0], [0.5, 4.0, -1.0]], dtype=torch.float64)
+
+    def run(dtype):
+        leaf = theta.to(dtype).requires_grad_()
+        y = E.gumbel_rao(leaf, 10.0, k=50, generator=torch.Generator().manual_seed(5))
+        (y * upstream.to(dtype)).sum().backward()
+        return leaf.grad.double()
+
+    exact32, exact64 = run(torch.float32), run(torch.float64)
+    # ~e^{-100/τ}·… ≈ 1e-5 at τ = 10: far above float32 resolution, lost if p₃ underflowed.
+    assert float(exact64[0, 2].abs()) > 1e-6
+    torch.testing.assert_close(exact32, exact64, rtol=1e-6, atol=1e-9)
+
+
+def test_forward_alone_draws_only_the_sample():
+    """The K conditional draws wait for the backward pass: a forward pass costs one sample."""
+    logits = torch.randn(4, 6, dtype=torch.float64)
+    after_gr, after_sample = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    y = E.gumbel_rao(logits, 0.5, k=1000, generator=after_gr)
+    d = E.categorical_one_hot(logits, -1, after_sample)
+    torch.testing.assert_close(y, d, rtol=0, atol=0)
+    assert torch.equal(after_gr.get_state(), after_sample.get_state())
 
 
 def test_noise_is_not_differentiated_through():

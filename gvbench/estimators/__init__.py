@@ -44,6 +44,7 @@ from gvbench.estimators.registry import (
     register,
 )
 from gvbench.estimators.sampling import (
+    categorical_index,
     categorical_one_hot,
     conditional_gumbel,
     gumbel_like,
@@ -62,6 +63,7 @@ __all__ = [
     "available",
     "bernoulli",
     "categorical_from_bernoulli",
+    "categorical_index",
     "categorical_one_hot",
     "conditional_gumbel",
     "enumerate_expectation",

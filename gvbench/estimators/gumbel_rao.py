@@ -1,16 +1,35 @@
 r"""Gumbel-Rao: Rao-Blackwellised straight-through Gumbel-Softmax (Paulus, Maddison & Krause 2021).
 
 The estimator averages the ST-GS backward over K Gumbel draws conditioned on the observed
-argmax. A plain autograd implementation keeps K softmax graphs alive; here a custom
-``autograd.Function`` computes the K conditional softmaxes in bounded chunks under
-``no_grad`` and keeps only what the vector-Jacobian product needs:
+argmax. Its forward value is the sample :math:`D` alone, so every K-draw computation waits for
+the backward pass, where the upstream gradient :math:`u` is known and the vector-Jacobian
+product can be accumulated draw by draw without forming any :math:`n\times n` moment:
 
 .. math::
-    J^\top v = \tfrac1\tau\big(\bar s\odot v - M v\big),\qquad
-    \bar s = \tfrac1K\textstyle\sum_k s_k,\quad M = \tfrac1K\textstyle\sum_k s_k s_k^\top,
+    \hat g = \frac{1}{\tau K}\sum_{k=1}^K s_k\odot\big(u - \langle s_k, u\rangle\big),\qquad
+    s_k = \mathrm{softmax}\big((\theta + G^k)/\tau\big).
 
-storing either the K softmaxes (when K <= n) or the n×n second moment M (when K > n), so
-memory is O(min(K, n)·n) per distribution instead of K autograd graphs.
+**The race without logarithms of the logits.** With :math:`p = \mathrm{softmax}\,\theta` and the
+exponential race of :func:`~gvbench.estimators.conditional_gumbel`
+(:math:`z_d = \log Z - \log E_d`, :math:`z_j = -\log(e^{-z_d} + E_j e^{-\theta_j})`),
+
+.. math::
+    z_j - z_d = -\log\Big(1 + \frac{E_j}{E_d\,p_j}\Big)
+    \quad\Rightarrow\quad
+    s_{k,j} \propto \Big(1 + \frac{E_j}{E_d\,p_j}\Big)^{-1/\tau},\qquad s_{k,d} \propto 1.
+
+Only :math:`p` enters, never :math:`\theta` itself, so the estimator is exactly shift-invariant
+in floating point (:math:`\theta - \max\theta` is exact), and :math:`|\theta|` in the thousands
+costs no precision. The form is stable wherever :math:`p_j` is representable: a category
+whose :math:`p_j` underflows (more than ~87 nats below :math:`\log Z` in float32) is treated
+as impossible, which is exact to working precision when :math:`\tau \le 1`; float32 logits at
+:math:`\tau > 1` are therefore computed in float64. Masked categories (:math:`\theta_j = -\infty`)
+get :math:`1/p_j = \infty` and :math:`s_j = 0`.
+
+**Cost.** Per draw and element: one uniform, one ``log1p``, one ``pow`` and a few products;
+category sums are products with a ones vector (a reduction over a short last dimension is
+slow on the CPU). Uniforms are drawn in the working dtype (float32 for float32 logits), in
+chunks of bounded size, so memory does not grow with K.
 """
 
 from __future__ import annotations
@@ -20,70 +39,93 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from gvbench.estimators.registry import register
-from gvbench.estimators.sampling import (
-    categorical_one_hot,
-    conditional_gumbel,
-    replace_gradient,
-)
+from gvbench.estimators.sampling import categorical_index
 from gvbench.estimators.validation import check_count, check_logits, check_tau
 
-# Elements of one chunk of conditional draws (k_chunk × logits.numel()). On the CPU the draws
-# are compute-bound, so small chunks (256 KiB per float32 temporary) cost no time and keep the
-# working set flat in K; on an accelerator kernel launches dominate, so chunks are larger.
-CHUNK_ELEMENTS = 1 << 16
+# Elements of one chunk of conditional draws (k_chunk × logits.numel()). On the CPU a chunk
+# that stays in the L2 cache (512 KiB of float32) is fastest and keeps memory flat in K; on an
+# accelerator kernel launches dominate, so chunks are larger.
+CHUNK_ELEMENTS = 1 << 17
 ACCELERATOR_CHUNK_ELEMENTS = 1 << 22
 
 
-class _ConditionalSoftmaxMean(torch.autograd.Function):
-    """s̄ = mean_k softmax((θ + sg(Gᵏ))/τ), Gᵏ ~ G | argmax(θ + G) = D; categories last."""
+def working_dtype(dtype: torch.dtype, tau: float) -> torch.dtype:
+    """float64 for float64 logits, and for float32 at τ > 1 (see the module docstring); else float32."""
+    if dtype == torch.float64 or tau > 1.0:
+        return torch.float64
+    return torch.float32
+
+
+def conditional_softmax_vjp(
+    logits: Tensor,
+    index: Tensor,
+    grad: Tensor,
+    tau: float,
+    k: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    r"""GR-MCK's vector-Jacobian product :math:`\frac{1}{\tau K}\sum_k s_k\odot(u - \langle s_k, u\rangle)`.
+
+    ``logits`` (M, n), ``index`` (M,) the sampled categories, ``grad`` = :math:`u` (M, n).
+    The K conditional draws use the same uniforms, in the same order, as
+    ``conditional_gumbel(logits, index, k)`` (:math:`E = -\log(1 - U)`), so the two agree to
+    rounding for the same generator state.
+    """
+    dtype = working_dtype(logits.dtype, tau)
+    m, n = logits.shape
+    p = torch.softmax(logits.to(dtype), -1)
+    others = torch.ones_like(p).scatter_(-1, index[:, None], 0.0)
+    inverse = others / p  # 1/p_j, 0 at the sample, ∞ at a masked category
+    u = grad.to(dtype)
+    ones = torch.ones(n, 1, dtype=dtype, device=logits.device)
+    sum_s = torch.zeros_like(p)
+    sum_s_dot = torch.zeros_like(p)
+    tiny = torch.finfo(dtype).tiny
+    budget = CHUNK_ELEMENTS if logits.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+    chunk = max(1, min(k, budget // max(1, m * n)))
+    gather = index[None, :, None]
+    done = 0
+    while done < k:
+        size = min(chunk, k - done)
+        # log(1 − U) = −E < 0; the sign cancels in E_j/E_d. Clamped so that E_d > 0.
+        w = torch.rand((size, m, n), dtype=dtype, device=logits.device, generator=generator)
+        w.neg_().log1p_().clamp_max_(-tiny)
+        sampled = w.gather(-1, gather.expand(size, m, 1))  # −E_d, before the mask zeroes it
+        w.mul_(inverse).div_(sampled)  # E_j/(E_d p_j)
+        q = w.add_(1.0).pow_(-1.0 / tau)  # unnormalised s: 1 at the sample
+        scale = (q @ ones).reciprocal_()  # 1/Σ_j q_j, (size, m, 1)
+        dot = ((q * u) @ ones).mul_(scale).mul_(scale)  # ⟨s, u⟩/Σ_j q_j
+        sum_s += (q * scale).sum(0)
+        sum_s_dot += (q * dot).sum(0)
+        done += size
+    return ((u * sum_s - sum_s_dot) / (tau * k)).to(logits.dtype)
+
+
+class _GumbelRaoSample(torch.autograd.Function):
+    """Forward: the one-hot sample D; backward: GR-MCK's VJP (categories last, rows flattened)."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
         logits: Tensor,
         index: Tensor,
         tau: float,
         k: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        n = logits.shape[-1]
-        budget = CHUNK_ELEMENTS if logits.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
-        chunk = max(1, min(k, budget // max(1, logits.numel())))
-        keep_samples = k <= n
-        mean = torch.zeros_like(logits)
-        stored = []
-        moment = None if keep_samples else logits.new_zeros((*logits.shape, n))
-        done = 0
-        while done < k:
-            size = min(chunk, k - done)
-            z = conditional_gumbel(logits, index, size, dim=-1, generator=generator)
-            # softmax(θ + (z − θ)) would equal softmax(z) but for rounding at |θ| ~ 1e4;
-            # the value of θ + sg(G) is z itself.
-            s = torch.softmax(z / tau, dim=-1)
-            mean += s.sum(0)
-            if keep_samples:
-                stored.append(s)
-            else:
-                moment.add_(torch.einsum("k...i,k...j->...ij", s, s))
-            done += size
-        mean /= k
-        if keep_samples:
-            ctx.save_for_backward(mean, torch.cat(stored))
-        else:
-            ctx.save_for_backward(mean, moment.div_(k))
-        ctx.keep_samples = keep_samples
-        ctx.tau = tau
-        return mean
+        return torch.zeros_like(logits).scatter_(-1, index[:, None], 1.0)
+
+    @staticmethod
+    def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:
+        logits, index, tau, k, generator = inputs
+        ctx.save_for_backward(logits, index)
+        ctx.tau, ctx.k, ctx.generator = tau, k, generator
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        mean, second = ctx.saved_tensors
-        if ctx.keep_samples:
-            projected = (second * (second * grad).sum(-1, keepdim=True)).mean(0)
-        else:
-            projected = (second @ grad.unsqueeze(-1)).squeeze(-1)
-        return (mean * grad - projected) / ctx.tau, None, None, None, None
+        logits, index = ctx.saved_tensors
+        vjp = conditional_softmax_vjp(logits, index, grad, ctx.tau, ctx.k, ctx.generator)
+        return vjp, None, None, None, None
 
 
 @register(unbiased=False, label="GR-MCK")
@@ -105,17 +147,20 @@ def gumbel_rao(
         \bar s = \frac1K\sum_{k=1}^K \mathrm{softmax}\big((\theta + \mathrm{sg}(G^k))/\tau\big),
         \qquad G^k \sim G \mid \arg\max(\theta + G) = D,
 
-    the :math:`G^k` drawn by :func:`conditional_gumbel` and treated as constants.
-    Properties: same mean (bias) as ST-GS for every K; variance non-increasing in K and at most
-    ST-GS's; GR-MC1 has ST-GS's distribution. Memory does not grow with K beyond
-    :math:`O(\min(K, n)\,n)` per distribution (see the module docstring). Not twice
-    differentiable.
+    the :math:`G^k` drawn by the exponential race (as :func:`conditional_gumbel`) and treated
+    as constants. Properties: same mean (bias) as ST-GS for every K; variance non-increasing
+    in K and at most ST-GS's; GR-MC1 has ST-GS's distribution; exactly invariant to adding a
+    constant to the logits. The K draws are made **in the backward pass** (from
+    ``generator``, after the forward's draw of D), in chunks, so memory does not grow with K
+    and a forward pass alone costs one sample. Not twice differentiable.
     Requires: :math:`f` differentiable at one-hot inputs. Biased (as ST-GS).
     """
     dim = check_logits(logits, dim)
     tau = check_tau(tau)
     k = check_count(k, "k", 1)
     theta = logits.movedim(dim, -1)
-    sample = categorical_one_hot(theta, -1, generator)
-    mean = _ConditionalSoftmaxMean.apply(theta, sample.argmax(-1), tau, k, generator)
-    return replace_gradient(sample, mean).movedim(-1, dim)
+    shape = theta.shape
+    flat = theta.reshape(-1, shape[-1])
+    index = categorical_index(flat, -1, generator)
+    sample = _GumbelRaoSample.apply(flat, index, tau, k, generator)
+    return sample.reshape(shape).movedim(-1, dim)

@@ -57,16 +57,33 @@ def replace_gradient(value: Tensor, surrogate: Tensor) -> Tensor:
     return value + (surrogate - surrogate.detach())
 
 
+def categorical_index(
+    logits: Tensor, dim: int = -1, generator: torch.Generator | None = None
+) -> Tensor:
+    r"""Category indices :math:`D \sim \mathrm{Categorical}(\mathrm{softmax}\,\theta)` by Gumbel-max, no gradient.
+
+    :math:`\arg\max(\theta - \max\theta + G)` in float64 whatever the logits' dtype: the
+    shift is exact, so the sample does not depend on the logits' offset (float32 logits near
+    :math:`10^4` have a resolution of :math:`10^{-3}`, which would round the noise away).
+    """
+    theta = logits.detach().to(torch.float64)
+    theta = theta - theta.amax(dim, keepdim=True)
+    return (theta + gumbel_like(theta, generator)).argmax(dim)
+
+
 def categorical_one_hot(
     logits: Tensor, dim: int = -1, generator: torch.Generator | None = None
 ) -> Tensor:
     r"""A one-hot sample :math:`D \sim \mathrm{Categorical}(\mathrm{softmax}\,\theta)` (Gumbel-max).
 
-    :math:`D = \mathrm{onehot}(\arg\max(\theta + G))`, :math:`G` iid standard Gumbel. No gradient.
+    :math:`D = \mathrm{onehot}(\arg\max(\theta + G))`, :math:`G` iid standard Gumbel, drawn as
+    :func:`categorical_index`; the logits' dtype. No gradient.
     """
     dim = check_logits(logits, dim)
-    theta = logits.detach()
-    return one_hot_argmax(theta + gumbel_like(theta, generator), dim)
+    index = categorical_index(logits, dim, generator).unsqueeze(dim)
+    return torch.zeros_like(logits.detach(), memory_format=torch.contiguous_format).scatter_(
+        dim, index, 1.0
+    )
 
 
 def conditional_gumbel(

@@ -6,6 +6,9 @@ without editing this file; asv matches results across commits by parameter *valu
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 
 import gvbench.estimators as E
@@ -63,9 +66,44 @@ class GumbelRao(_ForwardBackwardBenchmarks):
 
     params = (GUMBEL_RAO_K, GUMBEL_RAO_SHAPES, DEVICES)
     param_names = ("k", "shape", "device")
+    timeout = 180
 
     def setup(self, k, shape, device):
         self.workload = ForwardBackward("gumbel_rao", shape, device, tau=0.5, k=k)
+
+
+class GumbelRaoOverUniforms:
+    """GR-MCK's forward+backward time over the time of drawing its K·numel uniforms.
+
+    Nothing can be cheaper than the uniforms, so the ratio is GR-MCK's distance from the
+    floor. Both are timed in the same process, interleaved, on one thread, and the median
+    ratio is tracked: machine load moves both timings and cancels in the ratio.
+    """
+
+    params = ([10, 100, 1000], ["toy", "vae-20x10", "listops-49"])
+    param_names = ("k", "shape")
+    number = 1
+    repeat = 1
+    timeout = 180
+
+    def setup(self, k, shape):
+        torch.set_num_threads(1)
+        self.workload = ForwardBackward("gumbel_rao", shape, "cpu", tau=0.5, k=k)
+        self.size = k * self.workload.logits.numel()
+        self.rounds = 5 if k >= 1000 else 11
+
+    def track_time_over_uniforms(self, k, shape):
+        generator = torch.Generator().manual_seed(0)
+        ratios = []
+        for _ in range(self.rounds):
+            start = time.perf_counter()
+            self.workload.run()
+            middle = time.perf_counter()
+            torch.rand(self.size, generator=generator)
+            ratios.append((middle - start) / (time.perf_counter() - middle))
+        return statistics.median(ratios)
+
+    track_time_over_uniforms.unit = "× uniforms"
 
 
 class GumbelRaoCudaMemory(_CudaPeakMemory):
