@@ -16,6 +16,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
+from gvbench.estimators.validation import check_real
 
 
 def bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -95,7 +96,7 @@ def foust(
     analysis, not a transcription of the authors' code (none was released).
     """
     _check_logit(logit)
-    a = float(uniform_low)
+    a = check_real(uniform_low, "uniform_low")
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"uniform_low must lie in [0, 1], got {uniform_low!r}")
     p = torch.sigmoid(logit)

@@ -16,7 +16,12 @@ from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.score_function import log_prob, sum_to_examples
-from gvbench.estimators.validation import check_logits
+from gvbench.estimators.validation import (
+    check_count,
+    check_logits,
+    check_losses,
+    check_objective,
+)
 
 
 class _Replay:
@@ -61,8 +66,13 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
     Returns:
         Tensor with the objective's per-example shape; autograd of it is the exact gradient.
     """
+    check_objective(objective)
+    max_outcomes = check_count(max_outcomes, "max_outcomes", 1, maximum=1 << 40)
     # One probing run tells how many leading dimensions index independent examples.
-    example_ndim = objective(_Replay([], None)).dim()
+    probe = _Replay([], None)
+    example_ndim = check_losses(objective(probe)).dim()
+    if not probe.arities:
+        raise ValueError("the objective made no discrete choice (it never called the sampler)")
     total = None
     choices: list[int] = []
     visited = 0

@@ -47,6 +47,8 @@ from gvbench.estimators.validation import check_count, check_logits, check_tau
 # accelerator kernel launches dominate, so chunks are larger.
 CHUNK_ELEMENTS = 1 << 17
 ACCELERATOR_CHUNK_ELEMENTS = 1 << 22
+# Conditional draws (K × logits.numel()) one call may make: about a minute of work at best.
+MAX_CONDITIONAL_DRAWS = 1 << 36
 
 
 def working_dtype(dtype: torch.dtype, tau: float) -> torch.dtype:
@@ -156,8 +158,13 @@ def gumbel_rao(
     Requires: :math:`f` differentiable at one-hot inputs. Biased (as ST-GS).
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
+    tau = check_tau(tau, logits.dtype)
     k = check_count(k, "k", 1)
+    if k * logits.numel() > MAX_CONDITIONAL_DRAWS:
+        raise ValueError(
+            f"k × logits.numel() = {k} × {logits.numel()} exceeds {MAX_CONDITIONAL_DRAWS} "
+            "conditional draws in one call; lower k or split the logits"
+        )
     theta = logits.movedim(dim, -1)
     shape = theta.shape
     flat = theta.reshape(-1, shape[-1])

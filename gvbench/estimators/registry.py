@@ -25,7 +25,13 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from gvbench.estimators.validation import check_count, check_tau
+from gvbench.estimators.validation import (
+    MAX_K,
+    check_count,
+    check_losses,
+    check_objective,
+    check_tau,
+)
 
 __all__ = [
     "Estimator",
@@ -71,6 +77,7 @@ class EstimatorInfo:
     defaults: Mapping[str, Any]
     min_k: int
     label: str
+    max_k: int = MAX_K
     state: Callable[[], dict[str, Any]] | None = None
 
     @property
@@ -103,6 +110,7 @@ def register(
     binary_only: bool = False,
     exact: bool = False,
     min_k: int = 1,
+    max_k: int = MAX_K,
     state: Callable[[], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
@@ -147,6 +155,7 @@ def register(
             hyper=hyper,
             defaults=defaults,
             min_k=min_k,
+            max_k=max_k,
             label=label or name,
             state=state,
         )
@@ -207,8 +216,11 @@ class Estimator:
         return sample
 
     def __call__(self, objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+        check_objective(objective)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
         if self.info.kind == "sample":
-            return objective(self.sampler(generator))
+            return check_losses(objective(self.sampler(generator)))
         return self.info.function(objective, generator=generator, **self.options)
 
     def __repr__(self) -> str:
@@ -239,5 +251,5 @@ def get(name: str, **options: Any) -> Estimator:
     if "tau" in bound:
         bound["tau"] = check_tau(bound["tau"])
     if "k" in bound:
-        bound["k"] = check_count(bound["k"], "k", entry.min_k)
+        bound["k"] = check_count(bound["k"], "k", entry.min_k, entry.max_k)
     return Estimator(entry, bound)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import register
-from gvbench.estimators.sampling import categorical_one_hot, replace_gradient
+from gvbench.estimators.sampling import categorical_one_hot, replace_gradient, tempered_softmax
 from gvbench.estimators.validation import check_logits, check_tau
 
 
@@ -31,10 +31,10 @@ def reinmax(
     usual range.
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
+    tau = check_tau(tau, logits.dtype)
     sample = categorical_one_hot(logits, dim, generator)
     pi0 = torch.softmax(logits, dim)
-    pi1 = 0.5 * (sample + torch.softmax(logits / tau, dim))
+    pi1 = 0.5 * (sample + tempered_softmax(logits, tau, dim))
     # A masked category (θ = -inf, π₁ = 0) gives -inf - (-inf) = NaN; it must stay at 0.
     correction = torch.nan_to_num((pi1.log() - logits).detach(), nan=-torch.inf)
     pi1 = torch.softmax(correction + logits, dim)

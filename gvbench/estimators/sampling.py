@@ -42,6 +42,15 @@ def gumbel_like(logits: Tensor, generator: torch.Generator | None = None) -> Ten
     return -exponential_like(logits.shape, logits, generator).log_()
 
 
+def tempered_softmax(x: Tensor, tau: float, dim: int) -> Tensor:
+    r""":math:`\mathrm{softmax}(x/\tau)` computed as :math:`\mathrm{softmax}((x - \mathrm{sg}\max x)/\tau)`.
+
+    The same value and gradient, but :math:`x/\tau` cannot overflow to :math:`\infty - \infty`
+    at a small τ: the shifted logits lie in :math:`[-\infty, 0]`.
+    """
+    return torch.softmax((x - x.detach().amax(dim, keepdim=True)) / tau, dim)
+
+
 def one_hot_argmax(scores: Tensor, dim: int = -1) -> Tensor:
     """One-hot encoding of ``argmax(scores, dim)`` with ``scores``' shape and dtype, no gradient."""
     index = scores.detach().argmax(dim, keepdim=True)

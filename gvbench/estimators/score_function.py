@@ -15,12 +15,21 @@ the pathwise gradient of parameters the loss uses directly plus the score-functi
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import categorical_one_hot
-from gvbench.estimators.validation import check_count, check_logits
+from gvbench.estimators.validation import (
+    check_count,
+    check_logits,
+    check_losses,
+    check_objective,
+    check_real,
+)
 
 
 def log_prob(logits: Tensor, sample: Tensor, dim: int = -1) -> Tensor:
@@ -76,6 +85,7 @@ class RunningMean:
     """
 
     def __init__(self, beta: float = 0.9) -> None:
+        beta = check_real(beta, "beta")
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
         self.beta = beta
@@ -86,7 +96,18 @@ class RunningMean:
 
     def update(self, loss: Tensor) -> None:
         mean = float(loss.detach().mean())
+        if not math.isfinite(mean):
+            raise ValueError(
+                f"the objective returned a non-finite loss ({mean}); the baseline is unchanged"
+            )
         self.value = mean if self.value is None else self.beta * self.value + (1 - self.beta) * mean
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume bit for bit."""
+        return {"beta": self.beta, "value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.beta, self.value = float(state["beta"]), state["value"]
 
     def __repr__(self) -> str:
         return f"RunningMean(beta={self.beta}, value={self.value})"
@@ -108,17 +129,29 @@ def reinforce(
     default), read before and updated after this call, so it never depends on this sample.
     Returns per-example surrogate losses (value :math:`f`).
     """
+    check_objective(objective)
+    if isinstance(baseline, RunningMean):
+        b = baseline()
+    elif baseline is None:
+        b = 0.0
+    else:
+        b = check_real(baseline, "baseline")
+        if not math.isfinite(b):
+            raise ValueError(f"baseline must be finite, got {baseline!r}")
     recorder = ScoreRecorder(generator)
-    loss = objective(recorder)
+    loss = check_losses(objective(recorder))
     log_q = recorder.total(loss.shape)
-    b = baseline() if isinstance(baseline, RunningMean) else float(baseline or 0.0)
     surrogate = score_surrogate(loss, log_q, b)
     if isinstance(baseline, RunningMean):
         baseline.update(loss)
     return surrogate
 
 
-@register(unbiased=True, label="RLOO", min_k=2)
+# Each of the K samples is one run of the objective: 2^16 runs in one call is already minutes.
+RLOO_MAX_K = 1 << 16
+
+
+@register(unbiased=True, label="RLOO", min_k=2, max_k=RLOO_MAX_K)
 def rloo(objective: Objective, *, k: int = 2, generator: torch.Generator | None = None) -> Tensor:
     r"""REINFORCE leave-one-out with K samples (Kool et al. 2019), unbiased.
 
@@ -127,11 +160,12 @@ def rloo(objective: Objective, *, k: int = 2, generator: torch.Generator | None 
     :math:`D_1 \dots D_K` iid. Runs the objective K times (K >= 2). Returns per-example
     surrogate losses (value: the mean of the K losses).
     """
-    k = check_count(k, "k", 2)
+    check_objective(objective)
+    k = check_count(k, "k", 2, RLOO_MAX_K)
     losses, log_qs = [], []
     for _ in range(k):
         recorder = ScoreRecorder(generator)
-        loss = objective(recorder)
+        loss = check_losses(objective(recorder))
         losses.append(loss)
         log_qs.append(recorder.total(loss.shape))
     stacked = torch.stack(losses)

@@ -7,12 +7,19 @@ Each function returns :math:`y` whose forward value is the discrete one-hot samp
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import register
-from gvbench.estimators.sampling import gumbel_like, one_hot_argmax, replace_gradient
-from gvbench.estimators.validation import check_logits, check_tau
+from gvbench.estimators.sampling import (
+    gumbel_like,
+    one_hot_argmax,
+    replace_gradient,
+    tempered_softmax,
+)
+from gvbench.estimators.validation import check_logits, check_real, check_tau
 
 
 @register(unbiased=False, label="ST")
@@ -32,9 +39,9 @@ def straight_through(
     :math:`D` alone, so its exact mean and variance follow by enumeration.
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
+    tau = check_tau(tau, logits.dtype)
     sample = one_hot_argmax(logits.detach() + gumbel_like(logits, generator), dim)
-    return replace_gradient(sample, torch.softmax(logits / tau, dim))
+    return replace_gradient(sample, tempered_softmax(logits, tau, dim))
 
 
 @register(unbiased=False, label="ST-GS")
@@ -54,9 +61,9 @@ def st_gumbel_softmax(
     :math:`\tau \to 0` while the variance grows.
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
+    tau = check_tau(tau, logits.dtype)
     perturbed = logits + gumbel_like(logits, generator)
-    return replace_gradient(one_hot_argmax(perturbed, dim), torch.softmax(perturbed / tau, dim))
+    return replace_gradient(one_hot_argmax(perturbed, dim), tempered_softmax(perturbed, tau, dim))
 
 
 @register(unbiased=False, relaxed=True, label="GS")
@@ -76,8 +83,8 @@ def gumbel_softmax(
     objective.
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
-    return torch.softmax((logits + gumbel_like(logits, generator)) / tau, dim)
+    tau = check_tau(tau, logits.dtype)
+    return tempered_softmax(logits + gumbel_like(logits, generator), tau, dim)
 
 
 @register(unbiased=False, label="GST-1.0")
@@ -104,10 +111,10 @@ def gapped_straight_through(
     Requires: :math:`f` differentiable at one-hot inputs. Biased.
     """
     dim = check_logits(logits, dim)
-    tau = check_tau(tau)
-    gap = float(gap)
-    if not gap >= 0:
-        raise ValueError(f"gap must be a number >= 0, got {gap!r}")
+    tau = check_tau(tau, logits.dtype)
+    gap = check_real(gap, "gap")
+    if not (gap >= 0 and math.isfinite(gap)):
+        raise ValueError(f"gap must be a finite number >= 0, got {gap!r}")
     theta = logits.detach()
     sample = one_hot_argmax(theta + gumbel_like(theta, generator), dim)
     mode = theta.amax(dim, keepdim=True)
@@ -118,4 +125,4 @@ def gapped_straight_through(
     finite = torch.isfinite(shifted.detach())
     centre = shifted.where(finite, 0.0).sum(dim, keepdim=True) / finite.sum(dim, keepdim=True)
     shifted = shifted - centre
-    return replace_gradient(sample, torch.softmax(shifted / tau, dim))
+    return replace_gradient(sample, tempered_softmax(shifted, tau, dim))

@@ -7,11 +7,16 @@ device synchronisation (finite logits) can be switched off for production traini
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 _validate = True
+
+# The largest K (Monte Carlo samples, objective repetitions) any estimator accepts: beyond it a
+# single call would run for hours on any machine, which looks like a hang.
+MAX_K = 1 << 24
 
 
 def set_validate_args(value: bool) -> None:
@@ -42,6 +47,11 @@ def check_logits(logits: Tensor, dim: int = -1, name: str = "logits") -> int:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the categories)")
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(
+            f"dim must be an integer in [{-logits.dim()}, {logits.dim() - 1}], got {dim!r}"
+        )
+    dim = int(dim)
     if not -logits.dim() <= dim < logits.dim():
         raise ValueError(
             f"dim={dim} is out of range for {name} with {logits.dim()} dimensions "
@@ -64,29 +74,64 @@ def check_logits(logits: Tensor, dim: int = -1, name: str = "logits") -> int:
     return dim
 
 
-def check_tau(tau: float) -> float:
-    """Temperature τ: a finite number > 0."""
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"tau must be a number > 0, got {tau!r}") from None
+def check_real(value: object, name: str) -> float:
+    """A real number (int, float, NumPy or 0-d tensor); not a bool or a string."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def check_tau(tau: float, dtype: torch.dtype | None = None) -> float:
+    """Temperature τ: a finite number > 0, and, given the logits' dtype, at least its smallest
+    normal number (below it ``x/τ`` overflows for every logit of order one)."""
+    value = check_real(tau, "tau")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    if dtype is not None and dtype.is_floating_point:
+        smallest = torch.finfo(dtype).tiny
+        if value < smallest:
+            raise ValueError(
+                f"tau must be >= {smallest:.3g}, the smallest normal {dtype} number "
+                f"(got {tau!r}); use float64 logits for a smaller τ"
+            )
     return value
 
 
-def check_count(value: int, name: str, minimum: int) -> int:
-    """An integer hyper-parameter (K, a number of samples) with a lower bound."""
-    if isinstance(value, bool) or not isinstance(value, int | torch.SymInt):
-        try:
-            if float(value) != int(value):
-                raise ValueError
-            value = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+def check_count(value: int, name: str, minimum: int, maximum: int = MAX_K) -> int:
+    """An integer hyper-parameter (K, a number of samples) within [minimum, maximum]."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+        )
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value}")
+    return value
+
+
+def check_objective(objective: object) -> None:
+    """An objective is a function of a sampler (it returns per-example losses)."""
+    if not callable(objective):
+        raise TypeError(
+            "objective must be a function of a sampler returning per-example losses, got "
+            f"{type(objective).__name__}"
+        )
+
+
+def check_losses(loss: object) -> Tensor:
+    """What an objective returns: a floating tensor of per-example losses."""
+    if not isinstance(loss, Tensor) or not loss.is_floating_point():
+        raise TypeError(
+            "objective must return a floating tensor of per-example losses, got "
+            f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else f' of dtype {loss.dtype}'}"
+        )
+    return loss
 
 
 def check_sample(sample: Tensor, logits: Tensor, dim: int) -> Tensor:
@@ -104,17 +149,22 @@ def check_sample(sample: Tensor, logits: Tensor, dim: int) -> Tensor:
             (sample.sum(dim) == 1).all() and ((sample == 0) | (sample == 1)).all()
         ):
             raise ValueError("sample given with the logits' shape must be one-hot along dim")
-        return index
-    if sample.shape == batch_shape and not sample.is_floating_point():
+    elif sample.shape == batch_shape and not sample.is_floating_point():
         if (
             _validate
             and sample.numel()
             and not bool(((sample >= 0) & (sample < logits.shape[dim])).all())
         ):
             raise ValueError(f"sample indices must lie in [0, {logits.shape[dim] - 1}]")
-        return sample.long()
-    raise ValueError(
-        f"sample must be one-hot with the logits' shape {tuple(logits.shape)} or an integer "
-        f"index tensor of shape {tuple(batch_shape)}, got {tuple(sample.shape)} "
-        f"({sample.dtype})"
-    )
+        index = sample.long()
+    else:
+        raise ValueError(
+            f"sample must be one-hot with the logits' shape {tuple(logits.shape)} or an integer "
+            f"index tensor of shape {tuple(batch_shape)}, got {tuple(sample.shape)} "
+            f"({sample.dtype})"
+        )
+    if _validate and sample.numel():
+        chosen = logits.detach().gather(dim, index.unsqueeze(dim))
+        if not bool(torch.isfinite(chosen).all()):
+            raise ValueError("sample selects a category whose logit is -inf (probability 0)")
+    return index
