@@ -105,13 +105,17 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from gvbench.plots import plot_sweep
+    from gvbench.plots import plot_file
 
     path = Path(args.result)
     if not path.exists():
         raise SystemExit(f"gvbench: no such results file: {path}")
-    for written in plot_sweep(path, out_dir=args.out_dir, metrics=args.metrics):
-        print(f"wrote {written}")
+    try:
+        written = plot_file(path, out_dir=args.out_dir, metrics=args.metrics)
+    except ValueError as error:
+        raise SystemExit(f"gvbench: {error}") from None
+    for target in written:
+        print(f"wrote {target}")
     return 0
 
 

@@ -114,16 +114,17 @@ def plot_sweep(
     out_dir: str | os.PathLike[str] | None = None,
     metrics: Sequence[str] = ("variance", "bias2", "mse"),
     formats: Sequence[str] = ("png", "pdf"),
+    stem: str | None = None,
 ) -> list[Path]:
     """Write the figures of a sweep (a Dataset or a netCDF path); returns the files written."""
     if not isinstance(ds, xr.Dataset):
         from gvbench.harness.store import read
 
-        stem = Path(ds).stem
+        stem = stem or Path(ds).stem
         out_dir = Path(out_dir) if out_dir is not None else Path(ds).parent
         ds = read(ds)
     else:
-        stem = ds.attrs.get("task", "sweep")
+        stem = stem or ds.attrs.get("task", "sweep")
         out_dir = Path(out_dir or ".")
     if "seed" in ds.dims:  # figures show the first seed; the file keeps them all
         ds = ds.isel(seed=0)
@@ -140,6 +141,74 @@ def plot_sweep(
             figure.savefig(path, bbox_inches="tight", dpi=150)
             written.append(path)
         plt.close(figure)
+    return written
+
+
+def plot_curves(ds: xr.Dataset) -> plt.Figure:
+    """A training run's curves (``curves.nc``): each measured quantity against the step."""
+    names = [n for n in ds.data_vars if ds[n].dims == ("step",) and not n.endswith("_se")]
+    figure, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        values = ds[name].dropna("step")
+        ax.plot(values["step"], values, marker="o", markersize=3)
+        if f"{name}_se" in ds:
+            se = ds[f"{name}_se"].sel(step=values["step"])
+            ax.fill_between(values["step"], values - Z95 * se, values + Z95 * se, alpha=0.2, lw=0)
+        if name.startswith("gradient_variance") and (values > 0).all():
+            ax.set_yscale("log")
+        units = ds[name].attrs.get("units", "1")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name.replace("_", " ") + ("" if units == "1" else f" ({units})"))
+    figure.suptitle(ds.attrs.get("title", "training curves"))
+    figure.tight_layout()
+    return figure
+
+
+def file_kind(ds: xr.Dataset) -> str | None:
+    """Which of gvbench's files ``ds`` is: ``sweep``, ``simplex``, ``curves`` or None."""
+    if {"p1", "p2", "p3"} <= set(ds.coords) and "point" in ds.dims and "variance" in ds:
+        return "simplex"
+    if {"estimator", "tau", "k", "batch_size"} <= set(ds.dims) and "variance" in ds:
+        return "sweep"
+    if "step" in ds.dims and ds.data_vars:
+        return "curves"
+    return None
+
+
+def plot_file(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    metrics: Sequence[str] = ("variance", "bias2", "mse"),
+    formats: Sequence[str] = ("png", "pdf"),
+) -> list[Path]:
+    """The figures of any file gvbench writes (a sweep, ``simplex.nc``, a run's ``curves.nc``).
+
+    Raises:
+        ValueError: a file of another kind (the message says which kinds are plotted).
+    """
+    from gvbench.harness.store import read
+
+    path = Path(path)
+    ds = read(path)
+    kind = file_kind(ds)
+    if kind == "sweep":
+        return plot_sweep(
+            ds, out_dir=out_dir or path.parent, metrics=metrics, formats=formats, stem=path.stem
+        )
+    if kind is None:
+        raise ValueError(
+            f"{path} is not a file that `gvbench plot` draws: it draws sweeps (gvbench sweep, "
+            "demo), simplex.nc (gvbench simplex) and a run's curves.nc (gvbench train)"
+        )
+    figure = plot_simplex(ds) if kind == "simplex" else plot_curves(ds)
+    out_dir = Path(out_dir or path.parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for extension in formats:
+        target = out_dir / f"{path.stem}.{extension}"
+        figure.savefig(target, bbox_inches="tight", dpi=150)
+        written.append(target)
+    plt.close(figure)
     return written
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
+
+from gvbench.atomic_files import save_torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,20 +76,6 @@ def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]
     return str(path)
 
 
-def save_atomic(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """``torch.save`` through a temporary file and a rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def finish_run(
     run_dir: str | os.PathLike[str],
     config: RunConfig,
@@ -116,7 +103,7 @@ def finish_run(
     curves = curves_dataset(rows, attrs, {"train_loss": "nats", **units})
     write_atomic(curves, Path(run_dir) / "curves.nc")
     if final_checkpoint is not None:
-        save_atomic(
+        save_torch(
             {"config": config.as_dict(), "params": result["best"]["params"]}, final_checkpoint
         )
     return curves
@@ -230,7 +217,7 @@ def fit(
                     "params": {k: v.detach().clone() for k, v in params.items()},
                 }
             bar.set_postfix(selection=f"{row['selection']:.3f}")
-            save_atomic(
+            save_torch(
                 {
                     "config": dict(config),
                     "params": {k: v.detach() for k, v in params.items()},

@@ -32,6 +32,11 @@ def reference_gradient(
             for name, value in task.parameters().items()
         }
         expected = E.exact(lambda sample: task.loss(params, sample, batch_size))
+        if expected.shape != (1, batch_size):
+            raise ValueError(
+                f"task {task.name!r} returned losses of shape {tuple(expected.shape)}; "
+                f"expected (draws, batch_size) = (1, {batch_size})"
+            )
         expected.mean(1).sum().backward()
         return Reference(flatten_gradients(params, 1)[0].cpu().numpy(), kind="exact")
     reps = task.reference_reps if reps is None else reps

@@ -1,9 +1,17 @@
-"""Sweep results as xarray Datasets in netCDF files, written atomically and merged on resume."""
+"""Sweep results as xarray Datasets in netCDF files, written atomically and merged on resume.
+
+Nothing wrong is trusted: every finished cell carries a ``digest`` (SHA-256 of its values and
+status) that :func:`read` verifies, numeric variables carry HDF5 Fletcher-32 checksums, and a
+cell whose metrics are not finite is never "done". A file that cannot be read as a gvbench
+result is reported in one line and never overwritten.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +19,20 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from gvbench.atomic_files import write_bytes
 from gvbench.harness.metrics import METRICS
 
 CellKey = tuple[str, float, int, int, int]  # estimator, tau, k, batch_size, seed
 DIMS = ("estimator", "tau", "k", "batch_size", "seed")
 PENDING = "pending"
 DONE = "done"
+# A "done" cell must have these finite (cosine and SNR are undefined at a zero mean gradient).
+REQUIRED_FINITE = ("variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se")
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be used as it is; the message is one line that says what to do."""
+
 
 LONG_NAMES = {
     "variance": "trace of the covariance of the gradient estimate",
@@ -41,6 +57,23 @@ def is_finished(status: str) -> bool:
     return status == DONE or status.startswith("not applicable")
 
 
+def non_finite(record: Mapping[str, Any]) -> list[str]:
+    """The required metrics of a record that are missing or not finite."""
+    return [
+        name
+        for name in REQUIRED_FINITE
+        if not isinstance(record.get(name), float | int) or not math.isfinite(record[name])
+    ]
+
+
+def cell_digest(values: Mapping[str, float], status: str) -> str:
+    """SHA-256 of a cell's values and status (floats by their exact repr)."""
+    text = json.dumps(
+        {"status": status, **{k: float(v) for k, v in values.items()}}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def build_dataset(
     records: Mapping[CellKey, Mapping[str, Any]],
     coords: Mapping[str, Sequence[Any]],
@@ -53,12 +86,16 @@ def build_dataset(
     names = [*METRICS, *(f"{m}_se" for m in METRICS), "mean_norm", "seconds"]
     values = {name: np.full(shape, np.nan) for name in names}
     status = np.full(shape, PENDING, dtype=object)
+    digest = np.full(shape, "", dtype=object)
     for key, record in records.items():
         position = tuple(index[d][v] for d, v in zip(DIMS, key, strict=True))
         status[position] = record["status"]
         for name in names:
             if name in record:
                 values[name][position] = record[name]
+        digest[position] = cell_digest(
+            {name: values[name][position] for name in names}, record["status"]
+        )
     data_vars: dict[str, Any] = {}
     for name in names:
         base = name.removesuffix("_se")
@@ -66,6 +103,11 @@ def build_dataset(
         units = "s" if name == "seconds" else "1"
         data_vars[name] = (DIMS, values[name], {"long_name": long_name, "units": units})
     data_vars["status"] = (DIMS, status, {"long_name": "cell status"})
+    data_vars["digest"] = (
+        DIMS,
+        digest,
+        {"long_name": "SHA-256 of the cell's values and status (verified on read)"},
+    )
     for name, column in estimator_coords.items():
         data_vars[name] = ("estimator", _array(column))
     ds = xr.Dataset(data_vars, coords={d: _array(coords[d]) for d in DIMS}, attrs=dict(attrs))
@@ -77,39 +119,122 @@ def build_dataset(
 
 
 def write_atomic(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
-    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) through a temporary file and a rename.
+    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf, Fletcher-32 checksums) atomically.
 
-    A reader, or a sweep killed mid-write, never sees a half-written file.
+    The file is built in memory and then written whole (:func:`gvbench.atomic_files.write_bytes`):
+    a reader, a sweep killed mid-write or a full disk never leaves a half-written file.
+    """
+    encoding = {
+        name: {"fletcher32": True}
+        for name, variable in ds.variables.items()
+        if variable.dtype.kind in "fiu" and variable.ndim > 0
+    }
+    write_bytes(ds.to_netcdf(engine="h5netcdf", encoding=encoding), path)
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, a results path that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsFileError(f"{path} is a directory; give a file name such as {path / 'toy.nc'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ResultsFileError(f"{path} lies under {folder}, which is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ResultsFileError(f"{path} cannot be written (no write permission in {folder})")
+    return path
+
+
+def read(path: str | os.PathLike[str], verify: bool = True) -> xr.Dataset:
+    """Load a results file fully into memory (so it can be rewritten in place).
+
+    Raises :class:`ResultsFileError` (one line: the path, what is wrong, what to do) for a
+    missing, empty, truncated or non-netCDF file, and, with ``verify``, for cells whose values
+    no longer match their digest.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    if not path.is_file():
+        raise ResultsFileError(f"{path}: no such results file")
+    if path.stat().st_size == 0:
+        raise ResultsFileError(
+            f"{path} is empty; it was left as it is: remove it or choose another path"
+        )
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ResultsFileError(
+            f"{path} is not a readable netCDF file ({reason}): it may be truncated or corrupted, "
+            "and was left as it is: move it away or choose another path"
+        ) from None
+    if verify:
+        corrupted = corrupted_cells(ds)
+        if corrupted:
+            shown = "; ".join(corrupted[:3]) + (" …" if len(corrupted) > 3 else "")
+            raise ResultsFileError(
+                f"{path}: {len(corrupted)} cell(s) do not match their checksum ({shown}); "
+                "the file was changed after it was written: rerun the sweep to recompute them"
+            )
+    return ds
 
 
-def read(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Load a results file fully into memory (so it can be rewritten in place)."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+def _cells(ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    if "seed" not in ds.dims:
+        ds = ds.expand_dims(seed=[int(ds.attrs.get("seed", 0))])
+    ds = ds.transpose(*DIMS, ...)
+    names = [n for n in ds.data_vars if ds[n].dims == DIMS and n not in ("status", "digest")]
+    return ds, names
+
+
+def _finished_positions(ds: xr.Dataset) -> list[tuple[int, ...]]:
+    status = ds["status"].values
+    return list(zip(*np.nonzero(np.vectorize(is_finished)(status)), strict=True))
+
+
+def _key(ds: xr.Dataset, position: tuple[int, ...]) -> CellKey:
+    return tuple(ds[d].values[i].item() for d, i in zip(DIMS, position, strict=True))
+
+
+def corrupted_cells(ds: xr.Dataset) -> list[str]:
+    """Finished cells whose values do not match their digest (any Dataset with ``digest``)."""
+    if "digest" not in ds or "status" not in ds:
+        return []
+    dims = ds["status"].dims
+    names = [n for n in ds.data_vars if ds[n].dims == dims and n not in ("status", "digest")]
+    status, digests = ds["status"].values, ds["digest"].values
+    bad = []
+    for position in zip(*np.nonzero(np.vectorize(is_finished)(status)), strict=True):
+        values = {n: float(ds[n].values[position]) for n in names}
+        if cell_digest(values, str(status[position])) != digests[position]:
+            bad.append(
+                ", ".join(
+                    f"{d}={ds[d].values[i].item()}" for d, i in zip(dims, position, strict=True)
+                )
+            )
+    return bad
 
 
 def finished_records(ds: xr.Dataset) -> dict[CellKey, dict[str, Any]]:
-    """The cells of a stored Dataset that need no more work, as records."""
-    if "seed" not in ds.dims:
-        ds = ds.expand_dims(seed=[int(ds.attrs["seed"])])
-    ds = ds.transpose(*DIMS)
-    names = [n for n in ds.data_vars if ds[n].dims == DIMS and n != "status"]
+    """The cells of a stored Dataset that need no more work, as records.
+
+    A "done" cell whose required metrics are not finite, or whose digest does not match, is
+    left out (so it is recomputed).
+    """
+    ds, names = _cells(ds)
+    digests = ds["digest"].values if "digest" in ds else None
     records: dict[CellKey, dict[str, Any]] = {}
-    status = ds["status"].values
-    for position in zip(*np.nonzero(np.vectorize(is_finished)(status)), strict=True):
-        key = tuple(ds[d].values[i].item() for d, i in zip(DIMS, position, strict=True))
-        record = {n: float(ds[n].values[position]) for n in names}
-        record["status"] = str(status[position])
-        records[key] = record
+    for position in _finished_positions(ds):
+        record: dict[str, Any] = {n: float(ds[n].values[position]) for n in names}
+        record["status"] = str(ds["status"].values[position])
+        if (
+            digests is not None
+            and cell_digest({n: record[n] for n in names}, record["status"]) != digests[position]
+        ):
+            continue
+        if record["status"] == DONE and non_finite(record):
+            continue
+        records[_key(ds, position)] = record
     return records

@@ -129,17 +129,28 @@ def run_cell(
         reason = f"{info.label} needs k >= {info.min_k}"
     if reason is not None:
         return {"status": f"not applicable: {reason}"}
+    if not np.isfinite(reference.gradient).all() or not np.isfinite(reference.variance):
+        return {"status": f"failed: the reference gradient ({reference.kind}) is not finite"}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         estimator = E.get(cell.estimator, **cell.options())
         draws = gradient_draws(task, estimator, reps, cell.batch_size, cell.generator(task.device))
+        finite = torch.isfinite(draws).all(1)
+        if not bool(finite.all()):
+            return {
+                "status": f"failed: {int((~finite).sum())} of {reps} gradient draws are not "
+                "finite (the task's loss or the estimator overflowed)"
+            }
         record = gradient_metrics(draws, reference)
     except Exception as error:  # recorded, reported, and retried on resume
         return {"status": f"failed: {type(error).__name__}: {error}"}
     finally:
         torch.set_num_threads(previous)
+    bad = store.non_finite(record)
+    if bad:
+        return {"status": f"failed: non-finite {', '.join(bad)}"}
     return {**record, "status": store.DONE, "seconds": time.perf_counter() - start}
 
 
@@ -226,11 +237,18 @@ def sweep(
     """
     if isinstance(task, str):
         task = gvbench.tasks.get(task)
-    if reference_reps is None:
-        reference_reps = task.reference_reps
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"task must be a gvbench.tasks.Task or a task name "
+            f"({', '.join(gvbench.tasks.available())}), got {task!r}"
+        )
+    reference_reps = check_count(
+        task.reference_reps if reference_reps is None else reference_reps, "reference_reps", 2
+    )
+    reference_k = check_count(reference_k, "reference_k", 2)
     if estimators is None:
         estimators = [name for name, entry in E.available().items() if not entry.exact]
-    seeds = [int(s) for s in _sequence(seed, "seed")]
+    seeds = sorted({check_count(s, "seed", 0, 2**63 - 1) for s in _sequence(seed, "seed")})
     names, taus, ks, batch_sizes, reps = check_grid(
         _sequence(estimators, "estimators"),
         _sequence(tau, "tau"),
@@ -264,14 +282,28 @@ def sweep(
         "batch_size": batch_sizes,
         "seed": seeds,
     }
+    if path is not None:
+        store.check_output_path(path)
     if path is not None and Path(path).exists():
-        stored = store.read(path)
+        stored = store.read(path, verify=False)
+        if "task" not in stored.attrs or "status" not in stored:
+            raise store.ResultsFileError(
+                f"{path} is a netCDF file but not a gvbench sweep; it was left as it is: "
+                "choose another path"
+            )
         for key in IDENTITY:
             if str(stored.attrs.get(key)) != str(attrs[key]):
                 raise ValueError(
                     f"{path} holds a different experiment ({key}: {stored.attrs.get(key)!r} "
                     f"vs {attrs[key]!r}); choose another path"
                 )
+        corrupted = store.corrupted_cells(stored)
+        if corrupted:
+            warnings.warn(
+                f"{path}: {len(corrupted)} cell(s) do not match their checksum and will be "
+                f"recomputed ({'; '.join(corrupted[:3])})",
+                stacklevel=2,
+            )
         if stored.attrs.get("git_commit") != attrs["git_commit"]:
             warnings.warn(
                 f"{path} was written at commit {stored.attrs.get('git_commit')} and is resumed at "
