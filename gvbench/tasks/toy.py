@@ -9,7 +9,16 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators import Sampler
+from gvbench.estimators.validation import check_count
 from gvbench.tasks.base import Parameters, Task
+
+
+def floating_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A floating dtype given as a torch dtype or its name (``"float32"``, ``"float64"``)."""
+    value = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(value, torch.dtype) or value not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return value
 
 
 class Toy(Task):
@@ -45,16 +54,17 @@ class Toy(Task):
         seed: int = 0,
         dtype: str | torch.dtype = torch.float64,
     ) -> None:
-        if int(n) < 2:
-            raise ValueError(f"n (categories) must be an integer >= 2, got {n!r}")
-        if int(m) < 1:
-            raise ValueError(f"m (variables) must be an integer >= 1, got {m!r}")
-        self.n, self.m, self.seed = int(n), int(m), int(seed)
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.n = check_count(n, "n (categories)", 2)
+        self.m = check_count(m, "m (variables)", 1)
+        self.seed = check_count(seed, "seed", 0, 2**63 - 1)
+        self.dtype = floating_dtype(dtype)
         if theta is None:
             generator = torch.Generator().manual_seed(self.seed)
             theta = torch.randn(self.m, self.n, generator=generator, dtype=torch.float64)
-        theta = torch.as_tensor(theta, dtype=self.dtype)
+        try:
+            theta = torch.as_tensor(theta, dtype=self.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"theta must be numbers (m × n logits), got {theta!r}") from None
         if theta.numel() != self.m * self.n:
             raise ValueError(
                 f"theta must have m × n = {self.m} × {self.n} values, got shape {tuple(theta.shape)}"
@@ -63,9 +73,15 @@ class Toy(Task):
         if not torch.isfinite(theta).all():
             raise ValueError("theta must be finite")
         self.theta = theta
-        self.centre = torch.broadcast_to(
-            torch.as_tensor(centre, dtype=self.dtype), (self.n,)
-        ).clone()
+        try:
+            centre = torch.as_tensor(centre, dtype=self.dtype)
+            self.centre = torch.broadcast_to(centre, (self.n,)).clone()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"centre must be a number or {self.n} numbers (one per category), got {centre!r}"
+            ) from None
+        if not torch.isfinite(self.centre).all():
+            raise ValueError("centre must be finite")
         index = torch.arange(self.n, dtype=self.dtype)
         self.q = torch.exp(-2 * (index[:, None] - index[None, :]).abs())
 

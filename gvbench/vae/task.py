@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators import Sampler
+from gvbench.estimators.validation import check_count
 from gvbench.tasks.base import Task
 from gvbench.vae.model import Parameters, negative_elbo
 
@@ -90,6 +91,10 @@ def vae(
         "checkpoint": checkpoint,
         "batch_pool": batch_pool,
     }
+    check_count(train_steps, "train_steps", 1)
+    check_count(batch_pool, "batch_pool", 1)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"checkpoint {checkpoint} is not a file")
     if checkpoint is None:
         run = TrainConfig(
             estimator="st_gumbel_softmax",

@@ -3,8 +3,10 @@ negative ELBO, test negative ELBO and an importance-weighted log-likelihood boun
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import xarray as xr
@@ -14,6 +16,7 @@ import gvbench.estimators as E
 from gvbench.estimators import Sampler, categorical_one_hot
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
+from gvbench.threads import pinned_threads
 from gvbench.training import RunConfig, epoch_batches, finish_run, fit
 from gvbench.vae.data import load
 from gvbench.vae.model import Parameters, importance_weighted_nll, init_parameters, negative_elbo
@@ -33,11 +36,20 @@ class TrainConfig(RunConfig):
     iw_samples: int = 100
     data_dir: str | None = None
 
-    POSITIVE = (*RunConfig.POSITIVE, "batch_size", "iw_samples", "hidden")
+    COUNTS: ClassVar[dict[str, int]] = {
+        **RunConfig.COUNTS,
+        "arity": 2,
+        "latent_dim": 2,
+        "batch_size": 1,
+        "iw_samples": 1,
+        "hidden": 1,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
         init_parameters(self.arity, self.latent_dim, 1)  # arity / latent_dim agreement
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"data_dir {self.data_dir} is not a folder")
 
     def prefix(self) -> str:
         return f"a{self.arity}-B{self.batch_size}"
@@ -74,6 +86,16 @@ def train(
     final_checkpoint: str | Path | None = None,
 ) -> xr.Dataset:
     """Train, select on validation negative ELBO, report test figures; resume from ``out_dir``."""
+    with pinned_threads(config.threads):
+        return _run(config, out_dir, progress, final_checkpoint)
+
+
+def _run(
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool,
+    final_checkpoint: str | Path | None,
+) -> xr.Dataset:
     run_dir = Path(out_dir) / config.name()
     splits, source = load(config.data_dir, config.seed)
     train_images, valid, test = splits["train"], splits["valid"], splits["test"]
@@ -95,7 +117,7 @@ def train(
         task = VAETask(enc, dec, valid[: config.batch_size], config.arity, {"task": "vae"})
         return trace_variance(
             gradient_draws(
-                task, estimator, config.variance_reps, config.batch_size, generator
+                task, copy.deepcopy(estimator), config.variance_reps, config.batch_size, generator
             ).numpy()
         )
 
