@@ -18,7 +18,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from gvbench.atomic_files import save_torch
-from gvbench.estimators.validation import check_count, check_real
+from gvbench.estimators.validation import check_count, check_real, check_tau
 
 
 class TrainingDiverged(ValueError):
@@ -55,6 +55,7 @@ class RunConfig:
         "variance_reps": 2,
         "seed": 0,
         "threads": 1,
+        "k": 1,
     }
 
     def __post_init__(self) -> None:
@@ -70,6 +71,7 @@ class RunConfig:
         get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
         for name, least in self.COUNTS.items():
             check_count(getattr(self, name), name, least, 2**62)
+        check_tau(self.tau)  # even where the estimator takes none: a τ ≤ 0 is a mistake
         lr, momentum = check_real(self.lr, "lr"), check_real(self.momentum, "momentum")
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
