@@ -116,7 +116,8 @@ COUNTS = st.one_of(
 def _bad_tau(tau: object, dtype: torch.dtype) -> bool:
     if isinstance(tau, bool) or not isinstance(tau, int | float):
         return True
-    return not (math.isfinite(tau) and tau >= torch.finfo(dtype).tiny)
+    limits = torch.finfo(dtype)
+    return not (math.isfinite(tau) and limits.tiny <= tau <= limits.max)
 
 
 def _bad_k(k: object, name: str) -> bool:

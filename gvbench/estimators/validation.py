@@ -84,18 +84,20 @@ def check_real(value: object, name: str) -> float:
 
 
 def check_tau(tau: float, dtype: torch.dtype | None = None) -> float:
-    """Temperature τ: a finite number > 0, and, given the logits' dtype, at least its smallest
-    normal number (below it ``x/τ`` overflows for every logit of order one)."""
+    """Temperature τ: a finite number > 0 and, given the logits' dtype, between its smallest
+    normal number (below it ``x/τ`` overflows for every logit of order one) and its largest."""
     value = check_real(tau, "tau")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
     if dtype is not None and dtype.is_floating_point:
-        smallest = torch.finfo(dtype).tiny
-        if value < smallest:
+        limits = torch.finfo(dtype)
+        if value < limits.tiny:
             raise ValueError(
-                f"tau must be >= {smallest:.3g}, the smallest normal {dtype} number "
+                f"tau must be >= {limits.tiny:.3g}, the smallest normal {dtype} number "
                 f"(got {tau!r}); use float64 logits for a smaller τ"
             )
+        if value > limits.max:
+            raise ValueError(f"tau must be <= {limits.max:.3g}, the largest {dtype} number")
     return value
 
 
