@@ -31,7 +31,7 @@ from gvbench.estimators.score_function import (
     reinforce,
     rloo,
 )
-from gvbench.estimators.binary import bernoulli, categorical_from_bernoulli, foust
+from gvbench.estimators.binary import arm, bernoulli, categorical_from_bernoulli, disarm, foust
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
     Estimator,
@@ -60,12 +60,14 @@ __all__ = [
     "RunningMean",
     "Sampler",
     "ScoreRecorder",
+    "arm",
     "available",
     "bernoulli",
     "categorical_from_bernoulli",
     "categorical_index",
     "categorical_one_hot",
     "conditional_gumbel",
+    "disarm",
     "enumerate_expectation",
     "exact",
     "foust",

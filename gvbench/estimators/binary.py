@@ -1,4 +1,4 @@
-r"""Binary variables: Bernoulli forms of the categorical estimators, and FouST.
+r"""Binary variables: Bernoulli forms of the categorical estimators, FouST, ARM and DisARM.
 
 A Bernoulli with logit :math:`\ell` is the 2-category case with logits :math:`(0, \ell)`: the
 Gumbel difference becomes logistic noise. :func:`bernoulli` turns any categorical sampler into
@@ -14,9 +14,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import register
+from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
-from gvbench.estimators.validation import check_real
+from gvbench.estimators.score_function import sum_to_examples
+from gvbench.estimators.validation import (
+    check_logits,
+    check_losses,
+    check_objective,
+    check_real,
+)
 
 
 def bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -109,3 +115,119 @@ def foust(
     else:
         weight = torch.ones_like(p)
     return replace_gradient(t, weight * p)
+
+
+class _AntitheticSampler:
+    """Plays one of a pair of correlated Bernoulli draws at every sampler call.
+
+    The first evaluation draws :math:`u_j \\sim U(0, 1)` per call site j and returns
+    ``pick(u, φ)[0]``; the second reuses the same :math:`u_j` and returns ``pick(u, φ)[1]``, with
+    :math:`\\varphi = \\theta_1 - \\theta_0` the Bernoulli logit of arity-2 categorical logits.
+    """
+
+    def __init__(self, pick: Callable, generator: torch.Generator | None, first=None) -> None:
+        self.pick, self.generator, self.first = pick, generator, first
+        self.calls: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # φ, u, b, b̃
+
+    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+        dim = check_logits(logits, dim)
+        if logits.shape[dim] != 2:
+            raise ValueError(
+                f"this estimator is binary-only: logits need exactly 2 categories along "
+                f"dim={dim}, got {logits.shape[dim]}"
+            )
+        zero, one = logits.unbind(dim)
+        phi = one - zero
+        call = len(self.calls)
+        if self.first is None:
+            u = uniform_like(phi.shape, phi, self.generator).to(phi.dtype)
+        else:
+            if call >= len(self.first.calls) or not torch.equal(
+                self.first.calls[call][0].detach(), phi.detach()
+            ):
+                raise ValueError(
+                    "ARM and DisARM need every choice's logits to be the same in both of their "
+                    "evaluations: choices whose logits depend on earlier samples are not supported"
+                )
+            u = self.first.calls[call][1]
+        b, b_tilde = self.pick(u, phi.detach())
+        self.calls.append((phi, u, b, b_tilde))
+        value = b if self.first is None else b_tilde
+        return torch.stack([1 - value, value], dim=dim)
+
+
+def _antithetic_surrogate(
+    objective: Callable[..., Tensor],
+    generator: torch.Generator | None,
+    pick: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    coefficient: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+) -> Tensor:
+    r"""Value ½(f(b) + f(b̃)); gradient ½(∇f(b) + ∇f(b̃)) + Σ (f(b) − f(b̃))·c ∇φ.
+
+    ``coefficient(u, φ, b, b̃)`` is :math:`c`, per variable; both draws are marginally
+    Bernoulli(σ(φ)), so the pathwise half is unbiased for parameters the loss uses directly.
+    """
+    check_objective(objective)
+    first = _AntitheticSampler(pick, generator)
+    loss = check_losses(objective(first))
+    second = _AntitheticSampler(pick, generator, first=first)
+    loss_tilde = check_losses(objective(second))
+    if not first.calls:
+        raise ValueError("the objective made no discrete choice (it never called the sampler)")
+    if len(second.calls) != len(first.calls):
+        raise ValueError("the objective made a different number of choices in its two evaluations")
+    difference = (loss - loss_tilde).detach()
+    correction = 0
+    for phi, u, b, b_tilde in first.calls:
+        c = coefficient(u, phi.detach(), b, b_tilde)
+        scaled = difference.reshape(*difference.shape, *[1] * (phi.dim() - difference.dim()))
+        correction = correction + sum_to_examples(
+            (scaled * c) * (phi - phi.detach()), loss.shape, "the Bernoulli logits"
+        )
+    return 0.5 * (loss + loss_tilde) + correction
+
+
+def _arm_pair(u: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    return (u > torch.sigmoid(-phi)).to(u.dtype), (u < torch.sigmoid(phi)).to(u.dtype)
+
+
+def _disarm_pair(u: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    p = torch.sigmoid(phi)
+    return (u < p).to(u.dtype), (1 - u < p).to(u.dtype)
+
+
+@register(unbiased=True, binary_only=True, label="ARM")
+def arm(objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+    r"""ARM, the augment-REINFORCE-merge estimator (Yin & Zhou 2019, ICLR), Bernoulli variables.
+
+    Approximates: :math:`\nabla_\varphi \mathbb{E}_{b\sim\mathrm{Bern}(\sigma(\varphi))}[f(b)]`, unbiased.
+    With: :math:`u \sim U(0, 1)^d` and two evaluations of the objective,
+
+    .. math::
+        \hat g = \big(f(\mathbb{1}[u > \sigma(-\varphi)]) - f(\mathbb{1}[u < \sigma(\varphi)])\big)\,(u - \tfrac12).
+
+    Runs the objective twice with the same :math:`u` per choice (the choices' logits must not
+    depend on earlier samples). The categorical logits of arity 2 give :math:`\varphi = \theta_1 - \theta_0`.
+    Returns per-example surrogates (value: the mean of the two losses).
+    """
+    return _antithetic_surrogate(objective, generator, _arm_pair, lambda u, phi, b, bt: u - 0.5)
+
+
+@register(unbiased=True, binary_only=True, label="DisARM")
+def disarm(objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
+    r"""DisARM, ARM with the augmentation integrated out (Dong, Mnih & Tucker 2020, NeurIPS).
+
+    Approximates: :math:`\nabla_\varphi \mathbb{E}_{b\sim\mathrm{Bern}(\sigma(\varphi))}[f(b)]`, unbiased,
+    with variance at most ARM's.
+    With: antithetic :math:`b = \mathbb{1}[u < \sigma(\varphi)]`, :math:`\tilde b = \mathbb{1}[1 - u < \sigma(\varphi)]`,
+
+    .. math::
+        \hat g_i = \tfrac12\big(f(b) - f(\tilde b)\big)\,(-1)^{\tilde b_i}\,\mathbb{1}[b_i \ne \tilde b_i]\,\sigma(|\varphi_i|).
+
+    Same two evaluations and restrictions as :func:`arm`.
+    """
+
+    def coefficient(u: Tensor, phi: Tensor, b: Tensor, b_tilde: Tensor) -> Tensor:
+        return 0.5 * (1 - 2 * b_tilde) * (b != b_tilde).to(u.dtype) * torch.sigmoid(phi.abs())
+
+    return _antithetic_surrogate(objective, generator, _disarm_pair, coefficient)
