@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import gvbench.estimators as E
@@ -127,7 +127,24 @@ def _bad_k(k: object, name: str) -> bool:
     return not info.min_k <= k <= info.max_k
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomised (like every test here, a fixed seed): the same 600 inputs on every run, so a
+# failure reproduces; the examples below keep the cases hypothesis once found.
+@settings(
+    max_examples=600,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@example(
+    name="straight_through",
+    tau=3.4028235677973366e38,
+    k="default",
+    dtype=torch.float32,
+    scale=0.0,
+    masked=True,
+    rows=1,
+    seed=0,
+)
 @given(
     name=st.sampled_from(ALL),
     tau=st.one_of(st.just("default"), REALS),
