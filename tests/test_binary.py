@@ -1,4 +1,4 @@
-"""Binary variables: Bernoulli forms of the categorical estimators, and FouST."""
+"""Binary variables: Bernoulli forms of the categorical estimators, and the FouST reconstruction."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ def test_bernoulli_samples_have_the_right_frequency():
     assert_within_se(b, torch.sigmoid(LOGIT))
 
 
-def test_foust_without_its_steps_is_straight_through():
-    t, grad = bernoulli_draws(E.foust, 1000, seed=2, uniform_low=1.0, importance_weights=False)
+def test_foust_reconstruction_without_its_steps_is_straight_through():
+    t, grad = bernoulli_draws(
+        E.foust_reconstruction, 1000, seed=2, uniform_low=1.0, importance_weights=False
+    )
     assert set(t.unique().tolist()) <= {0.0, 1.0}
     p = torch.sigmoid(LOGIT)
     x = t.clone().requires_grad_()
@@ -60,9 +62,9 @@ def test_foust_without_its_steps_is_straight_through():
     torch.testing.assert_close(grad, p * (1 - p) * x.grad)
 
 
-def test_foust_is_unbiased_for_separable_losses_where_st_is_not():
+def test_foust_reconstruction_is_unbiased_for_separable_losses_where_st_is_not():
     expected = exact_bernoulli_gradient(LOGIT)
-    t, grad = bernoulli_draws(E.foust, 50_000, seed=3)
+    t, grad = bernoulli_draws(E.foust_reconstruction, 50_000, seed=3)
     assert ((t >= 0) & (t <= 1)).all() and ((t > 0.5) == (t.round() == 1)).all()
     assert_within_se(grad, expected)
     _, st_grad = bernoulli_draws(E.bernoulli(E.straight_through), 50_000, seed=4)
@@ -70,13 +72,13 @@ def test_foust_is_unbiased_for_separable_losses_where_st_is_not():
         assert_within_se(st_grad, expected)
 
 
-def test_foust_forward_rounds_to_a_bernoulli_sample():
-    t, _ = bernoulli_draws(E.foust, 40_000, seed=5)
+def test_foust_reconstruction_forward_rounds_to_a_bernoulli_sample():
+    t, _ = bernoulli_draws(E.foust_reconstruction, 40_000, seed=5)
     assert_within_se(t.round(), torch.sigmoid(LOGIT))
 
 
 def test_binary_only_estimator_runs_on_arity_two_and_refuses_more():
-    estimator = E.get("foust")
+    estimator = E.get("foust_reconstruction")
     logits = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
     out = estimator(lambda s: g(s(logits)[..., 1]).sum(-1))
     out.sum().backward()
@@ -85,8 +87,8 @@ def test_binary_only_estimator_runs_on_arity_two_and_refuses_more():
         estimator(lambda s: s(torch.zeros(3, 5)).sum(-1))
 
 
-def test_foust_bad_input():
+def test_foust_reconstruction_bad_input():
     with pytest.raises(ValueError, match="uniform_low"):
-        E.foust(LOGIT, uniform_low=1.5)
+        E.foust_reconstruction(LOGIT, uniform_low=1.5)
     with pytest.raises(ValueError, match="logit must be finite"):
-        E.foust(torch.tensor([0.0, float("nan")]))
+        E.foust_reconstruction(torch.tensor([0.0, float("nan")]))

@@ -36,7 +36,7 @@ def test_public_names_exist():
         "reinforce",
         "rloo",
         "exact",
-        "foust",
+        "foust_reconstruction",
         "available",
         "get",
     ]:
@@ -50,7 +50,9 @@ def test_properties_are_declared():
     assert table["st_gumbel_softmax"].hyper == ("tau",)
     assert table["reinforce"].unbiased and table["reinforce"].needs_value
     assert table["gumbel_softmax"].relaxed and not table["st_gumbel_softmax"].relaxed
-    assert table["foust"].binary_only
+    assert table["foust_reconstruction"].binary_only
+    assert not table["foust_reconstruction"].default and not table["exact"].default
+    assert table["foust_reconstruction"].label != "FouST"
     assert table["exact"].exact
     for name, entry in table.items():
         assert entry.name == name and entry.label

@@ -31,7 +31,13 @@ from gvbench.estimators.score_function import (
     reinforce,
     rloo,
 )
-from gvbench.estimators.binary import arm, bernoulli, categorical_from_bernoulli, disarm, foust
+from gvbench.estimators.binary import (
+    arm,
+    bernoulli,
+    categorical_from_bernoulli,
+    disarm,
+    foust_reconstruction,
+)
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
     Estimator,
@@ -70,7 +76,7 @@ __all__ = [
     "disarm",
     "enumerate_expectation",
     "exact",
-    "foust",
+    "foust_reconstruction",
     "gapped_straight_through",
     "get",
     "gumbel_like",

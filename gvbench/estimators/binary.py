@@ -1,9 +1,11 @@
-r"""Binary variables: Bernoulli forms of the categorical estimators, FouST, ARM and DisARM.
+r"""Binary variables: Bernoulli forms of the categorical estimators, ARM, DisARM, and a FouST
+reconstruction.
 
 A Bernoulli with logit :math:`\ell` is the 2-category case with logits :math:`(0, \ell)`: the
 Gumbel difference becomes logistic noise. :func:`bernoulli` turns any categorical sampler into
 one that takes one logit per variable and returns :math:`b \in \{0, 1\}`;
-:func:`categorical_from_bernoulli` goes the other way for binary-only estimators (FouST) so
+:func:`categorical_from_bernoulli` goes the other way for binary-only samplers (the FouST
+reconstruction) so
 that they run on any task with arity-2 variables.
 """
 
@@ -69,37 +71,45 @@ def _check_logit(logit: Tensor) -> None:
         raise ValueError("logit must be finite (no NaN or ±inf)")
 
 
-@register(unbiased=False, relaxed=True, binary_only=True, label="FouST")
-def foust(
+@register(
+    unbiased=False, relaxed=True, binary_only=True, label="FouST (reconstruction)", default=False
+)
+def foust_reconstruction(
     logit: Tensor,
     *,
     uniform_low: float = 0.0,
     importance_weights: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""FouST for Bernoulli variables (Pervez, Cohen & Gavves 2020, ICML).
+    r"""A reconstruction of FouST's bias-reduction steps (after Pervez, Cohen & Gavves 2020, ICML).
+
+    **Not the published FouST.** The paper's algorithm text and code could not be consulted
+    (no implementation was released); this is rebuilt from its bias analysis, so it carries its
+    own name and label and is left out of the default estimator set.
 
     Approximates: :math:`\nabla_\ell \mathbb{E}[f(b)]`, :math:`b \sim \mathrm{Bernoulli}(p)`,
-    :math:`p = \sigma(\ell)`, whose exact value is :math:`p(1-p)\,(f(1) - f(0))` coordinate-wise.
-    The straight-through gradient :math:`p(1-p) f'(b)` is biased by every Fourier/Taylor term
-    of :math:`f` above degree one. FouST lowers that bias with two of the paper's steps:
+    :math:`p = \sigma(\ell)`, whose exact value is :math:`p(1-p)\,(f(1) - f(0))` coordinate-wise
+    for separable :math:`f`. The straight-through gradient :math:`p(1-p) f'(b)` is biased by every
+    Fourier/Taylor term of :math:`f` above degree one; two of the paper's steps are rebuilt:
 
-    - *Bernoulli splitting uniform* (discounting Taylor coefficients): the derivative is taken
-      not at :math:`b` but at :math:`t = \tfrac12 + (b - \tfrac12)u`, :math:`u \sim U[a, 1]`
-      (``uniform_low`` = :math:`a`), a point in :math:`b`'s half of :math:`[0, 1]`;
-      :math:`a = 1` gives back ST.
+    - *Bernoulli splitting uniform*: the derivative is taken not at :math:`b` but at
+      :math:`t = \tfrac12 + (b - \tfrac12)u`, :math:`u \sim U[a, 1]` (``uniform_low`` = :math:`a`),
+      a point in :math:`b`'s half of :math:`[0, 1]`; :math:`a = 1` gives back ST.
     - *importance weighting* to the symmetric point :math:`p = \tfrac12`: the gradient is scaled
       by :math:`w(b) = 1/(2 q(b))`, :math:`q(1) = p`, :math:`q(0) = 1-p`.
 
-    With both on (:math:`a = 0`), :math:`\mathbb{E}[w(b)\,f'(t)] = f(1) - f(0)` for every
-    coordinate along which :math:`f` is separable, so the estimator is unbiased for such
-    :math:`f` and its remaining bias comes only from interactions between variables.
-    Forward value: :math:`t` (relaxed: :math:`f` must accept values in :math:`[0, 1]`;
-    :math:`t` rounds to :math:`b`). Gradient: :math:`w(b)\,p(1-p)\,\partial f/\partial t`.
+    With both on (:math:`a = 0`), :math:`\mathbb{E}[w(b)\,f'(t)] = f(1) - f(0)` along every
+    coordinate in which :math:`f` is separable: unbiased for separable :math:`f`. The paper's third
+    step (representation scaling) is not reproduced.
 
-    The paper's third step (variance reduction by scaling the representation) and its
-    hyper-parameter schedule are not reproduced; this is a reconstruction from the bias
-    analysis, not a transcription of the authors' code (none was released).
+    Measured (200,000 draws, exact gradient by enumeration, three variables, relative bias
+    :math:`\|\mathbb{E}\hat g - g^*\|/\|g^*\|`): at logits (5, −5, 0), for
+    :math:`f = (w\cdot b - 1)^2`, :math:`w = (1, -2, 0.5)`, 3.0 against ST's 0.44, the third
+    coordinate of the wrong sign, variance 13× ST's; for
+    :math:`f = \mathrm{softplus}(3b_1b_2 - b_3) + b_2`, 0.34 against 0.063, variance 14× ST's. At
+    logits (0.3, −0.8, 1.2) it is less biased than ST (0.17 against 0.34; 0.086 against 0.11).
+    Forward value: :math:`t` (relaxed: :math:`f` must accept values in :math:`[0, 1]`; :math:`t`
+    rounds to :math:`b`). Gradient: :math:`w(b)\,p(1-p)\,\partial f/\partial t`.
     """
     _check_logit(logit)
     a = check_real(uniform_low, "uniform_low")

@@ -97,7 +97,7 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
         choices = [*choices[:position], choices[position] + 1]
 
 
-@register(unbiased=True, exact=True, label="Exact")
+@register(unbiased=True, exact=True, label="Exact", default=False)
 def exact(
     objective: Objective,
     *,

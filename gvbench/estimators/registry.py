@@ -78,6 +78,7 @@ class EstimatorInfo:
     min_k: int
     label: str
     max_k: int = MAX_K
+    default: bool = True
     state: Callable[[], dict[str, Any]] | None = None
 
     @property
@@ -95,6 +96,7 @@ class EstimatorInfo:
             "relaxed": self.relaxed,
             "binary_only": self.binary_only,
             "exact": self.exact,
+            "default": self.default,
             "hyper": ",".join(self.hyper) or "-",
         }
 
@@ -111,6 +113,7 @@ def register(
     exact: bool = False,
     min_k: int = 1,
     max_k: int = MAX_K,
+    default: bool = True,
     state: Callable[[], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
@@ -118,7 +121,8 @@ def register(
     The kind is read from the first parameter's name (``logits`` or ``logit``: sample;
     ``objective``: objective); the swept hyper-parameters (``tau``, ``k``) and their defaults
     from the signature. ``state`` makes fresh keyword values (e.g. a running-mean baseline)
-    for every :func:`get`, so two estimators never share state.
+    for every :func:`get`, so two estimators never share state. ``default=False`` keeps an
+    estimator out of sweeps that name no estimators (the exact reference, a reconstruction).
     """
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -156,6 +160,7 @@ def register(
             defaults=defaults,
             min_k=min_k,
             max_k=max_k,
+            default=default,
             label=label or name,
             state=state,
         )

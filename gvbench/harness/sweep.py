@@ -215,7 +215,8 @@ def sweep(
 
     Args:
         task: a :class:`~gvbench.tasks.Task`, or a task name built with its defaults.
-        estimators: registered names (default: every estimator except the exact one).
+        estimators: registered names (default: the registry's default set — all but the exact
+            reference and the FouST reconstruction).
         tau, k, batch_size: grid values (scalars or sequences). An estimator that takes no τ
             (or K) is computed once and its result filled along that axis.
         reps: gradient draws per cell (>= 2).
@@ -247,7 +248,7 @@ def sweep(
     )
     reference_k = check_count(reference_k, "reference_k", 2)
     if estimators is None:
-        estimators = [name for name, entry in E.available().items() if not entry.exact]
+        estimators = [name for name, entry in E.available().items() if entry.default]
     seeds = sorted({check_count(s, "seed", 0, 2**63 - 1) for s in _sequence(seed, "seed")})
     names, taus, ks, batch_sizes, reps = check_grid(
         _sequence(estimators, "estimators"),

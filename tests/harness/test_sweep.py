@@ -98,7 +98,7 @@ def toy_sweep():
             "reinforce",
             "rloo",
             "gumbel_softmax",
-            "foust",
+            "foust_reconstruction",
         ],
         tau=[0.1, 0.5, 1.0],
         k=[1, 10, 100],
@@ -132,10 +132,10 @@ def test_sweep_layout(toy_sweep):
 def test_not_applicable_cells_are_recorded(toy_sweep):
     status = toy_sweep.status
     assert (status.sel(estimator="rloo", k=1) == "not applicable: RLOO needs k >= 2").all()
-    assert str(status.sel(estimator="foust").values.flat[0]).startswith(
-        "not applicable: FouST is binary-only"
+    assert str(status.sel(estimator="foust_reconstruction").values.flat[0]).startswith(
+        "not applicable: FouST (reconstruction) is binary-only"
     )
-    assert np.isnan(toy_sweep.variance.sel(estimator="foust")).all()
+    assert np.isnan(toy_sweep.variance.sel(estimator="foust_reconstruction")).all()
     assert (status.sel(estimator="gumbel_rao") == "done").all()
 
 

@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 import gvbench
+import gvbench.estimators as E
 from gvbench.cli import main
 from gvbench.listops.task import listops
 from gvbench.listops.train import TrainConfig, train
@@ -93,8 +94,10 @@ def test_every_applicable_estimator_runs_on_the_task(small_task):
     )
     status = ds.status.sel(tau=1.0, k=2, batch_size=4).to_series()
     assert status["gumbel_softmax"].startswith("not applicable: GS feeds relaxed samples")
-    assert status["foust"].startswith("not applicable: FouST feeds relaxed samples")
-    others = status.drop(["gumbel_softmax", "foust"])
+    assert "foust_reconstruction" not in status  # not in the default set
+    for name in ("arm", "disarm"):
+        assert status[name].startswith(f"not applicable: {E.info(name).label} is binary-only")
+    others = status.drop(["gumbel_softmax", "arm", "disarm"])
     assert (others == "done").all(), others
 
 

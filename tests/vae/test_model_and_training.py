@@ -111,7 +111,7 @@ def test_every_estimator_runs_on_the_vae_task(binary_task):
     status = ds.status.to_series()
     assert (status == "done").all(), status[
         status != "done"
-    ]  # GS and FouST included: relaxed decoder input, a = 2
+    ]  # GS, ARM and DisARM included: relaxed decoder input, a = 2
 
 
 def test_unbiased_estimators_have_zero_bias_on_the_vae_task(binary_task):
