@@ -65,6 +65,8 @@ def _final_parameters(out_dir, config):
 def test_a_killed_run_with_estimator_state_resumes_bit_for_bit(
     tmp_path, monkeypatch, experiment, estimator
 ):
+    if experiment == "listops" and E.info(estimator).relaxed:
+        pytest.skip(f"{estimator} feeds relaxed samples; ListOps needs hard merges")
     module, evaluation, config = _tiny(experiment, estimator)
     fresh = module.train(config, out_dir=tmp_path / "fresh", progress=False)
     real = getattr(module, evaluation)

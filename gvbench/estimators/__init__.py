@@ -31,6 +31,7 @@ from gvbench.estimators.score_function import (
     reinforce,
     rloo,
 )
+from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import (
     arm,
     bernoulli,
@@ -60,6 +61,7 @@ from gvbench.estimators.sampling import (
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
+    "ControlVariate",
     "Estimator",
     "EstimatorInfo",
     "Objective",
@@ -85,9 +87,11 @@ __all__ = [
     "info",
     "log_prob",
     "one_hot_argmax",
+    "rebar",
     "register",
     "reinforce",
     "reinmax",
+    "relax",
     "replace_gradient",
     "rloo",
     "set_validate_args",
