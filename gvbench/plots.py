@@ -136,11 +136,7 @@ def plot_sweep(
     if advantage is not None:
         figures.append(("gumbel-rao-advantage", advantage))
     for name, figure in figures:
-        for extension in formats:
-            path = out_dir / f"{stem}-{name}.{extension}"
-            figure.savefig(path, bbox_inches="tight", dpi=150)
-            written.append(path)
-        plt.close(figure)
+        written += save_figure(figure, out_dir / f"{stem}-{name}", formats)
     return written
 
 
@@ -203,9 +199,14 @@ def plot_file(
     figure = plot_simplex(ds) if kind == "simplex" else plot_curves(ds)
     out_dir = Path(out_dir or path.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
+    return save_figure(figure, out_dir / path.stem, formats)
+
+
+def save_figure(figure: plt.Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``figure`` as ``stem.EXT`` for every format, close it; the files written."""
     written = []
     for extension in formats:
-        target = out_dir / f"{path.stem}.{extension}"
+        target = stem.with_name(f"{stem.name}.{extension}")
         figure.savefig(target, bbox_inches="tight", dpi=150)
         written.append(target)
     plt.close(figure)

@@ -4,11 +4,12 @@ checkpoints, learning curves as xarray, running many runs, and random search."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gvbench.atomic_files import save_torch
 from gvbench.estimators.validation import check_count, check_real, check_tau
+from gvbench.threads import pinned_threads
 
 
 class TrainingDiverged(ValueError):
@@ -96,6 +98,17 @@ class RunConfig:
         options = "".join(f"-{k}{v:g}" for k, v in self.estimator_options().items())
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
+
+
+def pinned_threads_per_run(train: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
+    """Decorate an experiment's ``train(config, …)`` to run with ``config.threads`` torch threads."""
+
+    @functools.wraps(train)
+    def run(config: RunConfig, *args: Any, **kwargs: Any) -> xr.Dataset:
+        with pinned_threads(config.threads):
+            return train(config, *args, **kwargs)
+
+    return run
 
 
 def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]) -> str:

@@ -37,6 +37,7 @@ from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import Reference, gradient_metrics
 from gvbench.harness.reference import REFERENCE_K, reference_gradient
 from gvbench.tasks import Task
+from gvbench.threads import pinned_threads
 
 DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
 DEFAULT_K = (1, 10, 100, 1000)
@@ -131,23 +132,21 @@ def run_cell(
         return {"status": f"not applicable: {reason}"}
     if not np.isfinite(reference.gradient).all() or not np.isfinite(reference.variance):
         return {"status": f"failed: the reference gradient ({reference.kind}) is not finite"}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
-        estimator = E.get(cell.estimator, **cell.options())
-        draws = gradient_draws(task, estimator, reps, cell.batch_size, cell.generator(task.device))
-        finite = torch.isfinite(draws).all(1)
-        if not bool(finite.all()):
-            return {
-                "status": f"failed: {int((~finite).sum())} of {reps} gradient draws are not "
-                "finite (the task's loss or the estimator overflowed)"
-            }
-        record = gradient_metrics(draws, reference)
+        with pinned_threads(threads):
+            estimator = E.get(cell.estimator, **cell.options())
+            generator = cell.generator(task.device)
+            draws = gradient_draws(task, estimator, reps, cell.batch_size, generator)
+            finite = torch.isfinite(draws).all(1)
+            if not bool(finite.all()):
+                return {
+                    "status": f"failed: {int((~finite).sum())} of {reps} gradient draws are not "
+                    "finite (the task's loss or the estimator overflowed)"
+                }
+            record = gradient_metrics(draws, reference)
     except Exception as error:  # recorded, reported, and retried on resume
         return {"status": f"failed: {type(error).__name__}: {error}"}
-    finally:
-        torch.set_num_threads(previous)
     bad = store.non_finite(record)
     if bad:
         return {"status": f"failed: non-finite {', '.join(bad)}"}

@@ -19,8 +19,7 @@ from gvbench.harness.metrics import trace_variance
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, classify, greedy, init_parameters, per_example_loss
 from gvbench.listops.task import ListOpsTask
-from gvbench.threads import pinned_threads
-from gvbench.training import RunConfig, epoch_batches, finish_run, fit
+from gvbench.training import RunConfig, epoch_batches, finish_run, fit, pinned_threads_per_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +65,7 @@ def accuracy(params: Parameters, split: Split, chunk: int = 500) -> float:
     return correct / len(split)
 
 
+@pinned_threads_per_run
 def train(
     config: TrainConfig,
     out_dir: str | Path = "results/listops",
@@ -77,16 +77,6 @@ def train(
     Writes ``out_dir/NAME/{checkpoint.pt, curves.nc}``; a rerun with the same configuration
     continues from the last checkpoint (same numbers as an uninterrupted run).
     """
-    with pinned_threads(config.threads):
-        return _run(config, out_dir, progress, final_checkpoint)
-
-
-def _run(
-    config: TrainConfig,
-    out_dir: str | Path,
-    progress: bool,
-    final_checkpoint: str | Path | None,
-) -> xr.Dataset:
     run_dir = Path(out_dir) / config.name()
     splits = generate_splits(config.max_length, config.sizes, seed=config.seed)
     train_split, valid, test = splits["train"], splits["valid"], splits["test"]

@@ -16,8 +16,7 @@ import gvbench.estimators as E
 from gvbench.estimators import Sampler, categorical_one_hot
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
-from gvbench.threads import pinned_threads
-from gvbench.training import RunConfig, epoch_batches, finish_run, fit
+from gvbench.training import RunConfig, epoch_batches, finish_run, fit, pinned_threads_per_run
 from gvbench.vae.data import load
 from gvbench.vae.model import Parameters, importance_weighted_nll, init_parameters, negative_elbo
 from gvbench.vae.task import VAETask
@@ -79,6 +78,7 @@ def mean_negative_elbo(
     return total / len(images)
 
 
+@pinned_threads_per_run
 def train(
     config: TrainConfig,
     out_dir: str | Path = "results/vae",
@@ -86,16 +86,6 @@ def train(
     final_checkpoint: str | Path | None = None,
 ) -> xr.Dataset:
     """Train, select on validation negative ELBO, report test figures; resume from ``out_dir``."""
-    with pinned_threads(config.threads):
-        return _run(config, out_dir, progress, final_checkpoint)
-
-
-def _run(
-    config: TrainConfig,
-    out_dir: str | Path,
-    progress: bool,
-    final_checkpoint: str | Path | None,
-) -> xr.Dataset:
     run_dir = Path(out_dir) / config.name()
     splits, source = load(config.data_dir, config.seed)
     train_images, valid, test = splits["train"], splits["valid"], splits["test"]
