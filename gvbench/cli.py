@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="estimators to measure (default: all but 'exact'; see `gvbench list`)",
+        help="estimators to measure (default: those marked default in `gvbench list`)",
     )
     sweep.add_argument(
         "--tau",

@@ -74,6 +74,16 @@ def cell_digest(values: Mapping[str, float], status: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The per-cell numeric variables of a sweep Dataset.
+CELL_VARIABLES = (*METRICS, *(f"{m}_se" for m in METRICS), "mean_norm", "seconds")
+
+
+def sealed(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``digest``, computed once when the cell lands (not at every write)."""
+    values = {name: float(record.get(name, np.nan)) for name in CELL_VARIABLES}
+    return {**record, "digest": cell_digest(values, record["status"])}
+
+
 def build_dataset(
     records: Mapping[CellKey, Mapping[str, Any]],
     coords: Mapping[str, Sequence[Any]],
@@ -83,7 +93,7 @@ def build_dataset(
     """One Dataset over the full grid; cells without a record are NaN with status 'pending'."""
     shape = tuple(len(coords[d]) for d in DIMS)
     index = {d: {v: i for i, v in enumerate(coords[d])} for d in DIMS}
-    names = [*METRICS, *(f"{m}_se" for m in METRICS), "mean_norm", "seconds"]
+    names = CELL_VARIABLES
     values = {name: np.full(shape, np.nan) for name in names}
     status = np.full(shape, PENDING, dtype=object)
     digest = np.full(shape, "", dtype=object)
@@ -93,9 +103,7 @@ def build_dataset(
         for name in names:
             if name in record:
                 values[name][position] = record[name]
-        digest[position] = cell_digest(
-            {name: values[name][position] for name in names}, record["status"]
-        )
+        digest[position] = record["digest"] if "digest" in record else sealed(record)["digest"]
     data_vars: dict[str, Any] = {}
     for name in names:
         base = name.removesuffix("_se")
@@ -229,12 +237,10 @@ def finished_records(ds: xr.Dataset) -> dict[CellKey, dict[str, Any]]:
     for position in _finished_positions(ds):
         record: dict[str, Any] = {n: float(ds[n].values[position]) for n in names}
         record["status"] = str(ds["status"].values[position])
-        if (
-            digests is not None
-            and cell_digest({n: record[n] for n in names}, record["status"]) != digests[position]
-        ):
+        stored = cell_digest({n: record[n] for n in names}, record["status"])
+        if digests is not None and stored != digests[position]:
             continue
         if record["status"] == DONE and non_finite(record):
             continue
-        records[_key(ds, position)] = record
+        records[_key(ds, position)] = sealed(record)
     return records

@@ -355,6 +355,7 @@ def sweep(
     bar = tqdm(total=len(jobs), disable=not progress, unit="cell", desc=f"{task.name} sweep")
     with bar:
         for cell, record in _run(executor, jobs):
+            record = store.sealed(record)
             for key in todo[cell]:
                 records[key] = record
             if record["status"].startswith("failed"):
