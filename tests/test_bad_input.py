@@ -174,6 +174,11 @@ def test_any_input_is_handled_or_named(name, tau, k, dtype, scale, masked, rows,
     logits = logits * scale
     if masked and n > 2:
         logits[..., 1] = -torch.inf
+    if name == "unordered_set":  # k draws without replacement need k possible categories
+        support = n - (masked and n > 2)
+        k_value = options.get("k", info.defaults["k"])
+        if not _bad_k(k_value, name) and k_value > support:
+            bad.add("k")
     leaf = logits.requires_grad_()
     try:
         estimator = E.get(name, **options)

@@ -18,6 +18,7 @@ One interface over both: ``get(name, **hyper)(objective)``; ``available()`` list
 # sample-type estimators, then score-function ones, then the binary-only and exact ones.
 from gvbench.estimators.straight_through import (
     gapped_straight_through,
+    gapped_straight_through_p,
     gumbel_softmax,
     st_gumbel_softmax,
     straight_through,
@@ -31,6 +32,7 @@ from gvbench.estimators.score_function import (
     reinforce,
     rloo,
 )
+from gvbench.estimators.unordered_set import unordered_set
 from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import (
     arm,
@@ -80,6 +82,7 @@ __all__ = [
     "exact",
     "foust_reconstruction",
     "gapped_straight_through",
+    "gapped_straight_through_p",
     "get",
     "gumbel_like",
     "gumbel_rao",
@@ -97,4 +100,5 @@ __all__ = [
     "set_validate_args",
     "st_gumbel_softmax",
     "straight_through",
+    "unordered_set",
 ]

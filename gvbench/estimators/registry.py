@@ -80,6 +80,8 @@ class EstimatorInfo:
     max_k: int = MAX_K
     default: bool = True
     state: Callable[[], dict[str, Any]] | None = None
+    sequential: bool = True
+    without_replacement: bool = False
 
     @property
     def needs_value(self) -> bool:
@@ -97,6 +99,7 @@ class EstimatorInfo:
             "binary_only": self.binary_only,
             "exact": self.exact,
             "default": self.default,
+            "sequential": self.sequential,
             "hyper": ",".join(self.hyper) or "-",
         }
 
@@ -115,6 +118,8 @@ def register(
     max_k: int = MAX_K,
     default: bool = True,
     state: Callable[[], dict[str, Any]] | None = None,
+    sequential: bool = True,
+    without_replacement: bool = False,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
 
@@ -123,6 +128,9 @@ def register(
     from the signature. ``state`` makes fresh keyword values (e.g. a running-mean baseline)
     for every :func:`get`, so two estimators never share state. ``default=False`` keeps an
     estimator out of sweeps that name no estimators (the exact reference, a reconstruction).
+    ``sequential=False``: the estimator needs every choice's logits fixed in advance (not
+    depending on earlier samples), e.g. because it evaluates the objective at coupled samples.
+    ``without_replacement=True``: its K samples are distinct, so K cannot exceed the outcomes.
     """
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -163,6 +171,8 @@ def register(
             default=default,
             label=label or name,
             state=state,
+            sequential=sequential,
+            without_replacement=without_replacement,
         )
         return function
 

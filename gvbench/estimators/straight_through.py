@@ -1,4 +1,4 @@
-r"""Straight-through family: ST, ST-GS, GS and Gapped ST (GST-1.0).
+r"""Straight-through family: ST, ST-GS, GS and Gapped ST (GST-1.0, GST-p).
 
 Each function returns :math:`y` whose forward value is the discrete one-hot sample :math:`D`
 (GS: the relaxed sample) and whose gradient w.r.t. ``logits`` is the estimator, exactly like
@@ -117,12 +117,68 @@ def gapped_straight_through(
         raise ValueError(f"gap must be a finite number >= 0, got {gap!r}")
     theta = logits.detach()
     sample = one_hot_argmax(theta + gumbel_like(theta, generator), dim)
+    return _through_gapped_logits(logits, sample, gap, tau, dim)
+
+
+@register(unbiased=False, label="GST-p")
+def gapped_straight_through_p(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Gapped straight-through with a probability-dependent gap, GST-p (Fan et al. 2022).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]`, :math:`D \sim \mathrm{Cat}(\pi)`,
+    :math:`\pi = \mathrm{softmax}\,\theta`.
+    With: GST-1.0's perturbation (see :func:`gapped_straight_through`) with the gap set by the
+    probability of the sampled category,
+
+    .. math::
+        \mathrm{gap}(\pi_d) = -\log(1 - \pi_d)/\pi_d \;\ge 1,
+
+    which tends to 1 (GST-1.0) for an unlikely sample and grows without bound as
+    :math:`\pi_d \to 1`, so a confident sample is passed back as nearly one-hot.
+    :math:`\log(1 - \pi_d)` is computed as :math:`\mathrm{logsumexp}_{j\ne d}\theta_j -
+    \mathrm{logsumexp}_j\theta_j`, which stays finite where :math:`1 - \pi_d` rounds to 0
+    (the reference code instead scales :math:`\pi_d` by :math:`1 - 10^{-5}`).
+    Requires: :math:`f` differentiable at one-hot inputs. Biased.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau, logits.dtype)
+    theta = logits.detach()
+    sample = one_hot_argmax(theta + gumbel_like(theta, generator), dim)
+    gap = _probability_gap(theta, sample, dim)
+    return _through_gapped_logits(logits, sample, gap, tau, dim)
+
+
+def _through_gapped_logits(
+    logits: Tensor, sample: Tensor, gap: float | Tensor, tau: float, dim: int
+) -> Tensor:
+    theta = logits.detach()
     mode = theta.amax(dim, keepdim=True)
     # where() rather than products: a masked logit (-inf) times 0 would be NaN.
     raise_sampled = torch.where(sample > 0, mode - theta, 0.0)
-    push_others = torch.where(sample > 0, 0.0, torch.clamp_min(theta - mode + gap, 0.0))
+    push = torch.clamp_min(theta - mode + gap, 0.0)
+    push_others = torch.where((sample > 0) | ~torch.isfinite(theta), 0.0, push)
     shifted = logits + (raise_sampled - push_others)
     finite = torch.isfinite(shifted.detach())
     centre = shifted.where(finite, 0.0).sum(dim, keepdim=True) / finite.sum(dim, keepdim=True)
     shifted = shifted - centre
     return replace_gradient(sample, tempered_softmax(shifted, tau, dim))
+
+
+def _probability_gap(theta: Tensor, sample: Tensor, dim: int) -> Tensor:
+    """GST-p's gap -log(1 - π_d)/π_d for the sampled category d, stable at both ends."""
+    log_normaliser = theta.logsumexp(dim, keepdim=True)
+    log_pi = theta.where(sample > 0, 0.0).sum(dim, keepdim=True) - log_normaliser
+    pi = log_pi.exp()
+    # log(1 - π) two ways, each exact where the other cancels: log1p(-π) for small π, and
+    # logsumexp over the other categories (1 - π itself, never rounded to 0) for π near 1.
+    log_rest = theta.masked_fill(sample > 0, -math.inf).logsumexp(dim, keepdim=True)
+    log_one_minus_pi = torch.where(pi < 0.5, torch.log1p(-pi), log_rest - log_normaliser)
+    # An underflowed π takes the limit 1; a lone possible category (1 - π = 0) has nothing
+    # to push away, and an infinite gap would meet its -inf neighbours as inf - inf.
+    gap = torch.where(pi > 0, -log_one_minus_pi / pi.clamp_min(torch.finfo(pi.dtype).tiny), 1.0)
+    return torch.where(torch.isfinite(log_one_minus_pi), gap, 0.0)

@@ -126,8 +126,11 @@ def run_cell(
     """Draw ``reps`` gradients for ``cell`` and reduce them to metrics (a picklable record)."""
     info = E.info(cell.estimator)
     reason = task.applicable(info)
-    if reason is None and cell.k is not None and cell.k < info.min_k:
-        reason = f"{info.label} needs k >= {info.min_k}"
+    if reason is None and cell.k is not None and not info.min_k <= cell.k <= info.max_k:
+        reason = f"{info.label} needs {info.min_k} <= k <= {info.max_k}"
+    outcomes = task.outcomes
+    if reason is None and info.without_replacement and outcomes is not None and cell.k > outcomes:
+        reason = f"{info.label} draws k distinct samples; an example has {outcomes} outcomes"
     if reason is not None:
         return {"status": f"not applicable: {reason}"}
     if not np.isfinite(reference.gradient).all() or not np.isfinite(reference.variance):

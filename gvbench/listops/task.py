@@ -27,6 +27,7 @@ class ListOpsTask(Task):
 
     name = "listops"
     relaxed_inputs = False
+    sequential_choices = True  # each merge's candidates depend on the merges before it
     max_draws_per_pass = 32  # R × B × L × 5d activations per merge step stay small
     reference_reps = 4000
     dtype = torch.float32

@@ -25,12 +25,15 @@ class Task(abc.ABC):
 
     Subclasses set ``name`` and implement :meth:`parameters`, :meth:`loss` and
     :meth:`config`. They may override :meth:`enumerable` (exact reference by enumeration),
-    ``relaxed_inputs`` (the loss accepts relaxed samples, so GS applies), ``arity`` (the
+    ``relaxed_inputs`` (the loss accepts relaxed samples, so GS applies),
+    ``sequential_choices`` (logits depend on earlier samples), ``arity`` (the
     number of categories of every choice, when it is one number) and ``max_draws_per_pass``.
     """
 
     name: ClassVar[str]
     relaxed_inputs: ClassVar[bool] = False
+    # Whether some choice's logits depend on earlier samples (a parse built step by step).
+    sequential_choices: ClassVar[bool] = False
     max_draws_per_pass: ClassVar[int | None] = None
     # Draws of the RLOO reference when the task cannot enumerate (a costly model wants fewer).
     reference_reps: ClassVar[int] = 100_000
@@ -60,6 +63,12 @@ class Task(abc.ABC):
         """Categories of every discrete choice, if they all have the same number."""
         return None
 
+    @property
+    def outcomes(self) -> int | None:
+        """Joint outcomes of one example's discrete choices, if known (at most that many
+        distinct samples exist for estimators that draw without replacement)."""
+        return None
+
     def enumerable(self, batch_size: int) -> bool:
         """Whether the exact gradient can be computed by enumeration at this batch size."""
         del batch_size
@@ -71,6 +80,11 @@ class Task(abc.ABC):
             return f"{estimator.label} feeds relaxed samples; the {self.name} task needs one-hot inputs"
         if estimator.binary_only and self.arity != 2:
             return f"{estimator.label} is binary-only; the {self.name} task has arity {self.arity}"
+        if self.sequential_choices and not estimator.sequential:
+            return (
+                f"{estimator.label} needs every choice's logits in advance; the {self.name} "
+                "task's choices depend on earlier samples"
+            )
         if estimator.exact and not self.enumerable(1):
             return f"the {self.name} task has too many joint outcomes to enumerate"
         return None

@@ -89,6 +89,10 @@ class Toy(Task):
     def arity(self) -> int:
         return self.n
 
+    @property
+    def outcomes(self) -> int:
+        return self.n**self.m
+
     def parameters(self) -> dict[str, Tensor]:
         return {"theta": self.theta}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -35,9 +36,15 @@ def synchronized_timer() -> float:
     return time.perf_counter()
 
 
-def check_applicable(name: str, shape: str) -> None:
+def check_applicable(name: str, shape: str, k: int | None = None) -> None:
     """NotImplementedError for an estimator that cannot run on a shape (asv skips it)."""
     info = E.info(name)
+    if info.without_replacement:
+        _, *variables, arity = SHAPES[shape]
+        outcomes = arity ** math.prod(variables)
+        k = info.defaults["k"] if k is None else k
+        if outcomes < k:
+            raise NotImplementedError(f"{name} draws {k} distinct samples; {shape} has {outcomes}")
     if info.binary_only and SHAPES[shape][-1] != 2:
         raise NotImplementedError(f"{name} is binary-only")
     if info.exact and shape not in ENUMERABLE:
@@ -49,7 +56,7 @@ class ForwardBackward:
 
     def __init__(self, name: str, shape: str, device: str, **options: object) -> None:
         self.device = device_or_skip(device)
-        check_applicable(name, shape)
+        check_applicable(name, shape, options.get("k"))
         generator = torch.Generator(device=self.device).manual_seed(0)
         self.logits = torch.randn(
             SHAPES[shape], device=self.device, generator=generator

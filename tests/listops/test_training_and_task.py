@@ -100,7 +100,14 @@ def test_every_applicable_estimator_runs_on_the_task(small_task):
             assert reason.startswith(f"not applicable: {info.label} feeds relaxed samples"), name
         elif info.binary_only:  # merges are over several candidates
             assert reason.startswith(f"not applicable: {info.label} is binary-only"), name
-    others = status[[not (E.info(n).relaxed or E.info(n).binary_only) for n in status.index]]
+        elif not info.sequential:  # each merge's candidates depend on the merges before
+            assert reason.startswith(f"not applicable: {info.label} needs every choice"), name
+    others = status[
+        [
+            E.info(n).sequential and not (E.info(n).relaxed or E.info(n).binary_only)
+            for n in status.index
+        ]
+    ]
     assert len(others) >= 6
     assert (others == "done").all(), others
 
