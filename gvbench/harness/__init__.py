@@ -1,7 +1,7 @@
 """The variance harness: gradient draws, references, metrics, sweeps and their storage."""
 
-from gvbench.harness.draws import gradient_draws
-from gvbench.harness.metrics import METRICS, Reference, gradient_metrics
+from gvbench.harness.draws import gradient_chunks, gradient_draws
+from gvbench.harness.metrics import METRICS, GradientMoments, Reference, gradient_metrics
 from gvbench.harness.reference import reference_gradient
 from gvbench.harness.store import read, write_atomic
 from gvbench.harness.sweep import DEFAULT_K, DEFAULT_TAU, Cell, process_pool, sweep
@@ -11,7 +11,9 @@ __all__ = [
     "DEFAULT_TAU",
     "METRICS",
     "Cell",
+    "GradientMoments",
     "Reference",
+    "gradient_chunks",
     "gradient_draws",
     "gradient_metrics",
     "process_pool",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -11,12 +13,21 @@ from gvbench.tasks import Task
 # Examples × samples per backward pass (draws × batch size × the estimator's K when it
 # re-runs the objective K times): bounds the autograd graph whatever R, B and K are.
 PASS_BUDGET = 1 << 20
+# Gradient elements of one pass (draws × parameters): 2^24 float64 values are 128 MiB, so a
+# model of 10^6 parameters is measured 16 draws at a time.
+DRAW_ELEMENTS = 1 << 24
+
+
+def parameter_count(task: Task) -> int:
+    """P, the number of measured gradient coordinates."""
+    return sum(value.numel() for value in task.parameters().values())
 
 
 def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int) -> int:
     """How many draws one backward pass computes (a deterministic function of the cell)."""
     repeats = estimator.options.get("k", 1) if estimator.info.needs_value else 1
     size = max(1, PASS_BUDGET // (batch_size * repeats))
+    size = min(size, max(1, DRAW_ELEMENTS // parameter_count(task)))
     if task.max_draws_per_pass is not None:
         size = min(size, task.max_draws_per_pass)
     return min(size, reps)
@@ -53,6 +64,31 @@ def one_pass(
     return flatten_gradients(params, draws)
 
 
+def gradient_chunks(
+    task: Task,
+    estimator: Estimator,
+    reps: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[Tensor]:
+    """``reps`` iid draws of the estimator's gradient of the task's mean loss, as (R, P) chunks.
+
+    Draws are computed R at a time in one backward pass (R independent copies of the
+    parameters, each with its own samples) and stay on the task's device. An estimator with
+    state (a running-mean baseline) first runs one discarded pass, so every kept draw uses a
+    baseline built from earlier, independent samples. The same estimator state and generator
+    state give the same chunks: a second pass replays the first.
+    """
+    size = draws_per_pass(task, estimator, reps, batch_size)
+    if estimator.info.state is not None:
+        one_pass(task, estimator, size, batch_size, generator)
+    done = 0
+    while done < reps:
+        count = min(size, reps - done)
+        yield one_pass(task, estimator, count, batch_size, generator)
+        done += count
+
+
 def gradient_draws(
     task: Task,
     estimator: Estimator,
@@ -60,20 +96,30 @@ def gradient_draws(
     batch_size: int,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``reps`` iid draws of the estimator's gradient of the task's mean loss, (reps, P) float64.
+    """All ``reps`` draws in memory, (reps, P) float64 on the CPU (for small problems and tests)."""
+    return torch.cat(
+        [chunk.cpu() for chunk in gradient_chunks(task, estimator, reps, batch_size, generator)]
+    )
 
-    Draws are computed R at a time in one backward pass (R independent copies of the
-    parameters, each with its own samples). An estimator with state (a running-mean baseline)
-    first runs one discarded pass, so every kept draw uses a baseline built from earlier,
-    independent samples.
+
+def evaluations_per_draw(
+    task: Task, estimator: Estimator, batch_size: int, generator: torch.Generator | None
+) -> int:
+    """How many times the estimator evaluates the objective for one gradient draw.
+
+    Counted on one single-draw pass with its own generator (so the cell's draws are not
+    disturbed): objective estimators run it K times (RLOO), K + 1 (US-BL), twice (ARM), …
     """
-    size = draws_per_pass(task, estimator, reps, batch_size)
-    if estimator.info.state is not None:
-        one_pass(task, estimator, size, batch_size, generator)
-    chunks = []
-    done = 0
-    while done < reps:
-        count = min(size, reps - done)
-        chunks.append(one_pass(task, estimator, count, batch_size, generator).cpu())
-        done += count
-    return torch.cat(chunks)
+    calls = 0
+    params = {
+        name: value.detach()[None].clone().requires_grad_()
+        for name, value in task.parameters().items()
+    }
+
+    def objective(sample):
+        nonlocal calls
+        calls += 1
+        return task.loss(params, sample, batch_size)
+
+    estimator(objective, generator=generator).mean().backward()
+    return calls

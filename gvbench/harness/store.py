@@ -42,8 +42,14 @@ LONG_NAMES = {
     "cosine": "cosine between the mean estimate and the reference gradient",
     "snr": "signal-to-noise ratio ‖E ĝ‖ / sqrt(V/P)",
     "mean_norm": "norm of the mean gradient estimate",
-    "seconds": "wall time of the cell (draws and metrics)",
+    "seconds": "wall time of the cell (both passes over the draws, and the metrics)",
+    "draw_seconds": "wall time per gradient draw (first pass), the cost of one estimate",
+    "evaluations": "objective evaluations per gradient draw",
+    "parameters": "number of measured gradient coordinates P",
+    "reference_norm2": "squared norm of the reference gradient ‖g*‖²",
+    "reference_draws": "draws of the RLOO reference (0: exact by enumeration)",
 }
+UNITS = {"seconds": "s", "draw_seconds": "s"}
 
 
 def _array(values: Sequence[Any]) -> np.ndarray:
@@ -75,7 +81,17 @@ def cell_digest(values: Mapping[str, float], status: str) -> str:
 
 
 # The per-cell numeric variables of a sweep Dataset.
-CELL_VARIABLES = (*METRICS, *(f"{m}_se" for m in METRICS), "mean_norm", "seconds")
+CELL_VARIABLES = (
+    *METRICS,
+    *(f"{m}_se" for m in METRICS),
+    "mean_norm",
+    "seconds",
+    "draw_seconds",
+    "evaluations",
+    "parameters",
+    "reference_norm2",
+    "reference_draws",
+)
 
 
 def sealed(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,7 +124,7 @@ def build_dataset(
     for name in names:
         base = name.removesuffix("_se")
         long_name = LONG_NAMES[base] + (" (standard error)" if name.endswith("_se") else "")
-        units = "s" if name == "seconds" else "1"
+        units = UNITS.get(name, "1")
         data_vars[name] = (DIMS, values[name], {"long_name": long_name, "units": units})
     data_vars["status"] = (DIMS, status, {"long_name": "cell status"})
     data_vars["digest"] = (

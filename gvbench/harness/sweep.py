@@ -33,8 +33,8 @@ import gvbench.estimators as E
 import gvbench.tasks
 from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import store
-from gvbench.harness.draws import gradient_draws
-from gvbench.harness.metrics import Reference, gradient_metrics
+from gvbench.harness.draws import evaluations_per_draw, gradient_chunks
+from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.harness.reference import REFERENCE_K, reference_gradient
 from gvbench.tasks import Task
 from gvbench.threads import pinned_threads
@@ -138,16 +138,39 @@ def run_cell(
     start = time.perf_counter()
     try:
         with pinned_threads(threads):
-            estimator = E.get(cell.estimator, **cell.options())
-            generator = cell.generator(task.device)
-            draws = gradient_draws(task, estimator, reps, cell.batch_size, generator)
-            finite = torch.isfinite(draws).all(1)
-            if not bool(finite.all()):
-                return {
-                    "status": f"failed: {int((~finite).sum())} of {reps} gradient draws are not "
-                    "finite (the task's loss or the estimator overflowed)"
-                }
-            record = gradient_metrics(draws, reference)
+            moments = GradientMoments(reference)
+            # Two passes over the same seeded draws (see GradientMoments): a fresh estimator
+            # and generator replay the first pass exactly.
+            for replay in (False, True):
+                estimator = E.get(cell.estimator, **cell.options())
+                generator = cell.generator(task.device)
+                bad = 0
+                if not replay:
+                    first_pass = time.perf_counter()
+                for chunk in gradient_chunks(task, estimator, reps, cell.batch_size, generator):
+                    bad += int((~torch.isfinite(chunk).all(1)).sum())
+                    if not bad:
+                        moments.add(chunk)
+                if bad:
+                    return {
+                        "status": f"failed: {bad} of {reps} gradient draws are not finite (the "
+                        "task's loss or the estimator overflowed)"
+                    }
+                if not replay:
+                    draw_seconds = (time.perf_counter() - first_pass) / reps
+                    moments.replay()
+            record = moments.metrics()
+            evaluations = evaluations_per_draw(
+                task, E.get(cell.estimator, **cell.options()), cell.batch_size, generator
+            )
+        g_star = np.asarray(reference.gradient, float)
+        record.update(
+            draw_seconds=draw_seconds,
+            evaluations=float(evaluations),
+            parameters=float(g_star.size),
+            reference_norm2=float(g_star @ g_star),
+            reference_draws=float(reference.count),
+        )
     except Exception as error:  # recorded, reported, and retried on resume
         return {"status": f"failed: {type(error).__name__}: {error}"}
     bad = store.non_finite(record)

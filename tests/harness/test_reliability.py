@@ -121,12 +121,15 @@ def test_a_full_disk_is_a_clear_error_that_keeps_the_previous_file(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.nc"]
 
 
+SMALL_DISK = 1 << 20  # room for the first file and the filler, not for a larger grid
+
+
 def test_a_real_full_disk(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
     try:
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+            ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK // 1024}k", "tmpfs", str(mount)],
             check=True,
             capture_output=True,
         )
@@ -136,7 +139,7 @@ def test_a_real_full_disk(tmp_path):
         path = mount / "toy.nc"
         gvbench.sweep(TASK, path=path, progress=False, **GRID)
         before = path.read_bytes()
-        (mount / "filler").write_bytes(b"x" * (200_000 - 2 * len(before)))
+        (mount / "filler").write_bytes(b"x" * (SMALL_DISK - 2 * len(before) - 4096))
         grid = {**GRID, "tau": [0.5, 1.0, 2.0, 3.0, 4.0], "k": [1, 2, 3, 4, 5, 6]}
         with pytest.raises(OSError, match="no space left on the device"):
             gvbench.sweep(TASK, path=mount / "toy.nc", progress=False, **grid)
