@@ -81,6 +81,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
         path=out,
         progress=not args.no_progress,
         threads_per_cell=args.threads_per_cell,
+        device=args.device,
     )
     start = time.perf_counter()
     try:
@@ -395,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="torch threads inside a cell (fixed, so results do not depend on --workers)",
+    )
+    sweep.add_argument(
+        "--device",
+        default=None,
+        help="run the task on this torch device, e.g. cuda or cuda:1 (default: cpu); draws "
+        "and their reduction stay there, only metrics come back",
     )
     sweep.add_argument(
         "--task-option",

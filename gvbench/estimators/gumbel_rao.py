@@ -76,7 +76,7 @@ def conditional_softmax_vjp(
     dtype = working_dtype(logits.dtype, tau)
     m, n = logits.shape
     p = torch.softmax(logits.to(dtype), -1)
-    others = torch.ones_like(p).scatter_(-1, index[:, None], 0.0)
+    others = torch.ones_like(p).scatter(-1, index[:, None], 0.0)
     inverse = others / p  # 1/p_j, 0 at the sample, ∞ at a masked category
     u = grad.to(dtype)
     ones = torch.ones(n, 1, dtype=dtype, device=logits.device)
@@ -106,6 +106,10 @@ def conditional_softmax_vjp(
 class _GumbelRaoSample(torch.autograd.Function):
     """Forward: the one-hot sample D; backward: GR-MCK's VJP (categories last, rows flattened)."""
 
+    # torch.func.vmap batches forward and backward by running them per draw (a ModuleTask
+    # measures R draws of a module at once this way).
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(
         logits: Tensor,
@@ -114,7 +118,7 @@ class _GumbelRaoSample(torch.autograd.Function):
         k: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        return torch.zeros_like(logits).scatter_(-1, index[:, None], 1.0)
+        return torch.zeros_like(logits).scatter(-1, index[:, None], 1.0)
 
     @staticmethod
     def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:

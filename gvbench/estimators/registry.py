@@ -238,6 +238,33 @@ class Estimator:
             return check_losses(objective(self.sampler(generator)))
         return self.info.function(objective, generator=generator, **self.options)
 
+    def frozen(self) -> tuple[Estimator, Callable[[Tensor], None]]:
+        """This estimator with its state read as constants, and the update to apply after.
+
+        For function transforms (``torch.func.vmap``), under which state cannot change in
+        the middle of a call: a running-mean baseline is read as its current value, and
+        ``update(losses)`` moves it once the call is over, as the call itself would have.
+        TypeError for state that trains inside the call (REBAR's and RELAX's control variate).
+        """
+        options, updates = {}, []
+        for key, value in self.options.items():
+            if hasattr(value, "frozen") and hasattr(value, "update"):
+                options[key] = value.frozen()
+                updates.append(value.update)
+            elif hasattr(value, "state_dict"):
+                raise TypeError(
+                    f"{self.name}'s {key} ({type(value).__name__}) changes during a call and "
+                    "cannot be read as a constant"
+                )
+            else:
+                options[key] = value
+
+        def update(losses: Tensor) -> None:
+            for step in updates:
+                step(losses)
+
+        return Estimator(self.info, options), update
+
     def state_dict(self) -> dict[str, Any]:
         """The estimator's own state (e.g. a running-mean baseline), for a checkpoint."""
         return {k: v.state_dict() for k, v in self.options.items() if hasattr(v, "state_dict")}

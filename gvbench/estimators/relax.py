@@ -176,7 +176,7 @@ def _conditional_perturbation(theta: Tensor, index: Tensor, e: Tensor) -> Tensor
     log_z = torch.logsumexp(theta, -1, keepdim=True)
     top = log_z - e.gather(-1, index).log()
     others = -torch.logaddexp(-top, e.log() - safe)
-    chosen = torch.zeros_like(theta, dtype=torch.bool).scatter_(-1, index, True)
+    chosen = torch.zeros_like(theta, dtype=torch.bool).scatter(-1, index, True)
     value = torch.where(chosen, top.expand_as(theta), others)
     return torch.where(finite, value, torch.full_like(theta, -torch.inf))
 

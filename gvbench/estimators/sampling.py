@@ -54,7 +54,7 @@ def tempered_softmax(x: Tensor, tau: float, dim: int) -> Tensor:
 def one_hot_argmax(scores: Tensor, dim: int = -1) -> Tensor:
     """One-hot encoding of ``argmax(scores, dim)`` with ``scores``' shape and dtype, no gradient."""
     index = scores.detach().argmax(dim, keepdim=True)
-    return torch.zeros_like(scores, memory_format=torch.contiguous_format).scatter_(dim, index, 1.0)
+    return torch.zeros_like(scores, memory_format=torch.contiguous_format).scatter(dim, index, 1.0)
 
 
 def replace_gradient(value: Tensor, surrogate: Tensor) -> Tensor:
@@ -90,7 +90,7 @@ def categorical_one_hot(
     """
     dim = check_logits(logits, dim)
     index = categorical_index(logits, dim, generator).unsqueeze(dim)
-    return torch.zeros_like(logits.detach(), memory_format=torch.contiguous_format).scatter_(
+    return torch.zeros_like(logits.detach(), memory_format=torch.contiguous_format).scatter(
         dim, index, 1.0
     )
 

@@ -94,6 +94,10 @@ class RunningMean:
     def __call__(self) -> float:
         return 0.0 if self.value is None else self.value
 
+    def frozen(self) -> float:
+        """The value to use as a constant baseline (see :meth:`Estimator.frozen`)."""
+        return self()
+
     def update(self, loss: Tensor) -> None:
         mean = float(loss.detach().mean())
         if not math.isfinite(mean):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,18 @@ def parameter_count(task: Task) -> int:
     return sum(value.numel() for value in task.parameters().values())
 
 
+def parameter_columns(task: Task) -> dict[str, np.ndarray]:
+    """The gradient columns of each of the task's parameter groups (none: empty)."""
+    groups = task.parameter_groups()
+    if not groups:
+        return {}
+    start, spans = 0, {}
+    for name, value in task.parameters().items():
+        spans[name] = np.arange(start, start + value.numel())
+        start += value.numel()
+    return {group: np.concatenate([spans[n] for n in names]) for group, names in groups.items()}
+
+
 def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int) -> int:
     """How many draws one backward pass computes (a deterministic function of the cell)."""
     repeats = estimator.options.get("k", 1) if estimator.info.needs_value else 1
@@ -33,15 +46,6 @@ def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int)
     return min(size, reps)
 
 
-def flatten_gradients(params: dict[str, Tensor], rows: int) -> Tensor:
-    """Concatenate the gradients of draw-axis parameters into an (R, P) matrix (float64)."""
-    columns = []
-    for value in params.values():
-        grad = value.grad if value.grad is not None else torch.zeros_like(value)
-        columns.append(grad.reshape(rows, -1).to(torch.float64))
-    return torch.cat(columns, 1)
-
-
 def one_pass(
     task: Task,
     estimator: Estimator,
@@ -50,18 +54,12 @@ def one_pass(
     generator: torch.Generator | None,
 ) -> Tensor:
     """``draws`` gradient draws of the mean loss over ``batch_size`` examples, (draws, P)."""
-    params = {
-        name: value.detach().expand(draws, *value.shape).clone().requires_grad_()
-        for name, value in task.parameters().items()
-    }
-    surrogate = estimator(lambda sample: task.loss(params, sample, batch_size), generator=generator)
-    if surrogate.shape != (draws, batch_size):
+    grads = task.gradients(estimator, draws, batch_size, generator)
+    if grads.shape[0] != draws:
         raise ValueError(
-            f"task {task.name!r} returned losses of shape {tuple(surrogate.shape)}; "
-            f"expected (draws, batch_size) = ({draws}, {batch_size})"
+            f"task {task.name!r} returned {grads.shape[0]} gradient draws; expected {draws}"
         )
-    surrogate.mean(1).sum().backward()
-    return flatten_gradients(params, draws)
+    return grads
 
 
 def gradient_chunks(

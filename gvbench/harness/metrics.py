@@ -38,17 +38,33 @@ METRICS = ("variance", "variance_per_coord", "bias2", "mse", "cosine", "snr")
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """A reference gradient g* with its own uncertainty (count 0: exact)."""
+    """A reference gradient g* with its own uncertainty (count 0: exact).
+
+    ``coordinate_variance`` (per coordinate, summing to ``variance``) lets a parameter group
+    subtract its own share of the reference's noise.
+    """
 
     gradient: np.ndarray
     variance: float = 0.0
     count: int = 0
     kind: str = "exact"
+    coordinate_variance: np.ndarray | None = None
 
     @property
     def noise(self) -> float:
         """:math:`V_{ref}/N_{ref}`, the expected squared error of g* (0 when exact)."""
         return self.variance / self.count if self.count else 0.0
+
+    def restrict(self, columns: np.ndarray) -> Reference:
+        """The reference of the coordinates ``columns`` (a parameter group)."""
+        gradient = np.asarray(self.gradient, float).reshape(-1)
+        if self.coordinate_variance is not None:
+            per_coordinate = np.asarray(self.coordinate_variance)[columns]
+            variance = float(per_coordinate.sum())
+        else:  # only the trace is known: its share, as if isotropic
+            per_coordinate = None
+            variance = self.variance * len(columns) / max(1, gradient.size)
+        return Reference(gradient[columns], variance, self.count, self.kind, per_coordinate)
 
 
 def trace_variance(draws: np.ndarray | torch.Tensor) -> tuple[float, float]:
@@ -94,13 +110,12 @@ class GradientMoments:
         self.seen += chunk.shape[0]
         if self.seen > self.count:
             raise ValueError("the replay produced more draws than the first pass")
-        device = chunk.device
-        centred = chunk - self._mean.to(device)
-        pairs = centred if self.previous is None else torch.cat([self.previous.to(device), centred])
+        centred = chunk - self._mean
+        pairs = centred if self.previous is None else torch.cat([self.previous, centred])
         self.pair_products.append((pairs[1:] * pairs[:-1]).sum(1).square().cpu())
-        self.previous = centred[-1:].cpu()
-        projections = centred @ self._directions.to(device)  # (R, 3)
-        errors = (chunk - self.g_star.to(device)).square().sum(1)
+        self.previous = centred[-1:]
+        projections = centred @ self._directions  # (R, 3)
+        errors = (chunk - self.g_star).square().sum(1)
         self.scalars.append(
             torch.cat(
                 [centred.square().sum(1, keepdim=True), projections, errors[:, None]], 1
@@ -112,9 +127,10 @@ class GradientMoments:
         if self.count < 2:
             raise ValueError(f"need at least 2 draws, got {self.count}")
         self.replaying = True
-        mean = self.total / self.count
-        self._mean = mean.cpu()
-        mean_norm = float(mean.norm())
+        # The P-vectors stay where the draws are (a GPU): only per-draw scalars come back.
+        self._mean = self.total / self.count
+        self.g_star = self.g_star.to(self._mean.device)
+        mean_norm = float(self._mean.norm())
         ref_norm = float(self.g_star.norm())
         delta = self._mean - self.g_star
         if mean_norm > 0 and ref_norm > 0:
@@ -138,8 +154,8 @@ class GradientMoments:
         scalars = torch.cat(self.scalars).numpy()
         squared, along_delta, along_cosine, along_mean, errors = scalars.T
         reference = self.reference
-        mean = self._mean.numpy()
-        g_star = self.g_star.numpy()
+        mean = self._mean.cpu().numpy()
+        g_star = self.g_star.cpu().numpy()
 
         def se(values: np.ndarray) -> float:
             return float(values.std(ddof=1) / np.sqrt(n))

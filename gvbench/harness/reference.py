@@ -7,9 +7,10 @@ import math
 import torch
 
 import gvbench.estimators as E
-from gvbench.harness.draws import flatten_gradients, gradient_chunks
+from gvbench.harness.draws import gradient_chunks
 from gvbench.harness.metrics import Reference
 from gvbench.tasks import Task
+from gvbench.tasks.base import flatten_gradients
 
 REFERENCE_K = 8
 
@@ -42,26 +43,29 @@ def reference_gradient(
         expected.mean(1).sum().backward()
         return Reference(flatten_gradients(params, 1)[0].cpu().numpy(), kind="exact")
     reps = task.reference_reps if reps is None else reps
-    # Streamed: Chan et al.'s pairwise update of (count, mean, Σ‖g - mean‖²), exact and free
-    # of the cancellation of Σ‖g‖² - N‖ḡ‖², in the memory of two P-vectors.
-    count, mean, scatter = 0, None, 0.0
+    # Streamed: Chan et al.'s pairwise update of (count, mean, Σ(g - mean)²) per coordinate,
+    # exact and free of the cancellation of Σg² - N ḡ², in the memory of two P-vectors.
+    count, mean, scatter = 0, None, None
     for chunk in gradient_chunks(task, E.get("rloo", k=k), reps, batch_size, generator):
         chunk = chunk.to(torch.float64)
         chunk_mean = chunk.mean(0)
-        chunk_scatter = float((chunk - chunk_mean).square().sum())
+        chunk_scatter = (chunk - chunk_mean).square().sum(0)
         if mean is None:
             count, mean, scatter = chunk.shape[0], chunk_mean, chunk_scatter
             continue
         total = count + chunk.shape[0]
         shift = chunk_mean - mean
-        scatter += chunk_scatter + float(shift.square().sum()) * count * chunk.shape[0] / total
+        scatter = scatter + chunk_scatter + shift.square() * (count * chunk.shape[0] / total)
         mean = mean + shift * (chunk.shape[0] / total)
         count = total
-    if not torch.isfinite(mean).all() or not math.isfinite(scatter):
+    coordinate_variance = (scatter / (reps - 1)).cpu().numpy()
+    variance = float(coordinate_variance.sum())
+    if not torch.isfinite(mean).all() or not math.isfinite(variance):
         raise ValueError(f"the RLOO reference of the {task.name} task is not finite")
     return Reference(
         mean.cpu().numpy(),
-        variance=scatter / (reps - 1),
+        variance=variance,
         count=reps,
         kind=f"rloo(k={k}, reps={reps})",
+        coordinate_variance=coordinate_variance,
     )

@@ -94,10 +94,27 @@ CELL_VARIABLES = (
 )
 
 
+# Per parameter group (a ``group`` dimension, as ``group_<name>``), when a task has groups.
+GROUP_VARIABLES = (
+    *METRICS,
+    *(f"{m}_se" for m in METRICS),
+    "mean_norm",
+    "parameters",
+    "reference_norm2",
+)
+
+
+def _digest_values(record: Mapping[str, Any]) -> dict[str, float]:
+    values = {name: float(record.get(name, np.nan)) for name in CELL_VARIABLES}
+    for group, metrics in record.get("groups", {}).items():
+        for name in GROUP_VARIABLES:
+            values[f"group_{name}[{group}]"] = float(metrics.get(name, np.nan))
+    return values
+
+
 def sealed(record: Mapping[str, Any]) -> dict[str, Any]:
     """``record`` with its ``digest``, computed once when the cell lands (not at every write)."""
-    values = {name: float(record.get(name, np.nan)) for name in CELL_VARIABLES}
-    return {**record, "digest": cell_digest(values, record["status"])}
+    return {**record, "digest": cell_digest(_digest_values(record), record["status"])}
 
 
 def build_dataset(
@@ -132,9 +149,29 @@ def build_dataset(
         digest,
         {"long_name": "SHA-256 of the cell's values and status (verified on read)"},
     )
+    groups = list(coords.get("group", []))
+    if groups:
+        slot = {g: i for i, g in enumerate(groups)}
+        for name in GROUP_VARIABLES:
+            table = np.full((*shape, len(groups)), np.nan)
+            for key, record in records.items():
+                position = tuple(index[d][v] for d, v in zip(DIMS, key, strict=True))
+                for group, metrics in record.get("groups", {}).items():
+                    if name in metrics:
+                        table[(*position, slot[group])] = metrics[name]
+            base = name.removesuffix("_se")
+            long_name = LONG_NAMES[base] + (" (standard error)" if name.endswith("_se") else "")
+            data_vars[f"group_{name}"] = (
+                (*DIMS, "group"),
+                table,
+                {"long_name": f"{long_name}, per parameter group", "units": UNITS.get(name, "1")},
+            )
     for name, column in estimator_coords.items():
         data_vars[name] = ("estimator", _array(column))
-    ds = xr.Dataset(data_vars, coords={d: _array(coords[d]) for d in DIMS}, attrs=dict(attrs))
+    dims = {d: _array(coords[d]) for d in DIMS}
+    if groups:
+        dims["group"] = _array(groups)
+    ds = xr.Dataset(data_vars, coords=dims, attrs=dict(attrs))
     ds["tau"].attrs.update(long_name="temperature τ", units="1")
     ds["k"].attrs.update(long_name="Monte Carlo samples K", units="1")
     ds["batch_size"].attrs.update(long_name="examples per gradient B", units="1")
@@ -213,6 +250,20 @@ def _cells(ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
     return ds, names
 
 
+def _group_values(ds: xr.Dataset, position: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """A cell's per-group metrics (``group_<name>`` variables), by group."""
+    if "group" not in ds.dims:
+        return {}
+    dims = (*ds["status"].dims, "group")
+    names = [n for n in ds.data_vars if n.startswith("group_") and ds[n].dims == dims]
+    groups: dict[str, dict[str, float]] = {}
+    for slot, group in enumerate(ds["group"].values.tolist()):
+        groups[group] = {
+            n.removeprefix("group_"): float(ds[n].values[(*position, slot)]) for n in names
+        }
+    return groups
+
+
 def _finished_positions(ds: xr.Dataset) -> list[tuple[int, ...]]:
     status = ds["status"].values
     return list(zip(*np.nonzero(np.vectorize(is_finished)(status)), strict=True))
@@ -232,6 +283,8 @@ def corrupted_cells(ds: xr.Dataset) -> list[str]:
     bad = []
     for position in zip(*np.nonzero(np.vectorize(is_finished)(status)), strict=True):
         values = {n: float(ds[n].values[position]) for n in names}
+        for group, metrics in _group_values(ds, position).items():
+            values.update({f"group_{n}[{group}]": v for n, v in metrics.items()})
         if cell_digest(values, str(status[position])) != digests[position]:
             bad.append(
                 ", ".join(
@@ -253,7 +306,13 @@ def finished_records(ds: xr.Dataset) -> dict[CellKey, dict[str, Any]]:
     for position in _finished_positions(ds):
         record: dict[str, Any] = {n: float(ds[n].values[position]) for n in names}
         record["status"] = str(ds["status"].values[position])
-        stored = cell_digest({n: record[n] for n in names}, record["status"])
+        values = {n: record[n] for n in names}
+        groups = _group_values(ds, position)
+        for group, metrics in groups.items():
+            values.update({f"group_{n}[{group}]": v for n, v in metrics.items()})
+        if groups and record["status"] == DONE:
+            record["groups"] = groups
+        stored = cell_digest(values, record["status"])
         if digests is not None and stored != digests[position]:
             continue
         if record["status"] == DONE and non_finite(record):

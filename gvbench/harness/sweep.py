@@ -33,7 +33,7 @@ import gvbench.estimators as E
 import gvbench.tasks
 from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import store
-from gvbench.harness.draws import evaluations_per_draw, gradient_chunks
+from gvbench.harness.draws import evaluations_per_draw, gradient_chunks, parameter_columns
 from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.harness.reference import REFERENCE_K, reference_gradient
 from gvbench.tasks import Task
@@ -138,7 +138,12 @@ def run_cell(
     start = time.perf_counter()
     try:
         with pinned_threads(threads):
+            groups = parameter_columns(task)
             moments = GradientMoments(reference)
+            by_group = {
+                group: (columns, GradientMoments(reference.restrict(columns)))
+                for group, columns in groups.items()
+            }
             # Two passes over the same seeded draws (see GradientMoments): a fresh estimator
             # and generator replay the first pass exactly.
             for replay in (False, True):
@@ -151,6 +156,10 @@ def run_cell(
                     bad += int((~torch.isfinite(chunk).all(1)).sum())
                     if not bad:
                         moments.add(chunk)
+                        for columns, group_moments in by_group.values():
+                            group_moments.add(
+                                chunk[:, torch.as_tensor(columns, device=chunk.device)]
+                            )
                 if bad:
                     return {
                         "status": f"failed: {bad} of {reps} gradient draws are not finite (the "
@@ -159,7 +168,20 @@ def run_cell(
                 if not replay:
                     draw_seconds = (time.perf_counter() - first_pass) / reps
                     moments.replay()
+                    for _, group_moments in by_group.values():
+                        group_moments.replay()
             record = moments.metrics()
+            if by_group:
+                record["groups"] = {
+                    group: {
+                        **group_moments.metrics(),
+                        "parameters": float(len(columns)),
+                        "reference_norm2": float(
+                            np.square(reference.gradient.reshape(-1)[columns]).sum()
+                        ),
+                    }
+                    for group, (columns, group_moments) in by_group.items()
+                }
             evaluations = evaluations_per_draw(
                 task, E.get(cell.estimator, **cell.options()), cell.batch_size, generator
             )
@@ -235,6 +257,7 @@ def sweep(
     threads_per_cell: int = 1,
     reference_reps: int | None = None,
     reference_k: int = REFERENCE_K,
+    device: str | torch.device | None = None,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
 
@@ -255,11 +278,16 @@ def sweep(
             depend on the executor.
         reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate
             (default: the task's ``reference_reps``).
+        device: run the task there (e.g. ``"cuda"``): draws and their reduction stay on the
+            device, only metrics come back. Default: where the task is (the CPU).
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
         seeds); data variables ``variance, variance_per_coord, bias2, mse, cosine, snr``, each
-        with an ``_se`` companion, plus ``status`` and ``seconds`` per cell.
+        with an ``_se`` companion; per cell its ``status``, cost (``seconds``,
+        ``draw_seconds``, ``evaluations`` per draw) and provenance (``parameters`` P,
+        ``reference_norm2`` ‖g*‖², ``reference_draws``: 0 for an exact reference). A task
+        with parameter groups adds ``group_<metric>`` variables along a ``group`` dimension.
     """
     if isinstance(task, str):
         task = gvbench.tasks.get(task)
@@ -268,6 +296,8 @@ def sweep(
             f"task must be a gvbench.tasks.Task or a task name "
             f"({', '.join(gvbench.tasks.available())}), got {task!r}"
         )
+    if device is not None:
+        task = task.to(device)
     reference_reps = check_count(
         task.reference_reps if reference_reps is None else reference_reps, "reference_reps", 2
     )
@@ -307,6 +337,7 @@ def sweep(
         "k": ks,
         "batch_size": batch_sizes,
         "seed": seeds,
+        "group": list(task.parameter_groups() or {}),
     }
     if path is not None:
         store.check_output_path(path)
@@ -338,6 +369,8 @@ def sweep(
             )
         records = store.finished_records(stored)
         for name, values in coords.items():
+            if name == "group":  # fixed by the task's configuration, which must match
+                continue
             old = (
                 stored[name].values.tolist() if name in stored.dims else [int(stored.attrs["seed"])]
             )

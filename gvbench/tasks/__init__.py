@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gvbench.tasks.base import Parameters, Task
+from gvbench.tasks.module import ModuleTask
 from gvbench.tasks.toy import Toy
 
 # Name → a class or factory taking the task's configuration as keywords.
@@ -41,4 +42,4 @@ def get(name: str, **config: Any) -> Task:
     return cls(**config)
 
 
-__all__ = ["TASKS", "Parameters", "Task", "Toy", "available", "get"]
+__all__ = ["TASKS", "ModuleTask", "Parameters", "Task", "Toy", "available", "get"]

@@ -9,15 +9,56 @@ draws; a task whose model cannot broadcast over that axis sets ``max_draws_per_p
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from gvbench.estimators import EstimatorInfo, Sampler
+from gvbench.estimators import Estimator, EstimatorInfo, Sampler
 
 Parameters = Mapping[str, Tensor]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a clear error for a malformed or absent one."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(target)!r} was asked for, but CUDA is not available here")
+    if (
+        target.type == "cuda"
+        and target.index is not None
+        and target.index >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"device={str(target)!r}: there are only {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return target
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_moved(v, device) for v in value)
+    return value
+
+
+def flatten_gradients(params: Mapping[str, Tensor], rows: int) -> Tensor:
+    """Concatenate the gradients of draw-axis parameters into an (R, P) matrix (float64)."""
+    columns = []
+    for value in params.values():
+        grad = value.grad if value.grad is not None else torch.zeros_like(value)
+        columns.append(grad.reshape(rows, -1).to(torch.float64))
+    return torch.cat(columns, 1)
 
 
 class Task(abc.ABC):
@@ -69,6 +110,39 @@ class Task(abc.ABC):
         distinct samples exist for estimators that draw without replacement)."""
         return None
 
+    def parameter_groups(self) -> dict[str, list[str]] | None:
+        """Named groups of :meth:`parameters` (e.g. encoder, decoder) whose metrics are also
+        reported on their own, or ``None`` for the whole gradient only."""
+        return None
+
+    def gradients(
+        self,
+        estimator: Estimator,
+        draws: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """``draws`` gradient draws of the mean loss over ``batch_size`` examples, (draws, P).
+
+        Every parameter gets a leading draw axis, so one backward pass gives all the draws;
+        P concatenates the flattened parameters in :meth:`parameters`' order. A task whose
+        model cannot take a draw axis overrides this (see :class:`~gvbench.tasks.ModuleTask`).
+        """
+        params = {
+            name: value.detach().expand(draws, *value.shape).clone().requires_grad_()
+            for name, value in self.parameters().items()
+        }
+        surrogate = estimator(
+            lambda sample: self.loss(params, sample, batch_size), generator=generator
+        )
+        if surrogate.shape != (draws, batch_size):
+            raise ValueError(
+                f"task {self.name!r} returned losses of shape {tuple(surrogate.shape)}; "
+                f"expected (draws, batch_size) = ({draws}, {batch_size})"
+            )
+        surrogate.mean(1).sum().backward()
+        return flatten_gradients(params, draws)
+
     def enumerable(self, batch_size: int) -> bool:
         """Whether the exact gradient can be computed by enumeration at this batch size."""
         del batch_size
@@ -88,6 +162,20 @@ class Task(abc.ABC):
         if estimator.exact and not self.enumerable(1):
             return f"the {self.name} task has too many joint outcomes to enumerate"
         return None
+
+    def to(self, device: str | torch.device) -> Task:
+        """A copy of this task whose tensors live on ``device`` (e.g. ``"cuda"``).
+
+        Draws, samples and the reduction to metrics then stay on the device; only the
+        metrics come back. Moves every tensor held directly, or in a dict, list or tuple, as
+        an attribute; a task holding them deeper overrides this.
+        """
+        target = check_device(device)
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            setattr(moved, name, _moved(value, target))
+        moved.device = target
+        return moved
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "task")

@@ -10,7 +10,7 @@ import gvbench
 import gvbench.estimators as E
 from gvbench.harness import gradient_draws
 from gvbench.harness.draws import one_pass
-from gvbench.tasks import Toy
+from gvbench.tasks import ModuleTask, Toy
 
 TASK = Toy(theta=[0.6, -0.2, 0.1])
 
@@ -80,3 +80,46 @@ class Sweep:
         return cells / (time.perf_counter() - start)
 
     track_cells_per_second.unit = "cells/s"
+
+
+class LargeModelCell:
+    """Peak memory of one cell of a 10⁶-parameter model against the number of draws N.
+
+    Streaming metrics keep it flat in N (a few P-vectors and one pass of draws); keeping
+    every draw took 2.6 / 9.5 / 23 GiB at N = 100 / 400 / 1000. ``make test`` runs it at
+    N = 8 only (see tests/test_suites.py), to stay quick.
+    """
+
+    params = ([100, 400],)
+    quick_params = ([8],)
+    param_names = ("draws",)
+    number = 1
+    repeat = 1
+    timeout = 600
+
+    def setup(self, draws):
+        self.task = ModuleTask(
+            torch.nn.Linear(1000, 1000),
+            torch.randn(8, 1000, generator=torch.Generator().manual_seed(0)),
+            name="wide",
+            batched=True,
+            reference_reps=16,
+        )
+        self.task.module.forward = _wide_forward.__get__(self.task.module)
+
+    def peakmem_cell(self, draws):
+        gvbench.sweep(
+            self.task,
+            estimators=["st_gumbel_softmax"],
+            tau=[1.0],
+            k=[1],
+            batch_size=[2],
+            reps=draws,
+            progress=False,
+        )
+
+
+def _wide_forward(self, x, sample):
+    """100 categorical variables of arity 10 per example, read through the layer's weights."""
+    logits = torch.nn.functional.linear(x, self.weight, self.bias).view(len(x), 100, 10)
+    return (sample(logits) * torch.arange(10.0)).sum((-1, -2)) ** 2 / 100

@@ -1,0 +1,316 @@
+"""ModuleTask: an ordinary nn.Module measured by the harness — the same numbers as the VAE
+task written by hand, every estimator, vmap and its one-draw fallback, groups, devices."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gvbench
+import gvbench.estimators as E
+from gvbench.harness import GradientMoments, gradient_draws, gradient_metrics, reference_gradient
+from gvbench.tasks import ModuleTask
+from gvbench.vae.model import init_parameters, negative_elbo
+from gvbench.vae.task import VAETask
+
+ARITY, LATENT, HIDDEN = 4, 8, 16
+
+
+class VAE(nn.Module):
+    """The VAE of gvbench.vae.model as a user would write it: nn.Linear layers."""
+
+    def __init__(self, encoder, decoder):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(784, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, LATENT))
+        self.decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 784))
+        with torch.no_grad():
+            for layers, weights in ((self.encoder, encoder), (self.decoder, decoder)):
+                for index, key in ((0, "1"), (2, "2")):
+                    layers[index].weight.copy_(weights["w" + key].T)
+                    layers[index].bias.copy_(weights["b" + key])
+
+    def forward(self, x, sample):
+        logits = self.encoder(x).view(len(x), -1, ARITY)
+        return self.decoder(sample(logits).flatten(1)), logits
+
+
+def negative_elbo_of(output, x):
+    pixel_logits, logits = output
+    reconstruction = nn.functional.binary_cross_entropy_with_logits(
+        pixel_logits, x, reduction="none"
+    ).sum(-1)
+    log_q = logits.log_softmax(-1)
+    kl = (log_q.exp() * log_q).sum((-1, -2)) + logits.shape[-2] * math.log(ARITY)
+    return reconstruction + kl
+
+
+@pytest.fixture(scope="module")
+def vae_pair():
+    encoder, decoder = init_parameters(ARITY, LATENT, HIDDEN, seed=3)
+    encoder = {k: v.double() for k, v in encoder.items()}
+    decoder = {k: v.double() for k, v in decoder.items()}
+    images = (torch.rand(16, 784, generator=torch.Generator().manual_seed(1)) < 0.3).double()
+    by_hand = VAETask(encoder, decoder, images, ARITY, {"task": "vae", "test": True})
+    model = VAE(encoder, decoder).double()
+    by_module = ModuleTask(
+        model,
+        images,
+        negative_elbo_of,
+        parameters=lambda name, _: name.startswith("encoder."),
+        name="vae-module",
+        arity=ARITY,
+        relaxed_inputs=True,
+        max_draws_per_pass=VAETask.max_draws_per_pass,
+        reference_reps=200,
+    )
+    by_hand.reference_reps = 200
+    return by_hand, by_module
+
+
+def test_the_module_reproduces_the_hand_written_elbo(vae_pair):
+    by_hand, by_module = vae_pair
+    z = E.st_gumbel_softmax  # any sampler; the same generator state gives the same sample
+    params = {k: v[None] for k, v in by_hand.parameters().items()}
+    hand = negative_elbo(
+        params,
+        by_hand.decoder,
+        by_hand.images[:5],
+        ARITY,
+        lambda logits: z(logits, generator=torch.Generator().manual_seed(0)),
+    )
+    named = dict(by_module.module.named_parameters())
+    module = by_module.loss(
+        {n: named[n].detach()[None] for n in by_module.measured},
+        lambda logits: z(logits, generator=torch.Generator().manual_seed(0)),
+        5,
+    )
+    torch.testing.assert_close(module, hand, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_both_paths_give_the_same_numbers_for_the_same_seed(vae_pair):
+    """vmap draws every sample from the cell's generator in the order the draw axis would."""
+    grid = dict(
+        estimators=["st_gumbel_softmax", "gumbel_rao", "reinforce", "rloo"],
+        tau=[0.5],
+        k=[1, 3],
+        batch_size=[4],
+        reps=100,
+        progress=False,
+    )
+    hand = gvbench.sweep(vae_pair[0], **grid)
+    module = gvbench.sweep(vae_pair[1], **grid)
+    assert (module.status == hand.status).all()
+    assert int((module.status == "done").sum()) == 7  # RLOO needs K >= 2
+    # GR-MCK at K > 1 draws its K conditionals in the backward pass, which vmap batches
+    # draw-major rather than K-major: the same law from another stream (tested below).
+    same_stream = ~((module.estimator == "gumbel_rao") & (module.k > 1))
+    for name in ("variance", "bias2", "mse", "cosine", "snr", "variance_se", "bias2_se"):
+        np.testing.assert_allclose(
+            module[name].where(same_stream).values,
+            hand[name].where(same_stream).values,
+            rtol=1e-8,
+            atol=1e-10,
+            err_msg=name,
+        )
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_vmap_and_one_draw_per_pass_draw_the_same_gradients(vae_pair):
+    module = vae_pair[1]
+    one_by_one = ModuleTask(
+        module.module,
+        module.inputs,
+        module.loss_fn,
+        parameters=module.measured,
+        arity=ARITY,
+        batched=False,
+    )
+    # Estimators that draw all their noise in the forward pass: one stream either way (GR-MCK
+    # interleaves forward and backward draws differently, REINFORCE's baseline moves per
+    # pass: the same law, tested statistically).
+    for name, options in [("st_gumbel_softmax", {"tau": 0.5}), ("gumbel_softmax", {"tau": 2.0})]:
+        draws = [
+            gradient_draws(task, E.get(name, **options), 12, 4, torch.Generator().manual_seed(5))
+            for task in (module, one_by_one)
+        ]
+        torch.testing.assert_close(draws[0], draws[1], rtol=1e-10, atol=1e-12)
+
+
+def test_gumbel_rao_under_vmap_agrees_with_its_draw_axis_form():
+    """GR-MC10's custom autograd Function under torch.func.vmap: the same law as batched."""
+    logits = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    weights = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    class Choice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(logits.clone())
+
+        def forward(self, x, sample):
+            return ((sample(self.theta.expand(len(x), -1, -1)) * weights).sum(-1) ** 2).sum(-1)
+
+    task = ModuleTask(Choice().double(), torch.zeros(1, 1, dtype=torch.float64))
+    estimator = E.get("gumbel_rao", tau=0.5, k=10)
+    moments = GradientMoments(reference_gradient(task, 1))
+    draws = gradient_draws(task, estimator, 4000, 1, torch.Generator().manual_seed(0))
+    leaf = logits.expand(4000, -1, -1).clone().requires_grad_()
+    E.gumbel_rao(leaf, tau=0.5, k=10, generator=torch.Generator().manual_seed(1)).mul(weights).sum(
+        -1
+    ).pow(2).sum().backward()
+    direct = leaf.grad.reshape(4000, -1)
+    for name in ("variance", "bias2"):
+        a = gradient_metrics(draws, moments.reference)
+        b = gradient_metrics(direct, moments.reference)
+        assert abs(a[name] - b[name]) < 5 * math.hypot(a[f"{name}_se"], b[f"{name}_se"]), name
+
+
+def tiny_model_task(**options):
+    torch.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(3, 6)
+            self.decoder = nn.Linear(6, 3)
+
+        def forward(self, x, sample):
+            z = sample(self.encoder(x).view(len(x), 3, 2))
+            return ((self.decoder(z.flatten(1)) - x) ** 2).sum(-1)
+
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1)).double()
+    return ModuleTask(Model().double(), x, arity=2, **options)
+
+
+def test_every_registered_estimator_runs_on_a_module():
+    task = tiny_model_task(relaxed_inputs=True, reference_reps=400)
+    names = [n for n, entry in E.available().items() if not entry.exact]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = gvbench.sweep(
+            task, estimators=names, tau=[1.0], k=[2], batch_size=[2], reps=40, progress=False
+        )
+    status = ds.status.squeeze().to_series()
+    assert (status == "done").all(), status[status != "done"]
+    assert np.isfinite(ds.variance.values).all()
+    fallbacks = {
+        str(w.message).split(": ")[1].split(" ")[0]
+        for w in caught
+        if "one draw per pass" in str(w.message)
+    }
+    # Those whose state trains inside a call, or whose checks need the values, fall back.
+    assert {"rebar", "relax", "arm", "disarm"} <= fallbacks
+    assert not fallbacks & {"st_gumbel_softmax", "gumbel_rao", "reinforce", "rloo"}
+
+
+def test_the_exact_reference_of_an_enumerable_module_by_the_fallback():
+    task = tiny_model_task()
+    task.enumerable = lambda batch_size: True  # 2^3 outcomes per example
+    ds = gvbench.sweep(
+        task, estimators=["rloo"], tau=[1.0], k=[4], batch_size=[2], reps=2000, progress=False
+    )
+    assert float(ds.reference_draws.squeeze()) == 0.0  # exact
+    bias2, se = float(ds.bias2.squeeze()), float(ds.bias2_se.squeeze())
+    assert abs(bias2) < 5 * se  # RLOO is unbiased
+
+
+def test_groups_default_to_top_level_modules_and_are_reported():
+    task = tiny_model_task()
+    assert task.parameter_groups() == {
+        "decoder": ["decoder.weight", "decoder.bias"],
+        "encoder": ["encoder.weight", "encoder.bias"],
+    }
+    ds = gvbench.sweep(
+        task,
+        estimators=["st_gumbel_softmax"],
+        tau=[1.0],
+        k=[1],
+        batch_size=[2],
+        reps=50,
+        progress=False,
+    )
+    groups = ds.group_variance.squeeze()
+    total = float(ds.variance.squeeze())
+    np.testing.assert_allclose(float(groups.sum()), total, rtol=1e-10)  # traces add up
+    assert float(ds.group_parameters.sel(group="encoder").squeeze()) == 3 * 6 + 6
+    assert float(ds.parameters.squeeze()) == 3 * 6 + 6 + 6 * 3 + 3
+
+
+def test_parameters_and_groups_are_the_users_choice():
+    task = tiny_model_task(parameters=["encoder.weight"], groups=None)
+    assert list(task.parameters()) == ["encoder.weight"] and task.parameter_groups() is None
+    grouped = tiny_model_task(groups={"weights": ["encoder.weight", "decoder.weight"]})
+    assert grouped.parameter_groups() == {"weights": ["encoder.weight", "decoder.weight"]}
+    with pytest.raises(ValueError, match="not in the module"):
+        tiny_model_task(parameters=["nope"])
+    with pytest.raises(ValueError, match="matches no measured parameter"):
+        tiny_model_task(groups={"x": ["nothing."]})
+    with pytest.raises(ValueError, match="'all' names the whole gradient"):
+        tiny_model_task(groups={"all": ["encoder."]})
+
+
+def test_a_module_that_cannot_be_vmapped_falls_back_with_the_reason():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+
+        def forward(self, x, sample):
+            z = sample(self.theta.expand(len(x), -1, -1))
+            if z[:, 0, 0].sum() > 0:  # data-dependent Python control flow
+                return z.sum((-1, -2)) * x[:, 0]
+            return (z[..., 1] * 2).sum(-1) + x[:, 0]
+
+    task = ModuleTask(Branchy(), torch.ones(4, 1, dtype=torch.float64))
+    with pytest.warns(
+        UserWarning, match="cannot be measured under torch.func.vmap .*data-dependent"
+    ):
+        draws = gradient_draws(
+            task, E.get("st_gumbel_softmax"), 6, 2, torch.Generator().manual_seed(0)
+        )
+    assert draws.shape == (6, 6) and torch.isfinite(draws).all()
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(TypeError, match=r"module must be a torch\.nn\.Module"):
+        ModuleTask(lambda x: x, torch.zeros(2))
+    with pytest.raises(ValueError, match="share their first"):
+        ModuleTask(nn.Linear(2, 2), (torch.zeros(2, 2), torch.zeros(3, 2)))
+    task = tiny_model_task()
+    with pytest.raises(ValueError, match="batch_size must be <= 6"):
+        gvbench.sweep(
+            task,
+            estimators=["st_gumbel_softmax"],
+            batch_size=[7],
+            reps=4,
+            progress=False,
+            tau=[1.0],
+            k=[1],
+        )
+    with pytest.raises(ValueError, match=r"CUDA is not available|device"):
+        if torch.cuda.is_available():
+            raise ValueError("device")
+        task.to("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_a_sweep_on_cuda_matches_the_cpu_statistically():
+    task = tiny_model_task(reference_reps=2000)
+    grid = dict(
+        estimators=["st_gumbel_softmax", "gumbel_rao"],
+        tau=[1.0],
+        k=[10],
+        batch_size=[2],
+        reps=4000,
+        progress=False,
+    )
+    cpu = gvbench.sweep(task, **grid)
+    gpu = gvbench.sweep(task, device="cuda", **grid)
+    assert gpu.attrs["device"].startswith("cuda")
+    difference = abs(cpu.variance - gpu.variance)
+    assert (difference < 5 * np.hypot(cpu.variance_se, gpu.variance_se)).all()
