@@ -15,6 +15,8 @@ from typing import Any
 
 import gvbench.estimators as E
 import gvbench.tasks
+from gvbench import engine
+from gvbench.path_lock import PathInUseError
 
 EPILOG = """examples:
   gvbench list
@@ -64,7 +66,7 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> Path:
-    from gvbench.harness import process_pool, sweep
+    from gvbench.harness import sweep
 
     try:
         task = gvbench.tasks.get(args.task, **_task_options(args.task_option))
@@ -85,12 +87,9 @@ def run_sweep(args: argparse.Namespace) -> Path:
     )
     start = time.perf_counter()
     try:
-        if args.workers > 1:
-            with process_pool(args.workers) as pool:
-                ds = sweep(task, executor=pool, **options)
-        else:
-            ds = sweep(task, **options)
-    except (KeyError, TypeError, ValueError, OSError) as error:
+        with engine.client(args.workers, args.scheduler) as executor:
+            ds = sweep(task, executor=executor, **options)
+    except (KeyError, TypeError, ValueError, OSError, PathInUseError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     elapsed = time.perf_counter() - start
     failed = int((ds["status"].astype(str).str.startswith("failed")).sum())
@@ -126,7 +125,6 @@ def command_simplex(args: argparse.Namespace) -> int:
 
     import matplotlib.pyplot as plt
 
-    from gvbench.harness import process_pool
     from gvbench.harness.store import write_atomic
     from gvbench.harness.sweep import sweep_over
     from gvbench.plots import plot_simplex
@@ -148,18 +146,15 @@ def command_simplex(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     try:
-        if args.workers > 1:
-            with process_pool(args.workers) as pool:
-                ds = sweep_over(
-                    tasks,
-                    coords,
-                    folder=out.parent / f"{out.stem}-points",
-                    executor=pool,
-                    **options,
-                )
-        else:
-            ds = sweep_over(tasks, coords, folder=out.parent / f"{out.stem}-points", **options)
-    except (KeyError, TypeError, ValueError, OSError) as error:
+        with engine.client(args.workers, args.scheduler) as executor:
+            ds = sweep_over(
+                tasks,
+                coords,
+                folder=out.parent / f"{out.stem}-points",
+                executor=executor,
+                **options,
+            )
+    except (KeyError, TypeError, ValueError, OSError, PathInUseError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     write_atomic(ds, out)
     figure = plot_simplex(ds)
@@ -216,13 +211,11 @@ def command_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from gvbench.harness import process_pool
     from gvbench.training import random_search
 
     experiment = _experiment(args.experiment)
     out_dir = args.out_dir or f"results/{args.experiment}"
-    pool = process_pool(args.workers) if args.workers > 1 else None
-    try:
+    with engine.client(args.workers, args.scheduler) as pool:
         if args.preset:
             extra = {"data_dir": args.data_dir} if args.experiment == "vae" else {}
             try:
@@ -260,9 +253,6 @@ def _train(args: argparse.Namespace) -> int:
             write_atomic(result, Path(out_dir) / f"search-{config.name()}.nc")
             return 0
         curves = experiment["train"].train(config, out_dir=out_dir, progress=not args.no_progress)
-    finally:
-        if pool is not None:
-            pool.shutdown()
     summary = {
         k: v for k, v in curves.attrs.items() if k.startswith(("best_", "test_", "initial_"))
     }
@@ -286,6 +276,7 @@ def command_demo(args: argparse.Namespace) -> int:
             str(args.reps),
             "--workers",
             str(args.workers),
+            *(["--scheduler", args.scheduler] if args.scheduler else []),
             "--out",
             args.out,
             "--tau",
@@ -322,6 +313,15 @@ def _at_least(least: int):
 
     parse.__name__ = f"integer >= {least}"
     return parse
+
+
+def _add_scheduler(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler (e.g. tcp://10.0.0.1:8786) to run on "
+        f"instead of a local cluster (default: ${engine.SCHEDULER_VARIABLE} if set)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_at_least(1),
         default=1,
-        help="processes running cells in parallel (default: 1, in-process)",
+        help="worker processes of a Dask LocalCluster this command starts (default: 1, in-process)",
     )
+    _add_scheduler(sweep)
     sweep.add_argument(
         "--threads-per-cell",
         type=int,
@@ -483,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_at_least(1),
         default=1,
-        help="processes for a preset's or a search's runs",
+        help="worker processes (a Dask LocalCluster) for a preset's or a search's runs",
     )
+    _add_scheduler(train)
     train.add_argument("--out-dir", default=None, help="default: results/EXPERIMENT")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=command_train)
@@ -502,14 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
     simplex.add_argument("--resolution", type=int, default=12, help="grid points per edge (>= 3)")
     simplex.add_argument("--reps", type=int, default=2000)
     simplex.add_argument("--seed", type=int, default=0)
-    simplex.add_argument("--workers", type=_at_least(1), default=1)
+    simplex.add_argument(
+        "--workers", type=_at_least(1), default=1, help="Dask worker processes (default: 1)"
+    )
+    _add_scheduler(simplex)
     simplex.add_argument("--out", default="results/simplex.nc")
     simplex.add_argument("--no-progress", action="store_true")
     simplex.set_defaults(run=command_simplex)
 
     demo = commands.add_parser("demo", help="the paper-scale toy sweep with its figures")
     demo.add_argument("--reps", type=int, default=10_000)
-    demo.add_argument("--workers", type=_at_least(1), default=2)
+    demo.add_argument(
+        "--workers", type=_at_least(1), default=2, help="Dask worker processes (default: 2)"
+    )
+    _add_scheduler(demo)
     demo.add_argument("--out", default="results/toy.nc")
     demo.set_defaults(run=command_demo)
     return parser
@@ -517,7 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        # Finished cells and runs were saved as they landed; the queue was cancelled.
+        print(
+            "gvbench: interrupted; finished work is saved, rerun the command to resume",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

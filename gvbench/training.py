@@ -18,6 +18,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from gvbench import engine
 from gvbench.atomic_files import save_torch
 from gvbench.estimators.validation import check_count, check_real, check_tau
 from gvbench.threads import pinned_threads
@@ -307,11 +308,16 @@ def _train_one(train: Any, config: RunConfig, out_dir: str) -> dict[str, Any]:
 def train_many(
     train: Any, configs: Sequence[RunConfig], out_dir: str | os.PathLike[str], executor: Any = None
 ) -> list[dict[str, Any]]:
-    """Run ``train`` on every configuration (through ``executor`` if given); their curves' attrs."""
-    folders = [str(out_dir)] * len(configs)
-    if executor is None:
-        return [_train_one(train, c, f) for c, f in zip(configs, folders, strict=True)]
-    return list(executor.map(_train_one, [train] * len(configs), configs, folders))
+    """Run ``train`` on every configuration; their curves' attrs, in order.
+
+    ``executor``: ``None`` (in-process), a ``concurrent.futures`` executor or a
+    ``distributed.Client`` (see :mod:`gvbench.engine`).
+    """
+    jobs = [(index, (train, config, str(out_dir))) for index, config in enumerate(configs)]
+    # Each run checkpoints as it goes: one whose worker dies is rerun by the engine and
+    # resumes from its last checkpoint.
+    results = dict(engine.run(_train_one, jobs, executor))
+    return [results[index] for index in range(len(configs))]
 
 
 def random_search(
@@ -328,8 +334,8 @@ def random_search(
     executor: Any = None,
 ) -> xr.Dataset:
     """Random search over learning rate (log-uniform) and momentum (uniform), as the paper tunes
-    each estimator (twenty trials). Trials run through ``executor`` (any concurrent.futures
-    executor; default in-process) and are resumable like any run.
+    each estimator (twenty trials). Trials run through ``executor`` (see :func:`train_many`)
+    and are resumable like any run.
 
     ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
     ``selection``; ``base`` is a frozen dataclass config with ``lr`` and ``momentum`` fields.

@@ -93,4 +93,6 @@ def test_every_benchmark_runs_once(cls):
                     value,
                 )
             ran += 1
+        if hasattr(instance, "teardown"):
+            instance.teardown(*combination)
     assert ran > 0 or (skipped > 0 and "Cuda" in cls.__name__)

@@ -8,6 +8,7 @@ result is reported in one line and never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -190,7 +191,19 @@ def write_atomic(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
         for name, variable in ds.variables.items()
         if variable.dtype.kind in "fiu" and variable.ndim > 0
     }
-    write_bytes(ds.to_netcdf(engine="h5netcdf", encoding=encoding), path)
+    with _no_distributed_lock():
+        data = ds.to_netcdf(engine="h5netcdf", encoding=encoding)
+    write_bytes(data, path)
+
+
+def _no_distributed_lock() -> Any:
+    """While a Dask client is open, xarray guards netCDF writes with a cluster-wide lock,
+    which an in-memory write does not have; the data are in memory, so none is needed."""
+    try:
+        import dask
+    except ImportError:
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="synchronous")
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -211,9 +224,10 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 def read(path: str | os.PathLike[str], verify: bool = True) -> xr.Dataset:
     """Load a results file fully into memory (so it can be rewritten in place).
 
-    Raises :class:`ResultsFileError` (one line: the path, what is wrong, what to do) for a
-    missing, empty, truncated or non-netCDF file, and, with ``verify``, for cells whose values
-    no longer match their digest.
+    Cells that a running or killed sweep has journaled beside the file (see
+    :mod:`gvbench.harness.journal`) are merged in. Raises :class:`ResultsFileError` (one
+    line: the path, what is wrong, what to do) for a missing, empty, truncated or non-netCDF
+    file, and, with ``verify``, for cells whose values no longer match their digest.
     """
     path = Path(path)
     if not path.is_file():
@@ -231,6 +245,9 @@ def read(path: str | os.PathLike[str], verify: bool = True) -> xr.Dataset:
             f"{path} is not a readable netCDF file ({reason}): it may be truncated or corrupted, "
             "and was left as it is: move it away or choose another path"
         ) from None
+    from gvbench.harness import journal  # its records are checked like the file's
+
+    ds = journal.consolidated(ds, path)
     if verify:
         corrupted = corrupted_cells(ds)
         if corrupted:
@@ -270,7 +287,8 @@ def _finished_positions(ds: xr.Dataset) -> list[tuple[int, ...]]:
 
 
 def _key(ds: xr.Dataset, position: tuple[int, ...]) -> CellKey:
-    return tuple(ds[d].values[i].item() for d, i in zip(DIMS, position, strict=True))
+    values = (ds[d].values[i] for d, i in zip(DIMS, position, strict=True))
+    return tuple(v.item() if hasattr(v, "item") else v for v in values)
 
 
 def corrupted_cells(ds: xr.Dataset) -> list[str]:

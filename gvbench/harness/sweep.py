@@ -10,6 +10,7 @@ or the grid a cell was first computed in.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -19,7 +20,7 @@ import subprocess
 import time
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ from tqdm.auto import tqdm
 import gvbench
 import gvbench.estimators as E
 import gvbench.tasks
+from gvbench import engine
 from gvbench.estimators.validation import check_count, check_tau
-from gvbench.harness import store
+from gvbench.harness import journal, store
 from gvbench.harness.draws import evaluations_per_draw, gradient_chunks, parameter_columns
 from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.harness.reference import REFERENCE_K, reference_gradient
+from gvbench.path_lock import PathLock
 from gvbench.tasks import Task
 from gvbench.threads import pinned_threads
 
@@ -206,18 +209,6 @@ def process_pool(workers: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run(
-    executor: cf.Executor | None, jobs: list[tuple[Cell, tuple[Any, ...]]]
-) -> Iterator[tuple[Cell, dict[str, Any]]]:
-    if executor is None:
-        for cell, arguments in jobs:
-            yield cell, run_cell(*arguments)
-        return
-    futures = {executor.submit(run_cell, *arguments): cell for cell, arguments in jobs}
-    for future in cf.as_completed(futures):
-        yield futures[future], future.result()
-
-
 def _git_commit() -> str:
     try:
         root = Path(gvbench.__file__).resolve().parent.parent
@@ -271,8 +262,10 @@ def sweep(
         seed: master seed; a sequence adds a ``seed`` dimension.
         path: a netCDF file. Written atomically after every finished cell; if it exists, its
             finished cells are kept and only missing ones computed (resume / extend a grid).
-        executor: any ``concurrent.futures.Executor`` (e.g. :func:`process_pool`); default:
-            in-process.
+        executor: where cells run (see :mod:`gvbench.engine`): ``None`` in-process (the
+            default), a ``distributed.Client`` (e.g. from :func:`gvbench.engine.client`; the
+            task and references are scattered to its workers once, cells lost with a worker
+            are rerun), or any ``concurrent.futures.Executor``.
         progress: show a progress bar with an ETA.
         threads_per_cell: torch intra-op threads inside a cell, fixed so that results do not
             depend on the executor.
@@ -330,7 +323,6 @@ def sweep(
         "torch_version": str(torch.__version__),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    records: dict[store.CellKey, dict[str, Any]] = {}
     coords: dict[str, list[Any]] = {
         "estimator": names,
         "tau": taus,
@@ -341,6 +333,49 @@ def sweep(
     }
     if path is not None:
         store.check_output_path(path)
+    lock = PathLock(path) if path is not None else None
+    with lock if lock is not None else contextlib.nullcontext():
+        return _sweep_locked(
+            task,
+            path,
+            lock,
+            attrs,
+            coords,
+            names,
+            taus,
+            ks,
+            batch_sizes,
+            seeds,
+            seed,
+            reps,
+            reference_reps,
+            reference_k,
+            threads_per_cell,
+            executor,
+            progress,
+        )
+
+
+def _sweep_locked(
+    task: Task,
+    path: str | os.PathLike[str] | None,
+    lock: PathLock | None,
+    attrs: dict[str, Any],
+    coords: dict[str, list[Any]],
+    names: list[str],
+    taus: list[float],
+    ks: list[int],
+    batch_sizes: list[int],
+    seeds: list[int],
+    seed: int | Sequence[int],
+    reps: int,
+    reference_reps: int,
+    reference_k: int,
+    threads_per_cell: int,
+    executor: Any,
+    progress: bool,
+) -> xr.Dataset:
+    records: dict[store.CellKey, dict[str, Any]] = {}
     if path is not None and Path(path).exists():
         stored = store.read(path, verify=False)
         if "task" not in stored.attrs or "status" not in stored:
@@ -407,28 +442,41 @@ def sweep(
         )
         for b in sorted({cell.batch_size for cell in todo})
     }
+    if path is not None:
+        # The whole grid once, before the first cell; then one journal file per cell (the
+        # driver's cost per cell does not grow with the grid), consolidated at the end.
+        store.write_atomic(dataset(), path)
+        journal.clear(path)
+    # The task (model weights, data) and the references travel to each worker once.
+    shared_task = engine.share(executor, task)
+    shared = {b: engine.share(executor, reference) for b, reference in references.items()}
     jobs = [
-        (cell, (task, cell, reps, references[cell.batch_size], threads_per_cell)) for cell in todo
+        (cell, (shared_task, cell, reps, shared[cell.batch_size], threads_per_cell))
+        for cell in todo
     ]
     failures = []
     bar = tqdm(total=len(jobs), disable=not progress, unit="cell", desc=f"{task.name} sweep")
-    with bar:
-        for cell, record in _run(executor, jobs):
-            record = store.sealed(record)
-            for key in todo[cell]:
-                records[key] = record
-            if record["status"].startswith("failed"):
-                failures.append(f"{cell}: {record['status']}")
-            if path is not None:
-                store.write_atomic(dataset(), path)
-            bar.set_postfix_str(f"{cell.estimator} τ={cell.tau} K={cell.k} B={cell.batch_size}")
-            bar.update()
+    try:
+        with bar:
+            for cell, record in engine.run(run_cell, jobs, executor):
+                record = store.sealed(record)
+                for key in todo[cell]:
+                    records[key] = record
+                    if path is not None:
+                        journal.write(path, key, record)
+                if record["status"].startswith("failed"):
+                    failures.append(f"{cell}: {record['status']}")
+                if lock is not None:
+                    lock.refresh()
+                bar.set_postfix_str(f"{cell.estimator} τ={cell.tau} K={cell.k} B={cell.batch_size}")
+                bar.update()
+    finally:  # finished cells reach the file even on Ctrl-C or an error
+        if path is not None and jobs:
+            store.write_atomic(dataset(), path)
+            journal.clear(path)
     if failures:
-        warnings.warn(f"{len(failures)} cell(s) failed:\n" + "\n".join(failures), stacklevel=2)
-    result = dataset()
-    if path is not None and not jobs:
-        store.write_atomic(result, path)
-    return result
+        warnings.warn(f"{len(failures)} cell(s) failed:\n" + "\n".join(failures), stacklevel=3)
+    return dataset()
 
 
 def sweep_over(

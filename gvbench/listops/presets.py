@@ -7,7 +7,6 @@ stores one summary Dataset: test accuracy by (estimator, τ, L) and variance by 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import json
 from pathlib import Path
@@ -83,7 +82,7 @@ def _label(name: str, k: int) -> str:
 def run_preset(
     name: str,
     out_dir: str | Path = "results/listops",
-    executor: cf.Executor | None = None,
+    executor: Any = None,
     seed: int = 0,
     progress: bool = True,
 ) -> xr.Dataset:

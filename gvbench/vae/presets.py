@@ -7,7 +7,6 @@ briefly trained checkpoint per arity, and stores one summary Dataset.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import json
 from pathlib import Path
@@ -85,7 +84,7 @@ PRESETS = {
 def run_preset(
     name: str,
     out_dir: str | Path = "results/vae",
-    executor: cf.Executor | None = None,
+    executor: Any = None,
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import gvbench
+import gvbench.engine
 import gvbench.estimators as E
 from gvbench.harness import gradient_draws
 from gvbench.harness.draws import one_pass
@@ -123,3 +126,44 @@ def _wide_forward(self, x, sample):
     """100 categorical variables of arity 10 per example, read through the layer's weights."""
     logits = torch.nn.functional.linear(x, self.weight, self.bias).view(len(x), 100, 10)
     return (sample(logits) * torch.arange(10.0)).sum((-1, -2)) ** 2 / 100
+
+
+class DriverOverhead:
+    """Wall time per cell of a sweep of many tiny cells written to a results file.
+
+    Each cell is one estimator at one τ with 2 draws, so the time is the driver's: planning,
+    storing the finished cell (one small journal file; the netCDF once at the start and once
+    at the end) and, with ``engine="dask"``, scheduling. It should not grow with the number
+    of cells (rewriting the whole file after every cell made it grow linearly).
+    """
+
+    params = ([100, 1000, 10_000], ["in-process", "dask"])
+    quick_params = ([20], ["in-process"])
+    param_names = ("cells", "engine")
+    number = 1
+    repeat = 1
+    timeout = 1200
+
+    def setup(self, cells, engine):
+        self.taus = [float(t) for t in torch.linspace(0.05, 5.0, cells).tolist()]
+        self.folder = tempfile.TemporaryDirectory()
+
+    def teardown(self, cells, engine):
+        self.folder.cleanup()
+
+    def track_seconds_per_cell(self, cells, engine):
+        with gvbench.engine.client(2 if engine == "dask" else 1) as executor:
+            start = time.perf_counter()
+            gvbench.sweep(
+                TASK,
+                estimators=["straight_through"],
+                tau=self.taus,
+                k=[1],
+                reps=2,
+                executor=executor,
+                path=Path(self.folder.name) / "many.nc",
+                progress=False,
+            )
+            return (time.perf_counter() - start) / cells
+
+    track_seconds_per_cell.unit = "s"

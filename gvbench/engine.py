@@ -1,0 +1,144 @@
+"""Where independent jobs run: in-process, a ``concurrent.futures`` executor, or Dask.
+
+Every fan-out of gvbench (sweep cells, training runs, random-search trials, presets) goes
+through :func:`run`, which yields results as they finish. With a ``distributed.Client``:
+
+- large shared inputs (a task with its model and data, references) are scattered to the
+  workers once (:meth:`Engine.share`), not pickled with every job;
+- a job whose worker dies is rerun elsewhere (``retries``), with the same numbers, since
+  every job seeds itself from its own coordinates;
+- Ctrl-C cancels what is queued or running and returns at once.
+
+``client()`` gives the embedded default: a ``LocalCluster`` of N worker processes with one
+thread each (the number of torch threads inside a job is fixed by the job itself), or the
+scheduler named by ``--scheduler`` / ``GVBENCH_SCHEDULER``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any
+
+SCHEDULER_VARIABLE = "GVBENCH_SCHEDULER"
+# A job that kills its worker this many times is reported as failed, not retried forever.
+RETRIES = 3
+
+
+def is_client(executor: Any) -> bool:
+    """Whether ``executor`` is a ``distributed.Client`` (without importing Dask otherwise)."""
+    return type(executor).__name__ == "Client" and type(executor).__module__.startswith(
+        "distributed"
+    )
+
+
+def share(executor: Any, value: Any) -> Any:
+    """A handle on ``value`` that jobs can take as an argument: with Dask, ``value`` is sent
+    to every worker once; elsewhere the value itself."""
+    if is_client(executor):
+        return executor.scatter(value, broadcast=True, hash=False)
+    return value
+
+
+def run(
+    function: Callable[..., Any],
+    jobs: Sequence[tuple[Hashable, tuple[Any, ...]]],
+    executor: Any = None,
+) -> Iterator[tuple[Hashable, Any]]:
+    """``function(*arguments)`` for every ``(key, arguments)``, yielding ``(key, result)`` as
+    each finishes (in order in-process). Closing the iterator early (an exception in the
+    consumer, Ctrl-C) cancels the jobs still queued."""
+    if executor is None:
+        for key, arguments in jobs:
+            yield key, function(*arguments)
+        return
+    if is_client(executor):
+        yield from _run_dask(function, jobs, executor)
+        return
+    if not isinstance(executor, cf.Executor):
+        raise TypeError(
+            "executor must be None, a concurrent.futures.Executor or a distributed.Client, "
+            f"got {type(executor).__name__}"
+        )
+    futures = {executor.submit(function, *arguments): key for key, arguments in jobs}
+    try:
+        for future in cf.as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _run_dask(
+    function: Callable[..., Any], jobs: Sequence[tuple[Hashable, tuple[Any, ...]]], client: Any
+) -> Iterator[tuple[Hashable, Any]]:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(function, *arguments, pure=False, retries=RETRIES): key
+        for key, arguments in jobs
+    }
+    # Ctrl-C sets a flag instead of raising inside Dask's own waiting (which would log a
+    # page of tracebacks from its event loop); the loop below then cancels and raises.
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        completed = as_completed(futures)
+        remaining = len(futures)
+        while remaining:
+            batch = completed.next_batch(block=False)
+            if not batch:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                time.sleep(0.05)
+                continue
+            for future in batch:
+                remaining -= 1
+                yield futures[future], future.result()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+
+
+@contextlib.contextmanager
+def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
+    """The executor for ``workers`` processes: ``None`` (in-process) for one, else a Dask
+    client of a ``LocalCluster`` this program starts (and stops), or of the scheduler at
+    ``scheduler`` (default: the ``GVBENCH_SCHEDULER`` environment variable), left running."""
+    scheduler = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    if scheduler is None and workers <= 1:
+        yield None
+        return
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as connected:
+            yield connected
+        return
+    # silence_logs: one line on Ctrl-C, not a page of worker tracebacks. Workers take the
+    # queued jobs eagerly (worker-saturation inf) instead of one round trip to the scheduler
+    # per job: jobs here are independent and their inputs were scattered already.
+    with (
+        dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=os.environ.get("GVBENCH_DASHBOARD"),  # none unless asked
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as local,
+    ):
+        yield local

@@ -1,0 +1,106 @@
+"""One writer per results path: a lock file that a crashed run does not leave stuck.
+
+``<path>.lock`` holds the owner's host, process id and start time, created exclusively
+(``O_EXCL``). A second run on the same path is refused with a message naming the owner. A
+lock is stale, and taken over with a warning, when its process is gone (same host) or when
+it has not been refreshed for ``STALE_SECONDS`` (another host, which cannot be asked);
+owners refresh it with :meth:`PathLock.refresh` as they work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+STALE_SECONDS = 600.0
+
+
+class PathInUseError(RuntimeError):
+    """Another live run writes this results path."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PathLock:
+    """``with PathLock(path):`` — exclusive use of the results file ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = Path(path)
+        self.file = path.parent / f"{path.name}.lock"
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        try:
+            age = time.time() - self.file.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if holder.get("host") == self.owner["host"] and isinstance(holder.get("pid"), int):
+            return not _alive(holder["pid"]) or holder["pid"] == self.owner["pid"]
+        return age > STALE_SECONDS
+
+    def acquire(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                descriptor = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.file.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                if not self._stale(holder):
+                    started = time.strftime(
+                        "%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0))
+                    )
+                    raise PathInUseError(
+                        f"{self.file.with_suffix('')} is being written by process "
+                        f"{holder.get('pid')} on {holder.get('host')} (since {started}); "
+                        f"wait for it, or choose another path (remove {self.file} only if "
+                        "that run is gone)"
+                    ) from None
+                warnings.warn(
+                    f"{self.file}: taking over the lock of a run that is gone "
+                    f"(process {holder.get('pid')} on {holder.get('host')})",
+                    stacklevel=3,
+                )
+                self.file.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(self.owner, handle)
+            return
+        raise PathInUseError(f"{self.file} could not be taken (another run took it first)")
+
+    def refresh(self) -> None:
+        """Show the lock is alive (for runs on other hosts that judge it by its age)."""
+        try:
+            os.utime(self.file)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        try:
+            holder = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return
+        if holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"]:
+            self.file.unlink(missing_ok=True)
+
+    def __enter__(self) -> PathLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

@@ -1,0 +1,206 @@
+"""The Dask engine and the storage that survives faults: a LocalCluster gives the in-process
+numbers, a killed worker or driver loses nothing, Ctrl-C stops at once, one writer per path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import gvbench
+from gvbench import engine
+from gvbench.cli import main
+from gvbench.harness import journal, read
+from gvbench.path_lock import PathInUseError, PathLock
+from gvbench.tasks import Toy
+
+TASK = Toy(theta=[0.6, -0.2, 0.1])
+GRID = dict(
+    estimators=["st_gumbel_softmax", "gumbel_rao", "reinforce", "rloo"],
+    tau=[0.5, 1.0],
+    k=[2, 10],
+    reps=2000,
+    progress=False,
+)
+METRICS = ["variance", "bias2", "mse", "variance_se", "bias2_se", "cosine", "snr"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with engine.client(workers=2) as client:
+        yield client
+
+
+def assert_same_numbers(a: xr.Dataset, b: xr.Dataset) -> None:
+    assert (a.status == b.status).all()
+    for name in METRICS:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def test_a_local_cluster_gives_the_in_process_dataset_exactly(cluster, tmp_path):
+    local = gvbench.sweep(TASK, **GRID)
+    distributed = gvbench.sweep(TASK, executor=cluster, path=tmp_path / "toy.nc", **GRID)
+    assert_same_numbers(local, distributed)
+    assert_same_numbers(local, read(tmp_path / "toy.nc"))
+    assert not journal.folder(tmp_path / "toy.nc").exists()  # consolidated and cleared
+    assert not (tmp_path / "toy.nc.lock").exists()
+
+
+def test_a_worker_killed_mid_sweep_changes_nothing(cluster, tmp_path):
+    grid = {**GRID, "reps": 20_000}
+    expected = gvbench.sweep(TASK, **grid)
+    pids = cluster.run(os.getpid)  # worker address → process id
+    killed = threading.Event()
+
+    def kill_a_busy_worker():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed.is_set():
+            busy = [address for address, tasks in cluster.processing().items() if tasks]
+            if busy:
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    result = gvbench.sweep(TASK, executor=cluster, path=tmp_path / "toy.nc", **grid)
+    killer.join()
+    assert killed.is_set(), "no worker was busy to be killed"
+    assert_same_numbers(expected, result)
+    cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+
+
+def sweep_command(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gvbench.cli",
+        "sweep",
+        "toy",
+        "--estimators",
+        "st_gumbel_softmax",
+        "gumbel_rao",
+        "rloo",
+        "--tau",
+        "0.1",
+        "0.5",
+        "1",
+        "2",
+        "--k",
+        "2",
+        "10",
+        "100",
+        "--reps",
+        "3000",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def wait_for_cells(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(list(journal.folder(out).glob("*.json"))) >= count:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the sweep ended before {count} cells: {process.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail(f"fewer than {count} cells after {timeout} s")
+
+
+def test_a_killed_driver_loses_no_finished_cell(tmp_path):
+    out = tmp_path / "toy.nc"
+    process = subprocess.Popen(sweep_command(out), stderr=subprocess.PIPE, text=True)
+    wait_for_cells(out, 4, process)
+    process.kill()  # kill -9: no chance to consolidate
+    process.communicate()
+    assert (tmp_path / "toy.nc.lock").exists()  # left behind, but its process is gone
+    before = read(out)  # the file's grid and the journal, merged
+    finished = before.status.values == "done"
+    assert finished.sum() >= 4
+    with pytest.warns(UserWarning, match="taking over the lock of a run that is gone"):
+        main(sweep_command(out)[3:])
+    after = read(out)
+    # Cells that had finished were not recomputed: their records, wall time included, stand.
+    for name in ["seconds", "draw_seconds", *METRICS]:
+        np.testing.assert_array_equal(after[name].values[finished], before[name].values[finished])
+    assert (after.status == "done").all() | after.status.str.startswith("not applicable").all()
+    fresh = main(sweep_command(tmp_path / "fresh.nc")[3:])
+    assert fresh is None or fresh == 0
+    assert_same_numbers(read(tmp_path / "fresh.nc"), after)
+
+
+def test_ctrl_c_stops_at_once_and_keeps_the_finished_cells(tmp_path):
+    out = tmp_path / "toy.nc"
+    process = subprocess.Popen(
+        sweep_command(out, "--workers", "2"), stderr=subprocess.PIPE, text=True
+    )
+    wait_for_cells(out, 2, process)
+    interrupted = time.time()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - interrupted < 15
+    assert process.returncode == 130
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("gvbench: interrupted"), stderr
+    assert "Traceback" not in stderr, stderr
+    kept = read(out)
+    assert int((kept.status == "done").sum()) >= 2
+    assert not journal.folder(out).exists()  # consolidated into the file
+    assert not (tmp_path / "toy.nc.lock").exists()
+
+
+def test_a_second_sweep_on_a_path_in_use_is_refused(tmp_path):
+    out = tmp_path / "toy.nc"
+    process = subprocess.Popen(sweep_command(out), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_cells(out, 1, process)
+        with pytest.raises(PathInUseError, match=f"being written by process {process.pid}"):
+            gvbench.sweep(TASK, path=out, **GRID)
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_a_stale_lock_from_another_host_expires(tmp_path, monkeypatch):
+    lock = tmp_path / "toy.nc.lock"
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": 0}))
+    with pytest.raises(PathInUseError):
+        PathLock(tmp_path / "toy.nc").acquire()
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="taking over"):
+        with PathLock(tmp_path / "toy.nc"):
+            pass
+    assert not lock.exists()
+
+
+def test_a_damaged_journal_entry_is_recomputed_not_trusted(tmp_path):
+    out = tmp_path / "toy.nc"
+    grid = {**GRID, "estimators": ["st_gumbel_softmax"], "k": [2]}
+    gvbench.sweep(TASK, path=out, **grid)
+    ds = read(out)
+    key = ("st_gumbel_softmax", 0.5, 2, 1, 0)
+    record = {"status": "done", "variance": 123.0, "digest": "0" * 64}
+    journal.write(out, key, record)  # a forged value without a valid digest
+    assert float(read(out).variance.sel(tau=0.5, k=2).squeeze()) == float(
+        ds.variance.sel(tau=0.5, k=2).squeeze()
+    )
+    journal.clear(out)
+
+
+def test_an_unknown_executor_is_named():
+    with pytest.raises(TypeError, match=r"executor must be None, a concurrent\.futures\.Executor"):
+        list(engine.run(print, [(0, ())], executor=object()))
