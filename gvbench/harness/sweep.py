@@ -260,8 +260,11 @@ def sweep(
             (or K) is computed once and its result filled along that axis.
         reps: gradient draws per cell (>= 2).
         seed: master seed; a sequence adds a ``seed`` dimension.
-        path: a netCDF file. Written atomically after every finished cell; if it exists, its
-            finished cells are kept and only missing ones computed (resume / extend a grid).
+        path: a netCDF file, locked against a second sweep while this one runs. Written
+            atomically with the grid first; each finished cell is then journaled on its own
+            beside it and consolidated at the end (also on Ctrl-C, and by every read). If it
+            exists, its finished cells are kept and only missing ones computed (resume /
+            extend a grid).
         executor: where cells run (see :mod:`gvbench.engine`): ``None`` in-process (the
             default), a ``distributed.Client`` (e.g. from :func:`gvbench.engine.client`; the
             task and references are scattered to its workers once, cells lost with a worker
