@@ -58,7 +58,7 @@ def command_list(args: argparse.Namespace) -> int:
     print("\nTasks (gvbench.tasks.get(NAME, **config)):\n")
     _print_table(
         [
-            {"name": name, "summary": (cls.__doc__ or "").strip().splitlines()[0]}
+            {"name": name, "summary": next(iter((cls.__doc__ or "").strip().splitlines()), "")}
             for name, cls in gvbench.tasks.available().items()
         ]
     )
@@ -331,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): a module of your own that registers "
+        "estimators or adds tasks to gvbench.tasks.TASKS; installed packages are found "
+        "through their 'gvbench.estimators' / 'gvbench.tasks' entry points",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser(
@@ -524,7 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gvbench import plugins
+
+    plugins.load()
     args = build_parser().parse_args(argv)
+    try:
+        for module in args.imports:
+            plugins.import_module(module)
+    except ValueError as error:
+        raise SystemExit(f"gvbench: {error}") from None
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -8,6 +8,9 @@ import time
 import torch
 
 import gvbench.estimators as E
+from gvbench import plugins
+
+plugins.load()  # installed estimators are benchmarked like the built-in ones
 
 # Logits shapes of the paper's experiments (batch, …, categories).
 SHAPES = {

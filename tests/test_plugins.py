@@ -1,0 +1,133 @@
+"""Estimators and tasks from another installed package, or from a module named on the command
+line, reach `gvbench list`, sweeps and the asv suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = '''
+import torch
+import gvbench.estimators as E
+from gvbench.estimators import register
+from gvbench.tasks import Toy
+
+
+@register(unbiased=False, label="ST-GS½")
+def st_gumbel_softmax_half(logits, tau=1.0, *, dim=-1, generator=None):
+    """ST-GS at half the temperature (a user's variant)."""
+    return E.st_gumbel_softmax(logits, tau / 2, dim=dim, generator=generator)
+
+
+class Wider(Toy):
+    name = "wider"
+
+    def __init__(self):
+        super().__init__(n=5, theta=[0.1, -0.4, 0.3, 0.0, 0.2])
+'''
+
+
+def install(site: Path) -> None:
+    """What pip leaves in site-packages: the package and its dist-info with entry points."""
+    (site / "gvbench_plugin_demo").mkdir(parents=True)
+    (site / "gvbench_plugin_demo" / "__init__.py").write_text(PLUGIN)
+    info = site / "gvbench_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: gvbench-plugin-demo\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[gvbench.estimators]\ndemo = gvbench_plugin_demo\n\n"
+        "[gvbench.tasks]\nwider = gvbench_plugin_demo:Wider\n"
+    )
+
+
+def run(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    install(site)
+    return site
+
+
+def test_an_installed_plugin_is_listed_and_swept(site, tmp_path):
+    listed = run([sys.executable, "-m", "gvbench.cli", "list"], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "st_gumbel_softmax_half" in listed.stdout and "wider" in listed.stdout
+    out = tmp_path / "wider.nc"
+    swept = run(
+        [
+            sys.executable,
+            "-m",
+            "gvbench.cli",
+            "sweep",
+            "wider",
+            "--estimators",
+            "st_gumbel_softmax_half",
+            "st_gumbel_softmax",
+            "--tau",
+            "1",
+            "--k",
+            "1",
+            "--reps",
+            "200",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        site,
+        tmp_path,
+    )
+    assert swept.returncode == 0, swept.stderr
+    check = run(
+        [
+            sys.executable,
+            "-c",
+            "import gvbench.harness as h, sys; ds = h.read(sys.argv[1]); "
+            "print(list(ds.estimator.values), list(ds.label.values), ds.attrs['task'])",
+            str(out),
+        ],
+        site,
+        tmp_path,
+    )
+    assert "st_gumbel_softmax_half" in check.stdout and "ST-GS½" in check.stdout, check.stderr
+    assert "wider" in check.stdout
+
+
+def test_the_asv_suite_sees_an_installed_estimator(site, tmp_path):
+    suites = Path(__file__).resolve().parent.parent / "suites"
+    probe = run(
+        [
+            sys.executable,
+            "-c",
+            "from benchmarks.bench_estimators import Estimators; print(Estimators.params[0])",
+        ],
+        site,
+        suites,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert "st_gumbel_softmax_half" in probe.stdout
+
+
+def test_a_module_named_with_import(tmp_path):
+    (tmp_path / "my_variants.py").write_text(PLUGIN)
+    listed = run(
+        [sys.executable, "-m", "gvbench.cli", "--import", "my_variants", "list"], tmp_path, tmp_path
+    )
+    assert listed.returncode == 0 and "st_gumbel_softmax_half" in listed.stdout, listed.stderr
+    missing = run(
+        [sys.executable, "-m", "gvbench.cli", "--import", "no_such_module", "list"],
+        tmp_path,
+        tmp_path,
+    )
+    assert missing.returncode != 0
+    assert "--import no_such_module: no module named 'no_such_module'" in missing.stderr
+    assert "Traceback" not in missing.stderr
