@@ -70,9 +70,10 @@ def plot_metric(ds: xr.Dataset, metric: str) -> sns.FacetGrid:
     grid.set_titles(col_template="K = {col_name}", row_template="B = {row_name}")
     grid.add_legend(title="estimator")
     reps = ds.attrs.get("reps", "?")
+    seeds = f", mean of {ds.attrs['seeds']} seeds" if "seeds" in ds.attrs else ""
     grid.figure.suptitle(
         f"{ds.attrs.get('task', '')}: {TITLES.get(metric, metric)} of the gradient "
-        f"({reps} draws per cell; bands: 95%; non-positive values not shown)",
+        f"({reps} draws per cell{seeds}; bands: 95%; non-positive values not shown)",
         y=1.02,
     )
     return grid
@@ -126,8 +127,8 @@ def plot_sweep(
     else:
         stem = stem or ds.attrs.get("task", "sweep")
         out_dir = Path(out_dir or ".")
-    if "seed" in ds.dims:  # figures show the first seed; the file keeps them all
-        ds = ds.isel(seed=0)
+    if "seed" in ds.dims:
+        ds = pool_seeds(ds)
     out_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="paper")
     written = []
@@ -138,6 +139,26 @@ def plot_sweep(
     for name, figure in figures:
         written += save_figure(figure, out_dir / f"{stem}-{name}", formats)
     return written
+
+
+def pool_seeds(ds: xr.Dataset) -> xr.Dataset:
+    """Several seeds are independent replicates of every cell: each metric becomes their mean,
+    its SE the SE of that mean (√Σse²/n), and ``attrs["seeds"]`` says how many were pooled."""
+    seeds = ds.sizes["seed"]
+    pooled = ds.drop_vars([n for n in ds.data_vars if "seed" in ds[n].dims])
+    for name in ds.data_vars:
+        if "seed" not in ds[name].dims or ds[name].dtype.kind not in "fiu":
+            continue
+        if name.endswith("_se"):
+            pooled[name] = np.sqrt((ds[name] ** 2).sum("seed", skipna=False)) / seeds
+        else:
+            pooled[name] = ds[name].mean("seed", skipna=False)
+        pooled[name].attrs = ds[name].attrs
+    if "status" in ds:  # a cell is done when every seed is
+        done = (ds["status"] == "done").all("seed")
+        pooled["status"] = done.where(~done, "done").where(done, "incomplete")
+    pooled.attrs = {**ds.attrs, "seeds": seeds}
+    return pooled
 
 
 def plot_curves(ds: xr.Dataset) -> plt.Figure:

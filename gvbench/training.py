@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from gvbench import engine
+from gvbench import engine, provenance
 from gvbench.atomic_files import save_torch
 from gvbench.estimators.validation import check_count, check_real, check_tau
 from gvbench.threads import pinned_threads
@@ -131,7 +131,6 @@ def finish_run(
 ) -> xr.Dataset:
     """Write a finished run's curves (``run_dir/curves.nc``) with its figures and provenance,
     and optionally its best parameters as a checkpoint; return the curves."""
-    import gvbench
     from gvbench.harness.store import write_atomic
 
     attrs = {
@@ -140,8 +139,7 @@ def finish_run(
         "estimator": config.estimator,
         "best_step": result["best"]["step"],
         **figures,
-        "gvbench_version": gvbench.__version__,
-        "torch_version": str(torch.__version__),
+        **provenance.stamp(),
     }
     rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
     curves = curves_dataset(rows, attrs, {"train_loss": "nats", **units})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+import gvbench
 from gvbench.cli import main
 from gvbench.harness import read
 
@@ -100,3 +102,44 @@ def test_simplex_figure_end_to_end(tmp_path, capsys):
     assert (tmp_path / "simplex.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="resolution must be an integer >= 3"):
         main(["simplex", "--resolution", "2", "--out", str(out)])
+
+
+def test_several_seeds_are_pooled_in_figures_and_said_so(tmp_path):
+    from gvbench.plots import plot_metric, pool_seeds
+
+    ds = gvbench.sweep(
+        "toy",
+        estimators=["st_gumbel_softmax"],
+        tau=[0.5, 1.0],
+        k=[1],
+        reps=100,
+        seed=[0, 1],
+        progress=False,
+    )
+    pooled = pool_seeds(ds)
+    np.testing.assert_allclose(pooled.variance.values, ds.variance.mean("seed").values)
+    np.testing.assert_allclose(
+        pooled.variance_se.values, np.sqrt((ds.variance_se**2).sum("seed")).values / 2
+    )
+    assert "mean of 2 seeds" in plot_metric(pooled, "variance").figure._suptitle.get_text()
+
+
+def test_simplex_points_keep_one_description_per_estimator():
+    import math
+
+    from gvbench.harness.sweep import sweep_over
+    from gvbench.tasks.toy import Toy
+
+    points = [(0.2, 0.3, 0.5), (0.6, 0.2, 0.2)]
+    tasks = [Toy(theta=[math.log(p) for p in point]) for point in points]
+    ds = sweep_over(
+        tasks,
+        {"p1": [0.2, 0.6]},
+        estimators=["st_gumbel_softmax"],
+        tau=[0.5],
+        k=[1],
+        reps=20,
+        progress=False,
+    )
+    assert ds.label.dims == ("estimator",) and ds.unbiased.dims == ("estimator",)
+    assert ds.variance.dims[0] == "point" and "created" in ds.attrs

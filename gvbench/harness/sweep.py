@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import multiprocessing
 import os
-import subprocess
 import time
 import warnings
 import zlib
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 import gvbench
 import gvbench.estimators as E
 import gvbench.tasks
-from gvbench import engine
+from gvbench import engine, provenance
 from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import journal, store
 from gvbench.harness.draws import evaluations_per_draw, gradient_chunks, parameter_columns
@@ -209,26 +208,6 @@ def process_pool(workers: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _git_commit() -> str:
-    try:
-        root = Path(gvbench.__file__).resolve().parent.parent
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
 # Attributes that must agree for a stored file to be resumed: the same experiment.
 IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell", "seed")
 
@@ -322,7 +301,7 @@ def sweep(
         "dtype": str(task.dtype).removeprefix("torch."),
         "device": str(task.device),
         "gvbench_version": gvbench.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": provenance.git_commit(),
         "torch_version": str(torch.__version__),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -501,7 +480,14 @@ def sweep_over(
     for index, task in enumerate(tqdm(tasks, disable=not progress, unit="point", desc="points")):
         path = None if folder is None else Path(folder) / f"point-{index:04d}.nc"
         results.append(sweep(task, path=path, progress=False, **options, **per_task[index]))
-    combined = xr.concat(results, dim="point", combine_attrs="drop_conflicts")
+    # Only the per-cell variables vary by point; the estimators' descriptions do not.
+    per_cell = [name for name in results[0].data_vars if results[0][name].dims != ("estimator",)]
+    combined = xr.concat(
+        results, dim="point", data_vars=per_cell, coords="minimal", combine_attrs="drop_conflicts"
+    )
+    created = sorted(str(r.attrs["created"]) for r in results if "created" in r.attrs)
+    if created:
+        combined.attrs["created"] = created[0]
     combined = combined.assign_coords(
         {name: ("point", list(values)) for name, values in coords.items()}
     )

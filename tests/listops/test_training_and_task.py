@@ -37,6 +37,8 @@ def test_the_model_learns_on_the_small_setting(tmp_path, estimator, k):
     assert curves.train_loss.values[-1] < curves.train_loss.values[0]
     assert np.isfinite(curves.gradient_variance.sel(step=1000))
     assert (tmp_path / config.name() / "curves.nc").exists()
+    for provenance in ("git_commit", "created", "gvbench_version", "torch_version"):
+        assert provenance in curves.attrs, provenance
 
 
 def test_an_interrupted_run_resumes_to_the_same_curves(tmp_path, monkeypatch):
