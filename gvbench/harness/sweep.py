@@ -37,6 +37,8 @@ from gvbench.harness import journal, store
 from gvbench.harness.draws import evaluations_per_draw, gradient_chunks, parameter_columns
 from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.harness.reference import REFERENCE_K, reference_gradient
+from gvbench.harness.reference import load as load_reference
+from gvbench.harness.reference import save as save_reference
 from gvbench.path_lock import PathLock
 from gvbench.tasks import Task
 from gvbench.threads import pinned_threads
@@ -414,16 +416,27 @@ def _sweep_locked(
         for cell, keys in plan.items()
         if not all(key in records and store.is_finished(records[key]["status"]) for key in keys)
     }
-    references = {
-        b: reference_gradient(
-            task,
-            b,
-            reps=reference_reps,
-            k=reference_k,
-            generator=Cell("reference", None, None, b, seeds[0]).generator(task.device),
+    references = {}
+    for b in sorted({cell.batch_size for cell in todo}):
+        # Kept beside the results, so that a resumed sweep does not recompute minutes of
+        # RLOO draws; tagged with the experiment, so a stale one is never used.
+        identity = json.dumps(
+            [attrs["task_config"], b, reference_reps, reference_k, seeds[0]], sort_keys=True
         )
-        for b in sorted({cell.batch_size for cell in todo})
-    }
+        cache = None if path is None else Path(f"{path}.references") / f"batch-{b}.npz"
+        reference = None if cache is None else load_reference(cache, identity)
+        if reference is None:
+            reference = reference_gradient(
+                task,
+                b,
+                reps=reference_reps,
+                k=reference_k,
+                generator=Cell("reference", None, None, b, seeds[0]).generator(task.device),
+                progress=progress,
+            )
+            if cache is not None:
+                save_reference(reference, cache, identity)
+        references[b] = reference
     if path is not None:
         # The whole grid once, before the first cell; then one journal file per cell (the
         # driver's cost per cell does not grow with the grid), consolidated at the end.

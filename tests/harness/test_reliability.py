@@ -118,7 +118,7 @@ def test_a_full_disk_is_a_clear_error_that_keeps_the_previous_file(tmp_path, mon
     with pytest.raises(OSError, match=r"no space left on the device.*left as it was"):
         write_atomic(read(path), path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.nc", "toy.nc.references"]
 
 
 SMALL_DISK = 1 << 20  # room for the first file and the filler, not for a larger grid
@@ -238,3 +238,27 @@ def test_plot_draws_every_kind_of_gvbench_file(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "curves.nc")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert "curves.pdf" in capsys.readouterr().out
+
+
+def test_a_resumed_sweep_reuses_its_references(tmp_path, monkeypatch):
+    import importlib
+
+    sweep_module = importlib.import_module("gvbench.harness.sweep")
+
+    calls = []
+    real = sweep_module.reference_gradient
+    monkeypatch.setattr(
+        sweep_module, "reference_gradient", lambda *a, **k: calls.append(a[1]) or real(*a, **k)
+    )
+    path = tmp_path / "toy.nc"
+    first = gvbench.sweep(TASK, path=path, progress=False, **GRID)
+    assert calls == [1]
+    grid = {**GRID, "tau": [0.5, 2.0]}  # extends the grid: new cells, same references
+    second = gvbench.sweep(TASK, path=path, progress=False, **grid)
+    assert calls == [1]
+    np.testing.assert_array_equal(
+        second.variance.sel(tau=0.5).values, first.variance.sel(tau=0.5).values
+    )
+    (path.parent / "toy.nc.references" / "batch-1.npz").write_bytes(b"garbage")
+    gvbench.sweep(TASK, path=path, progress=False, **{**grid, "tau": [0.5, 2.0, 3.0]})
+    assert calls == [1, 1]  # an unreadable cache is recomputed, never trusted
