@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +34,92 @@ def test_readme_example_runs(index, tmp_path):
 def test_readme_starts_with_the_two_commands():
     lines = README.read_text().splitlines()
     assert lines[3].startswith("make demo") and lines[4].startswith("make test")
+
+
+# --- The README as a newcomer reads it: every block, in order, in one fresh folder. ---------
+
+FENCED = re.compile(r"```(\w*)\n(.*?)```", flags=re.DOTALL)
+# Set to 1 to run every command at its written size (tens of minutes on 2 cores).
+FULL = os.environ.get("GVBENCH_README_FULL") == "1"
+
+DRIVER = """
+import dataclasses, os, sys
+
+from gvbench.cli import main
+from gvbench.listops import presets as listops_presets
+from gvbench.vae import presets as vae_presets
+
+if __name__ == "__main__" and os.environ.get("GVBENCH_README_FULL") != "1":
+    # The presets at a size that runs in seconds; the pipeline is the same.
+    listops_presets.PRESETS["small"] = dataclasses.replace(
+        listops_presets.PRESETS["small"], steps=20, sizes=(200, 40, 40), d_hidden=8,
+        variance_k=(1, 4), variance_reps=6, reference_reps=40, eval_every=10,
+    )
+    vae_presets.PRESETS["small"] = dataclasses.replace(
+        vae_presets.PRESETS["small"], arities=(2,), batch_sizes=(4,), steps=10, latent_dim=8,
+        hidden=16, variance_k=(1, 4), variance_reps=6, reference_reps=40, eval_every=5,
+    )
+if __name__ == "__main__":  # Dask's worker processes import this file again
+    sys.exit(main(sys.argv[1:]))
+"""
+
+# Sizes of the shrunk run: each option's value is replaced, the command is the same.
+SHRINK = {"--reps": "40", "--steps": "20", "--search": "2", "--iw-samples": "4"}
+
+
+def shell_commands(block: str) -> list[list[str]]:
+    """The commands of a shell block, continuation lines joined and comments dropped."""
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip()]
+
+
+def as_gvbench_arguments(command: list[str]) -> list[str] | None:
+    """The gvbench arguments a README command runs, shrunk; None for what this test skips."""
+    if command[:2] == ["make", "demo"]:
+        arguments = ["demo"]  # what `make demo` runs once set up
+    elif command[:2] == ["make", "test"] or not command:
+        return None  # the suite this test belongs to
+    elif command[0].endswith("/gvbench"):
+        arguments = command[1:]
+    else:
+        return None  # cd, asv: the suite is run by tests/test_suites.py
+    if FULL:
+        return arguments
+    arguments = list(arguments)
+    if arguments[0] in ("sweep", "demo") and "--reps" not in arguments:
+        arguments += ["--reps", SHRINK["--reps"]]
+    for option, value in SHRINK.items():
+        if option in arguments:
+            arguments[arguments.index(option) + 1] = value
+    return arguments
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("GVBENCH_README_IN_ORDER") != "1" and not FULL,
+    reason="~8 min on 2 cores (the ListOps and VAE sweeps train their checkpoints and "
+    "references); run with GVBENCH_README_IN_ORDER=1",
+)
+def test_the_readme_runs_in_order_in_a_fresh_folder(tmp_path):
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    ran = []
+    for language, block in FENCED.findall(README.read_text()):
+        if language == "python":
+            steps = [[sys.executable, "-W", "error", "-c", block]]
+        elif language == "bash":
+            steps = [
+                [sys.executable, str(tmp_path / "driver.py"), *arguments]
+                for arguments in map(as_gvbench_arguments, shell_commands(block))
+                if arguments is not None
+            ]
+        else:
+            continue  # configuration excerpts, a cluster script, the layout
+        for step in steps:
+            result = subprocess.run(
+                step, cwd=tmp_path, capture_output=True, text=True, timeout=1800
+            )
+            assert result.returncode == 0, (step[-6:], result.stderr[-3000:])
+            ran.append(step)
+    assert len(ran) >= 14
+    assert (tmp_path / "results" / "toy.nc").exists()  # make demo's file, untouched after
