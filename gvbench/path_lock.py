@@ -48,7 +48,9 @@ class PathLock:
         except FileNotFoundError:
             return True
         if holder.get("host") == self.owner["host"] and isinstance(holder.get("pid"), int):
-            return not _alive(holder["pid"]) or holder["pid"] == self.owner["pid"]
+            # This very process counts as alive: two sweeps of one process on one path
+            # (threads, a nested call) would lose each other's cells just the same.
+            return not _alive(holder["pid"])
         return age > STALE_SECONDS
 
     def acquire(self) -> None:

@@ -204,3 +204,9 @@ def test_a_damaged_journal_entry_is_recomputed_not_trusted(tmp_path):
 def test_an_unknown_executor_is_named():
     with pytest.raises(TypeError, match=r"executor must be None, a concurrent\.futures\.Executor"):
         list(engine.run(print, [(0, ())], executor=object()))
+
+
+def test_a_second_sweep_in_the_same_process_is_refused_too(tmp_path):
+    with PathLock(tmp_path / "toy.nc"):
+        with pytest.raises(PathInUseError, match=f"being written by process {os.getpid()}"):
+            gvbench.sweep(TASK, path=tmp_path / "toy.nc", **{**GRID, "reps": 10})
