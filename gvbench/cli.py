@@ -80,6 +80,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
         k=args.k,
         batch_size=args.batch_size,
         reps=args.reps,
+        reference_reps=args.reference_reps,
         seed=args.seed if len(args.seed) > 1 else args.seed[0],
         path=out,
         progress=not args.no_progress,
@@ -458,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell, >= 2"
+    )
+    sweep.add_argument(
+        "--reference-reps",
+        type=int,
+        default=None,
+        help="RLOO draws of the reference where the task cannot enumerate, >= 2 "
+        "(default: the task's own, e.g. 4000 for listops and vae)",
     )
     sweep.add_argument(
         "--seed",
