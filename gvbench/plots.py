@@ -10,14 +10,85 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; no display is assumed
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import xarray as xr
+from matplotlib import colors as mcolors
+from matplotlib import ticker
+from matplotlib.lines import Line2D
 
 TITLES = {"variance": "variance (trace)", "bias2": "bias²", "mse": "MSE"}
 Z95 = 1.96
+# A log axis shows this many decades below its largest value; smaller values are marked ▼ on
+# its floor (ST's variance of 1e-156 at τ = 0.01 would otherwise flatten every other line).
+DECADES = 6
+
+# One colour and marker per estimator in every figure. The paper's estimators get the
+# Okabe-Ito colours (colour-blind safe); the others Paul Tol's muted set; markers tell apart
+# what a colour-blind reader or a grey-scale print could still confuse.
+STYLE = {
+    "ST": ("#D55E00", "v"),
+    "ST-GS": ("#E69F00", "s"),
+    "GS": ("#009E73", "^"),
+    "GR-MCK": ("#0072B2", "o"),
+    "REINFORCE": ("#CC79A7", "D"),
+    "RLOO": ("#56B4E9", "P"),
+    "ReinMax": ("#000000", "X"),
+    "GST-1.0": ("#332288", "<"),
+    "GST-p": ("#88CCEE", ">"),
+    "US-BL": ("#44AA99", "h"),
+    "REBAR": ("#117733", "p"),
+    "RELAX": ("#999933", "*"),
+    "FouST (reconstruction)": ("#882255", "d"),
+    "ARM": ("#AA4499", "H"),
+    "DisARM": ("#DDCC77", "8"),
+    "Exact": ("#777777", "."),
+}
+_OTHERS = sns.color_palette("colorblind", 10).as_hex()
+
+
+def estimator_style(label: str) -> tuple[str, str]:
+    """``(colour, marker)`` of an estimator's label, the same in every figure.
+
+    GR-MC10, GR-MC100, … share GR-MCK's hue, lighter for smaller K; a label gvbench does not
+    know (a user's estimator) gets a stable colour from its name.
+    """
+    if label in STYLE:
+        return STYLE[label]
+    match = re.fullmatch(r"GR-MC(\d+)", label)
+    if match:
+        lighten = max(0.0, 0.6 - 0.2 * np.log10(int(match.group(1))))  # K = 1000: full colour
+        rgb = np.array(mcolors.to_rgb(STYLE["GR-MCK"][0]))
+        return mcolors.to_hex(rgb + (1 - rgb) * lighten), "o"
+    return _OTHERS[sum(map(ord, label)) % len(_OTHERS)], "o"
+
+
+def palette(labels: Sequence[str]) -> dict[str, str]:
+    return {label: estimator_style(label)[0] for label in labels}
+
+
+def tidy_log_axis(ax: plt.Axes, axis: str = "y") -> None:
+    """Log-axis ticks that stay readable: no minor-tick labels, and on a range narrower than
+    a decade plain numbers (0.8, 1, 1.5) instead of "6×10⁰"."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    target.set_minor_formatter(ticker.NullFormatter())
+    if low > 0 and high / low < 10:
+        target.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        target.set_major_formatter(ticker.FormatStrFormatter("%g"))
+
+
+def legend_for(labels: Sequence[str]) -> list[Line2D]:
+    """Legend handles for the estimators actually drawn (no entry without a line)."""
+    handles = []
+    for label in labels:
+        colour, marker = estimator_style(label)
+        handles.append(Line2D([], [], color=colour, marker=marker, markersize=4, label=label))
+    return handles
 
 
 def long_table(ds: xr.Dataset, metric: str) -> pd.DataFrame:
@@ -29,51 +100,81 @@ def long_table(ds: xr.Dataset, metric: str) -> pd.DataFrame:
     return table
 
 
-def _line_with_band(data: pd.DataFrame, color: object = None, **kwargs: object) -> None:
-    """One estimator's metric against τ, with its 95% band, on log axes (non-positive dropped)."""
+def _line_with_band(
+    data: pd.DataFrame,
+    color: object = None,
+    floor: float | None = None,
+    marker: str = "o",
+    **kwargs: object,
+) -> None:
+    """A metric against τ with its 95% band on log axes. Values below ``floor`` (and
+    non-positive ones) are drawn as ▼ on the floor, so they are seen without setting the axis."""
     ax = plt.gca()
     data = data.sort_values("tau")
-    positive = data[data["value"] > 0]
-    if positive.empty:
+    if data.empty:
         return
-    ax.plot(positive["tau"], positive["value"], marker="o", markersize=3, color=color, **kwargs)
-    floor = positive["value"].min() * 1e-3
+    floor = floor if floor is not None else data.loc[data["value"] > 0, "value"].min() * 1e-3
+    if not np.isfinite(floor):
+        return
+    shown = data["value"].clip(lower=floor)
+    ax.plot(data["tau"], shown, marker=marker, markersize=3.5, color=color, **kwargs)
+    below = data["value"] < floor
+    if below.any():
+        ax.plot(data.loc[below, "tau"], np.full(int(below.sum()), floor), "v", color=color, ms=6)
     ax.fill_between(
-        positive["tau"],
-        positive["low"].clip(lower=floor),
-        positive["high"],
+        data["tau"],
+        data["low"].clip(lower=floor),
+        data["high"].clip(lower=floor),
         color=color,
         alpha=0.2,
         lw=0,
     )
 
 
-def plot_metric(ds: xr.Dataset, metric: str) -> sns.FacetGrid:
-    """``metric`` against τ, one line per estimator, faceted by K (columns) and B (rows)."""
+def plot_metric(ds: xr.Dataset, metric: str, decades: float = DECADES) -> sns.FacetGrid:
+    """``metric`` against τ, one line per estimator, faceted by K (columns) and B (rows).
+
+    The log axis spans ``decades`` below the largest value; smaller values are marked ▼ on
+    its floor. bias² leaves out the unbiased estimators (their bias is 0 by construction, and
+    its estimate is noise around 0).
+    """
     table = long_table(ds, metric)
-    order = [label for label in ds["label"].values if label in set(table["label"])]
+    if metric == "bias2" and "unbiased" in ds:
+        unbiased = set(ds["label"].values[ds["unbiased"].values.astype(bool)])
+        table = table[~table["label"].isin(unbiased)]
+    order = [label for label in dict.fromkeys(ds["label"].values) if label in set(table["label"])]
+    top = table["value"].max()
+    positive = table.loc[table["value"] > 0, "value"]
+    floor = max(positive.min(), top / 10**decades) if not positive.empty else 1e-300
     grid = sns.FacetGrid(
         table,
         col="k",
         row="batch_size",
-        hue="label",
-        hue_order=order,
         margin_titles=True,
         height=2.8,
         aspect=1.1,
         sharey=True,
-        palette="tab10",
     )
-    grid.map_dataframe(_line_with_band)
+    for label in order:
+        colour, marker = estimator_style(label)
+        rows = table[table["label"] == label]
+        for (b, k), part in rows.groupby(["batch_size", "k"]):
+            plt.sca(grid.axes[list(grid.row_names).index(b), list(grid.col_names).index(k)])
+            _line_with_band(part, color=colour, floor=floor, marker=marker)
     grid.set(xscale="log", yscale="log")
+    for ax in grid.axes.flat:
+        ax.set_ylim(floor / 2, top * 2)
+        tidy_log_axis(ax)
     grid.set_axis_labels("temperature τ", TITLES.get(metric, metric))
     grid.set_titles(col_template="K = {col_name}", row_template="B = {row_name}")
-    grid.add_legend(title="estimator")
+    grid.add_legend(legend_data={h.get_label(): h for h in legend_for(order)}, title="estimator")
     reps = ds.attrs.get("reps", "?")
     seeds = f", mean of {ds.attrs['seeds']} seeds" if "seeds" in ds.attrs else ""
+    left_out = " unbiased estimators left out;" if metric == "bias2" else ""
     grid.figure.suptitle(
         f"{ds.attrs.get('task', '')}: {TITLES.get(metric, metric)} of the gradient "
-        f"({reps} draws per cell{seeds}; bands: 95%; non-positive values not shown)",
+        f"(N = {reps} draws per cell{seeds}; bands: 95%;{left_out} ▼: below {floor:.0e} "
+        "or ≤ 0)",
         y=1.02,
     )
     return grid
@@ -106,7 +207,12 @@ def plot_gumbel_rao_advantage(ds: xr.Dataset) -> plt.Figure | None:
     grid.add_legend(title="K")
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    grid.figure.suptitle("Variance reduction of Gumbel-Rao over ST-GS (same bias)", y=1.04)
+        tidy_log_axis(ax)
+    grid.figure.suptitle(
+        "Variance reduction of Gumbel-Rao over ST-GS (same bias; > 1: GR-MCK lower); "
+        f"N = {ds.attrs.get('reps', '?')} draws per cell, bands: 95% (delta method)",
+        y=1.04,
+    )
     return grid.figure
 
 
@@ -173,6 +279,7 @@ def plot_curves(ds: xr.Dataset) -> plt.Figure:
             ax.fill_between(values["step"], values - Z95 * se, values + Z95 * se, alpha=0.2, lw=0)
         if name.startswith("gradient_variance") and (values > 0).all():
             ax.set_yscale("log")
+            tidy_log_axis(ax)
         units = ds[name].attrs.get("units", "1")
         ax.set_xlabel("step")
         ax.set_ylabel(name.replace("_", " ") + ("" if units == "1" else f" ({units})"))
@@ -255,11 +362,31 @@ def plot_simplex(ds: xr.Dataset, k: int | None = None) -> plt.Figure:
         values = difference.sel(tau=tau).values
         image = ax.tripcolor(x, y, values, shading="gouraud", cmap="viridis", vmin=0, vmax=limit)
         ax.plot([0, 1, 0.5, 0], [0, 0, np.sqrt(3) / 2, 0], color="black", lw=0.8)
+        # The corners are the one-hot points: p = (1, 0, 0), (0, 1, 0), (0, 0, 1).
+        for (cx, cy), text, align in (
+            ((0.0, 0.0), "p₁ = 1", "right"),
+            ((1.0, 0.0), "p₂ = 1", "left"),
+            ((0.5, np.sqrt(3) / 2), "p₃ = 1", "center"),
+        ):
+            ax.annotate(
+                text,
+                (cx, cy),
+                xytext=(0, 6 if cy else -10),
+                textcoords="offset points",
+                ha=align,
+                fontsize=8,
+            )
         ax.set_title(f"τ = {tau:g}")
         ax.set_aspect("equal")
+        ax.set_xlim(-0.15, 1.15)
+        ax.set_ylim(-0.12, 1.0)
         ax.axis("off")
     figure.colorbar(
         image, ax=axes[0].tolist(), shrink=0.8, label=f"log₁₀ tr Cov ST-GS − log₁₀ tr Cov GR-MC{k}"
     )
-    figure.suptitle("Variance reduction of Gumbel-Rao over the probability simplex (3 categories)")
+    reps = ds.attrs.get("reps", "?")
+    figure.suptitle(
+        "Variance reduction of Gumbel-Rao over the probability simplex (3 categories, "
+        f"{ds.sizes['point']} points, N = {reps} draws each); > 0: GR-MCK lower"
+    )
     return figure

@@ -301,7 +301,12 @@ def epoch_batches(size: int, batch_size: int) -> Any:
 
 
 def _train_one(train: Any, config: RunConfig, out_dir: str) -> dict[str, Any]:
-    return dict(train(config, out_dir=out_dir, progress=False).attrs)
+    try:
+        return dict(train(config, out_dir=out_dir, progress=False).attrs)
+    except TrainingDiverged as error:
+        # One run of a grid or a search that diverges is a result (that learning rate is too
+        # high), not a reason to stop the others; retrying would diverge again.
+        return {"diverged": str(error)}
 
 
 def train_many(
@@ -313,7 +318,8 @@ def train_many(
     progress: bool = True,
     desc: str = "training runs",
 ) -> list[dict[str, Any]]:
-    """Run ``train`` on every configuration; their curves' attrs, in order.
+    """Run ``train`` on every configuration; their curves' attrs, in order (``{"diverged":
+    message}`` for a run whose training diverged).
 
     ``executor``: ``None`` (in-process), a ``concurrent.futures`` executor or a
     ``distributed.Client`` (see :mod:`gvbench.engine`).
@@ -330,13 +336,83 @@ def train_many(
     return [results[index] for index in range(len(configs))]
 
 
+def train_grid(
+    train: Any,
+    configs: Mapping[tuple[Any, ...], RunConfig],
+    dims: Sequence[str],
+    figures: Mapping[str, tuple[str, str]],
+    out_dir: str | os.PathLike[str],
+    executor: Any = None,
+    *,
+    curves: Sequence[str] = (),
+    progress: bool = True,
+    desc: str = "training runs",
+) -> xr.Dataset:
+    """Train a grid of runs and gather their results as arrays over the grid — the shape every
+    experiment's preset shares.
+
+    Args:
+        configs: one run per key, a tuple of coordinate values in the order of ``dims``.
+        figures: the run attributes to gather, ``{name: (long_name, units)}``.
+        curves: learning-curve variables (``curves.nc``) to gather over ``(*dims, step)``.
+
+    Returns:
+        Dataset with every figure over ``dims`` (NaN where the grid has no run or the run
+        diverged; ``diverged`` says which) and every curve over ``(*dims, step)`` (NaN where a
+        run did not measure it).
+    """
+    keys = list(configs)
+    if any(len(key) != len(dims) for key in keys):
+        raise ValueError(f"every key of configs must have one value per dim {tuple(dims)}")
+    results = train_many(
+        train, list(configs.values()), out_dir, executor, progress=progress, desc=desc
+    )
+    axes = {dim: list(dict.fromkeys(key[i] for key in keys)) for i, dim in enumerate(dims)}
+    where = [
+        tuple(axes[dim].index(value) for dim, value in zip(dims, key, strict=True)) for key in keys
+    ]
+    shape = tuple(len(axes[dim]) for dim in dims)
+    data = {}
+    for name, (long_name, units) in figures.items():
+        values = np.full(shape, np.nan)
+        for index, attrs in zip(where, results, strict=True):
+            values[index] = float(attrs.get(name, np.nan))
+        data[name] = (tuple(dims), values, {"long_name": long_name, "units": units})
+    diverged = np.zeros(shape, dtype=bool)
+    for index, attrs in zip(where, results, strict=True):
+        diverged[index] = "diverged" in attrs
+    data["diverged"] = (tuple(dims), diverged, {"long_name": "the run's training diverged"})
+    coords: dict[str, Any] = {
+        dim: np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
+        for dim, values in axes.items()
+    }
+    if curves:
+        runs = [
+            xr.Dataset(coords={"step": np.array([], dtype=np.int64)})
+            if "diverged" in attrs
+            else xr.load_dataset(Path(out_dir) / config.name() / "curves.nc")
+            for config, attrs in zip(configs.values(), results, strict=True)
+        ]
+        steps = np.unique(np.concatenate([run["step"].values for run in runs]))
+        coords["step"] = steps
+        for name in curves:
+            values = np.full((*shape, len(steps)), np.nan)
+            for index, run in zip(where, runs, strict=True):
+                if name in run:
+                    values[index][np.searchsorted(steps, run["step"].values)] = run[name].values
+            units = next((run[name].attrs.get("units", "1") for run in runs if name in run), "1")
+            data[name] = ((*dims, "step"), values, {"units": units})
+    return xr.Dataset(data, coords=coords)
+
+
 def random_search(
     train: Any,
     base: Any,
     trials: int = 20,
     *,
     lr: tuple[float, float] = (1e-3, 1e-1),
-    momentum: tuple[float, float] = (0.5, 0.99),
+    momentum: tuple[float, float] | None = (0.5, 0.99),
+    tau: tuple[float, float] | None = None,
     selection: str,
     higher_is_better: bool,
     out_dir: str | os.PathLike[str],
@@ -344,40 +420,104 @@ def random_search(
     executor: Any = None,
     progress: bool = True,
 ) -> xr.Dataset:
-    """Random search over learning rate (log-uniform) and momentum (uniform), as the paper tunes
-    each estimator (twenty trials). Trials run through ``executor`` (see :func:`train_many`)
-    and are resumable like any run.
+    """Random search over learning rate (log-uniform), momentum (uniform) and, for estimators
+    that take one, temperature τ (log-uniform), as the paper tunes each estimator (twenty
+    trials). ``momentum=None`` or ``tau=None`` keeps ``base``'s value. Trials run through
+    ``executor`` (see :func:`train_many`) and are resumable like any run.
 
     ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
-    ``selection``; ``base`` is a frozen dataclass config with ``lr`` and ``momentum`` fields.
+    ``selection``; ``base`` is a frozen dataclass config with ``lr``, ``momentum`` and ``tau``.
+    A trial whose training diverges scores NaN and is never chosen.
 
     Returns:
-        Dataset over ``trial`` with ``lr``, ``momentum`` and the selection score; attrs name
-        the best trial and its configuration.
+        Dataset over ``trial`` with ``lr``, ``momentum``, ``tau`` and the selection score;
+        attrs name the best trial and its configuration.
+
+    Raises:
+        TrainingDiverged: every trial diverged.
     """
-    rng = np.random.default_rng(seed)
-    configs = [
-        dataclasses.replace(
-            base,
-            lr=float(10 ** rng.uniform(np.log10(lr[0]), np.log10(lr[1]))),
-            momentum=float(rng.uniform(*momentum)),
-        )
-        for _ in range(trials)
-    ]
+    return random_searches(
+        train,
+        [base],
+        trials,
+        lr=lr,
+        momentum=momentum,
+        tau=tau,
+        selection=selection,
+        higher_is_better=higher_is_better,
+        out_dir=out_dir,
+        seed=seed,
+        executor=executor,
+        progress=progress,
+    )[0]
+
+
+def random_searches(
+    train: Any,
+    bases: Sequence[Any],
+    trials: int = 20,
+    *,
+    lr: tuple[float, float] = (1e-3, 1e-1),
+    momentum: tuple[float, float] | None = (0.5, 0.99),
+    tau: tuple[float, float] | None = None,
+    selection: str,
+    higher_is_better: bool,
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    executor: Any = None,
+    progress: bool = True,
+) -> list[xr.Dataset]:
+    """:func:`random_search` of every base configuration, all trials through one
+    :func:`train_many` (a cluster sees every trial at once); one Dataset per base."""
+    from gvbench.estimators import info
+
+    configs = []
+    for base in bases:
+        # Each base's trials are drawn from the same seed: adding a base changes no other.
+        rng = np.random.default_rng(seed)
+        tunes_tau = tau is not None and "tau" in info(base.estimator).hyper
+
+        def log_uniform(low: float, high: float, rng: Any = rng) -> float:
+            return float(10 ** rng.uniform(np.log10(low), np.log10(high)))
+
+        for _ in range(trials):
+            drawn = {
+                "lr": log_uniform(*lr),
+                "momentum": float(rng.uniform(*momentum)) if momentum else base.momentum,
+            }
+            if tau is not None:
+                drawn["tau"] = log_uniform(*tau) if tunes_tau else base.tau
+            configs.append(dataclasses.replace(base, **drawn))
     results = train_many(
         train, configs, out_dir, executor, progress=progress, desc="random-search trials"
     )
-    scores = np.array([float(r[selection]) for r in results])
-    best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
-    return xr.Dataset(
-        {
-            "lr": ("trial", np.array([c.lr for c in configs])),
-            "momentum": ("trial", np.array([c.momentum for c in configs])),
-            selection: ("trial", scores),
-        },
-        coords={"trial": np.arange(trials)},
-        attrs={
-            "best_trial": best,
-            "best_config": json.dumps(dataclasses.asdict(configs[best]), sort_keys=True),
-        },
-    )
+    searches = []
+    for start in range(0, len(configs), trials):
+        tried = configs[start : start + trials]
+        # NaN: the trial diverged.
+        scores = np.array(
+            [float(r.get(selection, np.nan)) for r in results[start : start + trials]]
+        )
+        if not np.isfinite(scores).any():
+            raise TrainingDiverged(
+                f"all {trials} random-search trials of {tried[0].estimator} diverged (lr in "
+                f"[{lr[0]:g}, {lr[1]:g}]): lower the learning-rate range"
+            )
+        finite = np.where(np.isfinite(scores), scores, -np.inf if higher_is_better else np.inf)
+        best = int(np.argmax(finite) if higher_is_better else np.argmin(finite))
+        searches.append(
+            xr.Dataset(
+                {
+                    "lr": ("trial", np.array([c.lr for c in tried])),
+                    "momentum": ("trial", np.array([c.momentum for c in tried])),
+                    "tau": ("trial", np.array([c.tau for c in tried])),
+                    selection: ("trial", scores),
+                },
+                coords={"trial": np.arange(trials)},
+                attrs={
+                    "best_trial": best,
+                    "best_config": json.dumps(dataclasses.asdict(tried[best]), sort_keys=True),
+                },
+            )
+        )
+    return searches

