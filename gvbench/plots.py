@@ -209,7 +209,7 @@ def plot_gumbel_rao_advantage(ds: xr.Dataset) -> plt.Figure | None:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         tidy_log_axis(ax)
     grid.figure.suptitle(
-        "Variance reduction of Gumbel-Rao over ST-GS (same bias; > 1: GR-MCK lower); "
+        "Variance reduction of Gumbel-Rao over ST-GS (same bias; > 1: GR-MCK lower)\n"
         f"N = {ds.attrs.get('reps', '?')} draws per cell, bands: 95% (delta method)",
         y=1.04,
     )
@@ -382,11 +382,11 @@ def plot_simplex(ds: xr.Dataset, k: int | None = None) -> plt.Figure:
         ax.set_ylim(-0.12, 1.0)
         ax.axis("off")
     figure.colorbar(
-        image, ax=axes[0].tolist(), shrink=0.8, label=f"log₁₀ tr Cov ST-GS − log₁₀ tr Cov GR-MC{k}"
+        image, ax=axes[0].tolist(), shrink=0.8, label=f"log₁₀ (Var ST-GS / Var GR-MC{k})"
     )
     reps = ds.attrs.get("reps", "?")
     figure.suptitle(
-        "Variance reduction of Gumbel-Rao over the probability simplex (3 categories, "
-        f"{ds.sizes['point']} points, N = {reps} draws each); > 0: GR-MCK lower"
+        "Variance reduction of Gumbel-Rao over the probability simplex\n"
+        f"(3 categories, {ds.sizes['point']} points, N = {reps} draws each; > 0: GR-MCK lower)"
     )
     return figure

@@ -76,8 +76,9 @@ class RunConfig:
             check_count(getattr(self, name), name, least, 2**62)
         check_tau(self.tau)  # even where the estimator takes none: a τ ≤ 0 is a mistake
         lr, momentum = check_real(self.lr, "lr"), check_real(self.momentum, "momentum")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        largest = float(torch.finfo(torch.float32).max)  # the optimiser holds it as float32
+        if not (0 < lr <= largest):
+            raise ValueError(f"lr must be a number in (0, {largest:.3g}], got {self.lr!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
 
@@ -405,51 +406,9 @@ def train_grid(
     return xr.Dataset(data, coords=coords)
 
 
-def random_search(
-    train: Any,
-    base: Any,
-    trials: int = 20,
-    *,
-    lr: tuple[float, float] = (1e-3, 1e-1),
-    momentum: tuple[float, float] | None = (0.5, 0.99),
-    tau: tuple[float, float] | None = None,
-    selection: str,
-    higher_is_better: bool,
-    out_dir: str | os.PathLike[str],
-    seed: int = 0,
-    executor: Any = None,
-    progress: bool = True,
-) -> xr.Dataset:
-    """Random search over learning rate (log-uniform), momentum (uniform) and, for estimators
-    that take one, temperature τ (log-uniform), as the paper tunes each estimator (twenty
-    trials). ``momentum=None`` or ``tau=None`` keeps ``base``'s value. Trials run through
-    ``executor`` (see :func:`train_many`) and are resumable like any run.
-
-    ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
-    ``selection``; ``base`` is a frozen dataclass config with ``lr``, ``momentum`` and ``tau``.
-    A trial whose training diverges scores NaN and is never chosen.
-
-    Returns:
-        Dataset over ``trial`` with ``lr``, ``momentum``, ``tau`` and the selection score;
-        attrs name the best trial and its configuration.
-
-    Raises:
-        TrainingDiverged: every trial diverged.
-    """
-    return random_searches(
-        train,
-        [base],
-        trials,
-        lr=lr,
-        momentum=momentum,
-        tau=tau,
-        selection=selection,
-        higher_is_better=higher_is_better,
-        out_dir=out_dir,
-        seed=seed,
-        executor=executor,
-        progress=progress,
-    )[0]
+def random_search(train: Any, base: Any, trials: int = 20, **options: Any) -> xr.Dataset:
+    """:func:`random_searches` of one base configuration."""
+    return random_searches(train, [base], trials, **options)[0]
 
 
 def random_searches(
@@ -467,8 +426,23 @@ def random_searches(
     executor: Any = None,
     progress: bool = True,
 ) -> list[xr.Dataset]:
-    """:func:`random_search` of every base configuration, all trials through one
-    :func:`train_many` (a cluster sees every trial at once); one Dataset per base."""
+    """Random search over learning rate (log-uniform), momentum (uniform) and, for estimators
+    that take one, temperature τ (log-uniform), as the paper tunes each estimator (twenty
+    trials), for every configuration in ``bases``. ``momentum=None`` or ``tau=None`` keeps the
+    base's value. All trials run through one :func:`train_many` (a cluster sees every trial at
+    once) and are resumable like any run.
+
+    ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
+    ``selection``; a base is a frozen dataclass config with ``lr``, ``momentum`` and ``tau``.
+    A trial whose training diverges scores NaN and is never chosen.
+
+    Returns:
+        One Dataset per base, over ``trial``, with ``lr``, ``momentum``, ``tau`` and the
+        selection score; attrs name the best trial and its configuration.
+
+    Raises:
+        TrainingDiverged: every trial of a base diverged.
+    """
     from gvbench.estimators import info
 
     configs = []

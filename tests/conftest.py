@@ -12,3 +12,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not ava
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tmp_path_factory):
+    """A reproduction at the ``tiny`` preset with its report, built once per test session."""
+    from gvbench.reproduce import reproduce
+
+    folder = tmp_path_factory.mktemp("report")
+    reproduce("tiny", folder, progress=False)
+    return folder

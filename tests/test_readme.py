@@ -47,28 +47,22 @@ FULL = os.environ.get("GVBENCH_README_FULL") == "1"
 TIMES = os.environ.get("GVBENCH_README_TIMES")
 
 DRIVER = """
-import dataclasses, os, sys
+import sys
 
 from gvbench.cli import main
-from gvbench.listops import presets as listops_presets
-from gvbench.vae import presets as vae_presets
 
-if __name__ == "__main__" and os.environ.get("GVBENCH_README_FULL") != "1":
-    # The presets at a size that runs in seconds; the pipeline is the same.
-    listops_presets.PRESETS["small"] = dataclasses.replace(
-        listops_presets.PRESETS["small"], steps=20, sizes=(200, 40, 40), d_hidden=8,
-        variance_k=(1, 4), variance_reps=6, reference_reps=40, eval_every=10,
-    )
-    vae_presets.PRESETS["small"] = dataclasses.replace(
-        vae_presets.PRESETS["small"], arities=(2,), batch_sizes=(4,), steps=10, latent_dim=8,
-        hidden=16, variance_k=(1, 4), variance_reps=6, reference_reps=40, eval_every=5,
-    )
 if __name__ == "__main__":  # Dask's worker processes import this file again
     sys.exit(main(sys.argv[1:]))
 """
 
 # Sizes of the shrunk run: each option's value is replaced, the command is the same.
-SHRINK = {"--reps": "40", "--steps": "20", "--search": "2", "--iw-samples": "4"}
+SHRINK = {
+    "--reps": "40",
+    "--steps": "20",
+    "--search": "2",
+    "--iw-samples": "4",
+    "--preset": "tiny",  # every experiment's pipeline at the size that checks it in seconds
+}
 
 
 def shell_commands(block: str) -> list[list[str]]:

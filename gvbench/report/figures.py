@@ -5,6 +5,8 @@ Colours and markers are :func:`gvbench.plots.estimator_style`'s, as in every gvb
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -20,7 +22,13 @@ def _over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, xr.Da
     return mean, se.where(n > 1), n
 
 
-def _panels(count: int, width: float = 3.4, height: float = 3.0) -> tuple[plt.Figure, list]:
+def _title(figure: plt.Figure, text: str) -> None:
+    """A suptitle wrapped to the figure's width (one-panel figures are narrow)."""
+    characters = int(figure.get_figwidth() * 15)
+    figure.suptitle(textwrap.fill(text, max(characters, 40)), fontsize=10)
+
+
+def _panels(count: int, width: float = 4.0, height: float = 3.2) -> tuple[plt.Figure, list]:
     figure, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False)
     return figure, list(axes[0])
 
@@ -60,8 +68,9 @@ def plot_listops_accuracy(ds: xr.Dataset) -> plt.Figure:
         ax.set_title(f"L = {length}")
     axes[-1].legend(handles=legend_for(runs), title="estimator", fontsize=8, loc="best")
     seeds = int(n.max())
-    figure.suptitle(
-        f"ListOps: test accuracy of the model selected on validation (mean ± SE over {seeds} seeds)"
+    _title(
+        figure,
+        f"ListOps: test accuracy of the model selected on validation (mean ± SE over {seeds} seeds)",
     )
     figure.tight_layout()
     return figure
@@ -95,9 +104,10 @@ def plot_vae_bound(ds: xr.Dataset) -> plt.Figure:
         ax.set_title(f"B = {b}")
     axes[-1].legend(handles=legend_for(runs), title="estimator", fontsize=8, loc="best")
     samples = ds["test_iw_nll"].attrs.get("long_name", "")
-    figure.suptitle(
+    _title(
+        figure,
         f"Discrete VAE: {samples or 'test bound'}, lower is better (mean ± SE over "
-        f"{int(n.max())} seeds)"
+        f"{int(n.max())} seeds)",
     )
     figure.tight_layout()
     return figure
@@ -127,9 +137,10 @@ def plot_training_variance(ds: xr.Dataset, panel: str, title: str) -> plt.Figure
         ax.set_ylabel("gradient variance (trace)")
         ax.set_title(f"{panel.replace('_', ' ')} = {value:g}")
     axes[-1].legend(handles=legend_for(runs), title="estimator", fontsize=8, loc="best")
-    figure.suptitle(
+    _title(
+        figure,
         f"{title}: trace of the gradient covariance during training (mean over "
-        f"{' and '.join(others)})"
+        f"{' and '.join(others)})",
     )
     figure.tight_layout()
     return figure

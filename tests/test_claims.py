@@ -1,0 +1,142 @@
+"""The claims' decisions: each verdict reachable, decided from the SE, and able to fail for a
+wrong estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import gvbench
+from gvbench.report.claims import (
+    FAILS,
+    HOLDS,
+    OPEN,
+    bonferroni,
+    listops_claims,
+    toy_claims,
+    vae_claims,
+    verdict,
+)
+
+
+def test_verdict_thresholds_and_bonferroni():
+    assert [verdict(z) for z in (3.0, 2.9, -2.9, -3.0, np.nan)] == [HOLDS, OPEN, OPEN, FAILS, OPEN]
+    assert bonferroni(1) == pytest.approx(3.0)
+    assert 3.0 < bonferroni(10) < bonferroni(100)
+
+
+@pytest.fixture(scope="module")
+def toy_sweep():
+    """A real toy sweep: where the paper's claims are plain at 4,000 draws."""
+    return gvbench.sweep(
+        "toy",
+        estimators=["st_gumbel_softmax", "gumbel_rao", "gumbel_softmax"],
+        tau=[0.01, 1.0],
+        k=[1, 100],
+        reps=4000,
+        seed=3,
+        progress=False,
+    )
+
+
+def test_the_toy_claims_hold_for_gumbel_rao(toy_sweep):
+    claims = toy_claims(toy_sweep.sel(estimator=["st_gumbel_softmax", "gumbel_rao"]))
+    assert [c.verdict for c in claims] == [HOLDS, HOLDS, HOLDS], claims
+
+
+def test_the_toy_claims_fail_for_a_wrong_estimator(toy_sweep):
+    # ST-GS measured again under GR-MCK's name (a Gumbel-Rao that does not Rao-Blackwellize):
+    # no variance reduction anywhere, so neither growth claim can hold.
+    st = toy_sweep.sel(estimator=["st_gumbel_softmax"])
+    again = gvbench.sweep(
+        "toy",
+        estimators=["st_gumbel_softmax"],
+        tau=[0.01, 1.0],
+        k=[1, 100],
+        reps=4000,
+        seed=4,
+        progress=False,
+    ).assign_coords(estimator=["gumbel_rao"])
+    claims = toy_claims(xr.concat([st, again], "estimator"))
+    assert claims[0].verdict != HOLDS and claims[1].verdict != HOLDS, claims
+    # GS under GR-MCK's name: a different bias, which the bias claim catches.
+    gs = toy_sweep.sel(estimator=["gumbel_softmax"]).assign_coords(estimator=["gumbel_rao"])
+    assert toy_claims(xr.concat([st, gs], "estimator"))[2].verdict == FAILS
+
+
+def _listops(st_low, st_high, gr_low, gr_high) -> xr.Dataset:
+    """Test accuracy over (run, τ, L, seed) from per-seed lists."""
+    values = np.array([[st_low, st_high], [gr_low, gr_high]], dtype=float)[:, :, None, :]
+    return xr.Dataset(
+        {"test_accuracy": (("run", "tau", "max_length", "seed"), values)},
+        coords={
+            "run": np.array(["ST-GS", "GR-MC10"], dtype=object),
+            "tau": [0.01, 0.1],
+            "max_length": [10],
+            "seed": np.arange(values.shape[-1]),
+        },
+    )
+
+
+def test_listops_claims_each_verdict():
+    collapse = _listops(
+        [0.30, 0.32, 0.31, 0.29],
+        [0.70, 0.71, 0.69, 0.70],
+        [0.68, 0.70, 0.69, 0.71],
+        [0.70, 0.72, 0.71, 0.69],
+    )
+    assert [c.verdict for c in listops_claims(collapse)] == [HOLDS, HOLDS]
+    reverse = _listops(
+        [0.70, 0.71, 0.69, 0.70],
+        [0.30, 0.32, 0.31, 0.29],
+        [0.30, 0.32, 0.31, 0.29],
+        [0.70, 0.72, 0.71, 0.69],
+    )
+    assert [c.verdict for c in listops_claims(reverse)] == [FAILS, FAILS]
+    noisy = _listops(
+        [0.2, 0.8, 0.5, 0.4], [0.3, 0.9, 0.6, 0.5], [0.3, 0.9, 0.6, 0.5], [0.2, 0.8, 0.5, 0.4]
+    )
+    assert [c.verdict for c in listops_claims(noisy)] == [OPEN, OPEN]
+    # Seeds that agree exactly have no spread to decide with: not resolved, never a division.
+    same = _listops([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5])
+    assert [c.verdict for c in listops_claims(same)] == [OPEN, OPEN]
+
+
+def _vae(bounds: dict[tuple[str, int, int], list[float]]) -> xr.Dataset:
+    runs, arities, batches = ["GS", "ST-GS", "GR-MC10"], [2, 8], [20, 200]
+    values = np.array(
+        [[[bounds[(r, a, b)] for b in batches] for a in arities] for r in runs], dtype=float
+    )
+    return xr.Dataset(
+        {"test_iw_nll": (("run", "arity", "batch_size", "seed"), values)},
+        coords={
+            "run": np.array(runs, dtype=object),
+            "arity": arities,
+            "batch_size": batches,
+            "seed": np.arange(values.shape[-1]),
+        },
+    )
+
+
+def _bounds(st_small, st_large, gr_small, gr_large, gs, spread=0.2):
+    jitter = np.array([-1.0, 0.0, 1.0]) * spread
+    means = {"ST-GS": (st_small, st_large), "GR-MC10": (gr_small, gr_large), "GS": (gs, gs)}
+    return {
+        (r, a, b): list(means[r][i] + jitter + a * 0.01)
+        for r in means
+        for a in (2, 8)
+        for i, b in enumerate((20, 200))
+    }
+
+
+def test_vae_claims_each_verdict():
+    paper = _vae(_bounds(st_small=105, st_large=101, gr_small=100, gr_large=100.5, gs=100))
+    assert [c.verdict for c in vae_claims(paper)] == [HOLDS, HOLDS, HOLDS]
+    # GR-MCK worse than ST-GS, more so at the small batch, far worse than GS.
+    against = _vae(_bounds(st_small=100, st_large=100, gr_small=105, gr_large=101, gs=95))
+    assert [c.verdict for c in vae_claims(against)] == [FAILS, FAILS, FAILS]
+    noisy = _vae(
+        _bounds(st_small=100.2, st_large=100, gr_small=100, gr_large=100, gs=99, spread=30)
+    )
+    assert [c.verdict for c in vae_claims(noisy)] == [OPEN, OPEN, OPEN]

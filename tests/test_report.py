@@ -1,0 +1,137 @@
+"""The report of a tiny reproduction: every figure, table and claim section is there, the page
+is self-contained, and it opens in a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from gvbench.report import build_report
+from gvbench.report.claims import FAILS, HOLDS, OPEN
+
+FIGURES = [
+    "toy-variance-ratio",
+    "toy-variance",
+    "toy-bias2",
+    "toy-mse",
+    "toy-simplex",
+    "listops-accuracy",
+    "listops-training-variance",
+    "vae-bound",
+    "vae-training-variance",
+]
+TABLES = {
+    "toy-variance-ratio": {"tau", "k", "ratio", "ratio_se"},
+    "toy-metrics": {"estimator", "tau", "k", "variance", "variance_se", "bias2", "mse_se"},
+    "listops-accuracy": {"run", "tau", "max_length", "mean", "se", "seeds"},
+    "listops-checkpoint-variance": {"estimator", "tau", "k", "variance", "variance_se"},
+    "vae-bound": {"run", "arity", "batch_size", "mean", "se", "seeds"},
+    "vae-tuning": {"run", "batch_size", "tuned_lr", "tuned_tau"},
+    "vae-checkpoint-variance": {"estimator", "k", "batch_size", "variance", "variance_se"},
+    "claims": {"experiment", "statement", "verdict", "evidence", "rule"},
+}
+
+
+def test_every_figure_table_and_claim_is_written(tiny_report):
+    for name in FIGURES:
+        for extension in ("png", "pdf"):
+            path = tiny_report / "figures" / f"{name}.{extension}"
+            assert path.stat().st_size > 5000, path
+    for name, columns in TABLES.items():
+        table = pd.read_csv(tiny_report / "tables" / f"{name}.csv")
+        assert columns <= set(table.columns), (name, table.columns)
+        assert len(table) > 0, name
+    claims = json.loads((tiny_report / "claims.json").read_text())
+    by_experiment = pd.Series([c["experiment"] for c in claims]).value_counts().to_dict()
+    # toy: τ, K and bias; ListOps: two per L; VAE: small B, most at small B, GS at largest a.
+    assert by_experiment == {"toy": 3, "listops": 2, "vae": 3}
+    assert all(c["verdict"] in (HOLDS, FAILS, OPEN) and c["evidence"] for c in claims)
+    assert all("±" in c["evidence"] or "|z|" in c["evidence"] for c in claims)
+
+
+def test_the_page_is_self_contained_and_complete(tiny_report):
+    page = (tiny_report / "index.html").read_text()
+    claims = json.loads((tiny_report / "claims.json").read_text())
+    for claim in claims:
+        assert claim["statement"].replace("'", "&#x27;") in page
+    for heading in ("The paper", "Provenance", "Toy problem", "ListOps", "Discrete VAE"):
+        assert heading in page
+    for fact in ("git commit", "torch", "device", "preset", "created"):
+        assert f"<th>{fact}</th>" in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(FIGURES)
+    for data in images:  # every embedded figure decodes as a PNG
+        assert matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png").ndim == 3
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for pdf in re.findall(r'href="([^"]+\.pdf)"', page):
+        assert (tiny_report / pdf).is_file()
+    for name in TABLES:
+        if name != "claims":
+            assert f"tables/{name}.csv" in page
+
+
+def test_the_report_is_rebuilt_from_results_alone(tiny_report, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_report, copy)
+    shutil.rmtree(copy / "figures")
+    (copy / "index.html").unlink()
+    assert build_report(copy) == copy / "index.html"
+    assert json.loads((copy / "claims.json").read_text()) == json.loads(
+        (tiny_report / "claims.json").read_text()
+    )
+
+
+def test_a_folder_without_results_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gvbench reproduce"):
+        build_report(tmp_path)
+
+
+def _browser() -> str | None:
+    return next(
+        (
+            path
+            for name in ("chromium", "chromium-browser", "google-chrome")
+            if (path := shutil.which(name))
+        ),
+        None,
+    )
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium installed (apt install chromium)")
+def test_the_page_opens_in_a_headless_browser(tiny_report, tmp_path):
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    url = (tiny_report / "index.html").as_uri()
+    dom = subprocess.run(
+        [_browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="claims"' in dom.stdout and dom.stdout.count("<img") == len(FIGURES)
+    assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [_browser(), *flags, f"--screenshot={shot}", "--window-size=1200,3000", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] == 3000 and pixels.std() > 0.05  # drawn, not a blank page
