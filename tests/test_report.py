@@ -135,3 +135,21 @@ def test_the_page_opens_in_a_headless_browser(tiny_report, tmp_path):
     )
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[0] == 3000 and pixels.std() > 0.05  # drawn, not a blank page
+
+
+def test_the_shipped_report_of_the_small_preset_is_complete():
+    """results/report/ is the small reproduction kept in the repository: its page, claims,
+    tables and PDFs agree with each other."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "results" / "report"
+    manifest = json.loads((shipped / "reproduction.json").read_text())
+    assert manifest["preset"] == "small" and "dirty" not in manifest["provenance"]["git commit"]
+    page = (shipped / "index.html").read_text()
+    claims = json.loads((shipped / "claims.json").read_text())
+    assert len(claims) == 8 and all(c["statement"].replace("'", "&#x27;") in page for c in claims)
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(FIGURES)
+    for pdf in re.findall(r'href="([^"]+\.pdf)"', page):
+        assert (shipped / pdf).is_file(), pdf
+    for name, columns in TABLES.items():
+        assert columns <= set(pd.read_csv(shipped / "tables" / f"{name}.csv").columns)

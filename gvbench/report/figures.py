@@ -22,6 +22,9 @@ def _over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, xr.Da
     return mean, se.where(n > 1), n
 
 
+SYMBOLS = {"tau": "τ", "batch_size": "B", "arity": "a", "max_length": "L"}
+
+
 def _title(figure: plt.Figure, text: str) -> None:
     """A suptitle wrapped to the figure's width (one-panel figures are narrow)."""
     characters = int(figure.get_figwidth() * 15)
@@ -135,12 +138,13 @@ def plot_training_variance(ds: xr.Dataset, panel: str, title: str) -> plt.Figure
             tidy_log_axis(ax)
         ax.set_xlabel("training step")
         ax.set_ylabel("gradient variance (trace)")
-        ax.set_title(f"{panel.replace('_', ' ')} = {value:g}")
+        ax.set_title(f"{SYMBOLS.get(panel, panel)} = {value:g}")
     axes[-1].legend(handles=legend_for(runs), title="estimator", fontsize=8, loc="best")
+    averaged = " and ".join(
+        "seeds" if d == "seed" else f"{SYMBOLS.get(d, d)} ({ds.sizes[d]} values)" for d in others
+    )
     _title(
-        figure,
-        f"{title}: trace of the gradient covariance during training (mean over "
-        f"{' and '.join(others)})",
+        figure, f"{title}: trace of the gradient covariance during training (mean over {averaged})"
     )
     figure.tight_layout()
     return figure
