@@ -94,7 +94,12 @@ def reproduce(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     toy = TOY_PRESETS[preset]
+    # `--only` adds to what an earlier invocation of the same preset left in this folder.
     files: dict[str, str] = {}
+    if (out / MANIFEST).is_file():
+        earlier = json.loads((out / MANIFEST).read_text())
+        if earlier.get("preset") == preset:
+            files = {k: v for k, v in earlier["files"].items() if (out / v).is_file()}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     if "toy" in experiments:

@@ -153,3 +153,16 @@ def test_the_shipped_report_of_the_small_preset_is_complete():
         assert (shipped / pdf).is_file(), pdf
     for name, columns in TABLES.items():
         assert columns <= set(pd.read_csv(shipped / "tables" / f"{name}.csv").columns)
+
+
+def test_only_adds_an_experiment_to_an_earlier_reproduction(tiny_report, tmp_path):
+    from gvbench.reproduce import reproduce
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_report, copy)
+    reproduce("tiny", copy, experiments=("toy",), progress=False)  # finished: reused
+    manifest = json.loads((copy / "reproduction.json").read_text())
+    assert set(manifest["files"]) == {"toy", "simplex", "listops", "vae"}
+    assert json.loads((copy / "claims.json").read_text()) == json.loads(
+        (tiny_report / "claims.json").read_text()
+    )
