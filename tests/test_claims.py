@@ -12,6 +12,7 @@ from gvbench.report.claims import (
     FAILS,
     HOLDS,
     OPEN,
+    Estimate,
     bonferroni,
     listops_claims,
     toy_claims,
@@ -24,6 +25,41 @@ def test_verdict_thresholds_and_bonferroni():
     assert [verdict(z) for z in (3.0, 2.9, -2.9, -3.0, np.nan)] == [HOLDS, OPEN, OPEN, FAILS, OPEN]
     assert bonferroni(1) == pytest.approx(3.0)
     assert 3.0 < bonferroni(10) < bonferroni(100)
+
+
+def _seeds(values) -> xr.DataArray:
+    return xr.DataArray(np.asarray(values, dtype=float), dims="seed")
+
+
+def test_a_difference_over_few_seeds_is_judged_on_t_not_on_the_normal():
+    a, b = Estimate.over_seeds(_seeds([1.0, 2.0, 3.0])), Estimate.over_seeds(_seeds([0, 0.5, 1]))
+    difference = a - b
+    assert difference.se == pytest.approx(np.sqrt(1 / 3 + 0.25 / 3))
+    assert difference.df == pytest.approx(
+        (1 / 3 + 0.25 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (0.25 / 3) ** 2 / 2)
+    )
+    t = difference.value / difference.se
+    assert 0 < difference.z() < t  # heavier tails: the same t is less evidence
+    many = Estimate.over_seeds(_seeds(np.arange(2000.0))) - Estimate.over_seeds(
+        _seeds(np.arange(2000.0) - 100)
+    )
+    assert many.z() == pytest.approx(many.value / many.se, rel=1e-2)  # large n: t ≈ z
+
+
+def test_the_seed_test_has_its_nominal_level():
+    """Two groups of three seeds with equal means: |z| ≥ 2 at most about 4.55% of the time
+    (the normal's tail; Welch's test is a little conservative at n = 3), never the ~12% that
+    t read as a normal gives."""
+    rng = np.random.default_rng(7)
+    trials = 20_000
+    draws = rng.normal(size=(trials, 2, 3))
+    hits = sum(
+        abs((Estimate.over_seeds(_seeds(x)) - Estimate.over_seeds(_seeds(y))).z()) >= 2
+        for x, y in draws
+    )
+    expected = 2 * 0.022750131948179195
+    se = np.sqrt(expected * (1 - expected) / trials)
+    assert expected / 2 < hits / trials < expected + 5 * se
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +167,9 @@ def _bounds(st_small, st_large, gr_small, gr_large, gs, spread=0.2):
 
 
 def test_vae_claims_each_verdict():
-    paper = _vae(_bounds(st_small=105, st_large=101, gr_small=100, gr_large=100.5, gs=100))
+    paper = _vae(
+        _bounds(st_small=105, st_large=101, gr_small=100, gr_large=100.3, gs=100, spread=0.1)
+    )
     assert [c.verdict for c in vae_claims(paper)] == [HOLDS, HOLDS, HOLDS]
     # GR-MCK worse than ST-GS, more so at the small batch, far worse than GS.
     against = _vae(_bounds(st_small=100, st_large=100, gr_small=105, gr_large=101, gs=95))

@@ -4,7 +4,10 @@ A claim compares two quantities; its z-score is their difference over the SE of 
 difference. It **holds** at z ≥ 3, **does not hold** at z ≤ −3 and is **not resolved** in
 between — three standard errors, so that a verdict is rarely a fluke. Where a claim is checked
 over several cells at once, the threshold is Bonferroni-corrected for their number. Over
-seeds, the SE is the spread between seeds (sample standard deviation / √n).
+seeds, the SE is the spread between seeds (sample standard deviation / √n) and the difference
+is judged on Student's t with Welch–Satterthwaite degrees of freedom, expressed as the normal
+z with the same tail probability (so that "three standard errors" keeps its meaning with
+three or four seeds).
 """
 
 from __future__ import annotations
@@ -106,19 +109,80 @@ def toy_claims(toy: xr.Dataset) -> list[Claim]:
     return claims
 
 
-def seed_mean(values: xr.DataArray) -> tuple[float, float, int]:
-    """Mean over the ``seed`` dimension, its SE (sample sd / √n) and n (finite seeds only)."""
-    data = values.values[np.isfinite(values.values)]
-    n = len(data)
-    se = float(np.std(data, ddof=1) / np.sqrt(n)) if n > 1 else math.nan
-    return (float(np.mean(data)) if n else math.nan), se, n
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds, or a sum or difference of such means, with what its SE rests on.
+
+    ``parts`` holds each independent mean's squared SE and its degrees of freedom (n − 1), so
+    that a difference is judged with Welch–Satterthwaite's degrees of freedom: with three
+    seeds a t of 3 is far from three standard errors of a normal.
+    """
+
+    value: float
+    parts: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def over_seeds(cls, values: xr.DataArray) -> Estimate:
+        """Mean over the ``seed`` dimension, ignoring runs that diverged (NaN)."""
+        data = values.values[np.isfinite(values.values)]
+        n = len(data)
+        if n < 2:
+            return cls(float(np.mean(data)) if n else math.nan, ((math.nan, 0.0),))
+        return cls(float(np.mean(data)), ((float(np.var(data, ddof=1) / n), float(n - 1)),))
+
+    @property
+    def n(self) -> int:
+        return int(self.parts[0][1] + 1) if len(self.parts) == 1 else 0
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(sum(v for v, _ in self.parts))
+
+    @property
+    def df(self) -> float:
+        """Welch–Satterthwaite degrees of freedom of the SE."""
+        total = sum(v for v, _ in self.parts)
+        spread = sum(v * v / d for v, d in self.parts if v > 0)
+        return total * total / spread if spread > 0 else math.nan
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        return Estimate(self.value - other.value, self.parts + other.parts)
+
+    def __add__(self, other: Estimate) -> Estimate:
+        return Estimate(self.value + other.value, self.parts + other.parts)
+
+    def scaled(self, factor: float) -> Estimate:
+        return Estimate(self.value * factor, tuple((v * factor**2, d) for v, d in self.parts))
+
+    def shifted(self, offset: float) -> Estimate:
+        return Estimate(self.value + offset, self.parts)
+
+    def z(self) -> float:
+        """The normal quantile with the same tail probability as t = value / SE on ``df``
+        degrees of freedom: a z of 3 means what it means for a normal, whatever n is."""
+        t = z_score(self.value, self.se)
+        if not math.isfinite(t) or not math.isfinite(self.df):
+            return math.nan
+        tail = stats.t.sf(abs(t), self.df)
+        return math.copysign(float(stats.norm.isf(tail)), t)
+
+    def text(self, digits: int = 3) -> str:
+        n = f", n = {self.n}" if self.n else ""
+        return f"{self.value:.{digits}f} ± {self.se:.{digits}f}{n}"
+
+    def test(self, digits: int = 3) -> str:
+        """The difference, its SE, t, its degrees of freedom and the equivalent z."""
+        t = z_score(self.value, self.se)
+        return (
+            f"{self.value:.{digits}f} ± {self.se:.{digits}f} (t = {t:.1f} on {self.df:.1f} "
+            f"df, z = {self.z():.1f})"
+        )
 
 
-def _difference(a: xr.DataArray, b: xr.DataArray) -> tuple[float, float, str]:
-    """a − b over seeds (independent runs), its SE and a readable summary."""
-    (ma, sa, na), (mb, sb, nb) = seed_mean(a), seed_mean(b)
-    se = math.hypot(sa, sb)
-    return ma - mb, se, f"{ma:.3f} ± {sa:.3f} (n = {na}) vs {mb:.3f} ± {sb:.3f} (n = {nb})"
+SEED_RULE = (
+    "t = difference of means over seeds / its SE (sd/√n), Welch–Satterthwaite degrees of "
+    "freedom, turned into the normal z of the same tail probability; holds at z ≥ 3"
+)
 
 
 def listops_claims(listops: xr.Dataset) -> list[Claim]:
@@ -130,37 +194,36 @@ def listops_claims(listops: xr.Dataset) -> list[Claim]:
         return []
     gr = max(gr_runs, key=lambda r: int(str(r)[5:]))
     low, next_up = taus[0], taus[1]
-    rule = "z = difference of mean test accuracy over seeds / its SE; holds at z ≥ 3"
     claims = []
     for length in listops["max_length"].values:
         acc = listops["test_accuracy"].sel(max_length=length)
-        drop, se, text = _difference(
-            acc.sel(run="ST-GS", tau=next_up), acc.sel(run="ST-GS", tau=low)
-        )
-        gr_drop, gr_se, gr_text = _difference(
-            acc.sel(run=gr, tau=next_up), acc.sel(run=gr, tau=low)
-        )
+
+        def at(run: str, tau: float, acc: xr.DataArray = acc) -> Estimate:
+            return Estimate.over_seeds(acc.sel(run=run, tau=tau))
+
+        drop = at("ST-GS", next_up) - at("ST-GS", low)
+        gr_drop = at(gr, next_up) - at(gr, low)
         claims.append(
             Claim(
                 "listops",
                 f"L = {length}: ST-GS's test accuracy degrades at τ = {low:g}.",
-                verdict(z_score(drop, se)),
-                f"ST-GS at τ = {next_up:g} vs τ = {low:g}: {text}; drop {drop:.3f} ± {se:.3f} "
-                f"(z = {z_score(drop, se):.1f}). For comparison {gr}: drop {gr_drop:.3f} ± "
-                f"{gr_se:.3f} ({gr_text}).",
-                rule,
+                verdict(drop.z()),
+                f"ST-GS at τ = {next_up:g}: {at('ST-GS', next_up).text()}; at τ = {low:g}: "
+                f"{at('ST-GS', low).text()}; drop {drop.test()}. For comparison {gr}: "
+                f"{at(gr, next_up).text()} and {at(gr, low).text()}, drop {gr_drop.test()}.",
+                SEED_RULE,
             )
         )
-        gain, se, text = _difference(acc.sel(run=gr, tau=low), acc.sel(run="ST-GS", tau=low))
+        gain = at(gr, low) - at("ST-GS", low)
         claims.append(
             Claim(
                 "listops",
                 f"L = {length}: at τ = {low:g}, GR-MCK keeps training where ST-GS does not "
                 f"({gr} reaches a higher test accuracy than ST-GS).",
-                verdict(z_score(gain, se)),
-                f"{gr} vs ST-GS at τ = {low:g}: {text}; difference {gain:.3f} ± {se:.3f} "
-                f"(z = {z_score(gain, se):.1f}).",
-                rule,
+                verdict(gain.z()),
+                f"at τ = {low:g}, {gr}: {at(gr, low).text()}; ST-GS: {at('ST-GS', low).text()}; "
+                f"difference {gain.test()}.",
+                SEED_RULE,
             )
         )
     return claims
@@ -175,80 +238,75 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
         return []
     gr = max(gr_runs, key=lambda r: int(str(r)[5:]))
     bound = vae["test_iw_nll"]
+    arities = [int(a) for a in vae["arity"].values]
     small, large = int(vae["batch_size"].min()), int(vae["batch_size"].max())
-    rule = "z = difference of the mean test bound over seeds / its SE; holds at z ≥ 3"
 
-    def advantage(batch_size: int) -> tuple[float, float, str]:
+    def at(run: str, arity: int, batch_size: int) -> Estimate:
+        return Estimate.over_seeds(bound.sel(run=run, arity=arity, batch_size=batch_size))
+
+    def advantage(batch_size: int) -> tuple[Estimate, str]:
         """Mean over arities of (ST-GS − GR-MCK) bound: > 0 when GR-MCK is better."""
-        parts = [
-            _difference(
-                bound.sel(run="ST-GS", arity=a, batch_size=batch_size),
-                bound.sel(run=gr, arity=a, batch_size=batch_size),
-            )
-            for a in vae["arity"].values
-        ]
-        mean = float(np.mean([p[0] for p in parts]))
-        se = float(np.sqrt(sum(p[1] ** 2 for p in parts)) / len(parts))
-        per_arity = "; ".join(
-            f"a = {a}: {p[0]:.2f} ± {p[1]:.2f} nats"
-            for a, p in zip(vae["arity"].values, parts, strict=True)
+        per_arity = [at("ST-GS", a, batch_size) - at(gr, a, batch_size) for a in arities]
+        total = per_arity[0]
+        for part in per_arity[1:]:
+            total = total + part
+        text = "; ".join(
+            f"a = {a}: {d.value:.2f} ± {d.se:.2f} nats"
+            for a, d in zip(arities, per_arity, strict=True)
         )
-        return mean, se, per_arity
+        return total.scaled(1 / len(arities)), text
 
-    gain_small, se_small, text_small = advantage(small)
-    gain_large, se_large, text_large = advantage(large)
+    gain_small, text_small = advantage(small)
     claims = [
         Claim(
             "vae",
             f"GR-MCK trains a better model than ST-GS at the small batch size (B = {small}).",
-            verdict(z_score(gain_small, se_small)),
-            f"test −log p(x) bound of ST-GS − {gr} at B = {small}, mean over arities: "
-            f"{gain_small:.2f} ± {se_small:.2f} nats (z = {z_score(gain_small, se_small):.1f}); "
-            f"{text_small}.",
-            rule,
+            verdict(gain_small.z()),
+            f"test −log p(x) bound of ST-GS − {gr} at B = {small}, mean over arities, in nats: "
+            f"{gain_small.test(2)}; {text_small}.",
+            SEED_RULE,
         )
     ]
     if large != small:
+        gain_large, text_large = advantage(large)
         diff = gain_small - gain_large
-        se = math.hypot(se_small, se_large)
         claims.append(
             Claim(
                 "vae",
                 f"GR-MCK helps most at the small batch size (its advantage over ST-GS is larger "
                 f"at B = {small} than at B = {large}).",
-                verdict(z_score(diff, se)),
-                f"advantage at B = {small}: {gain_small:.2f} ± {se_small:.2f}; at B = {large}: "
-                f"{gain_large:.2f} ± {se_large:.2f} nats ({text_large}); difference "
-                f"{diff:.2f} ± {se:.2f} (z = {z_score(diff, se):.1f}).",
-                rule,
+                verdict(diff.z()),
+                f"advantage at B = {small}: {gain_small.value:.2f} ± {gain_small.se:.2f}; at "
+                f"B = {large}: {gain_large.value:.2f} ± {gain_large.se:.2f} nats ({text_large}); "
+                f"difference {diff.test(2)}.",
+                SEED_RULE,
             )
         )
     if "GS" in runs:
-        arity = int(vae["arity"].max())
-        parts = []
-        for b in vae["batch_size"].values:
-            worse, se, text = _difference(
-                bound.sel(run=gr, arity=arity, batch_size=b),
-                bound.sel(run="GS", arity=arity, batch_size=b),
+        arity = max(arities)
+        tests, texts = [], []
+        for b in (int(b) for b in vae["batch_size"].values):
+            worse = at(gr, arity, b) - at("GS", arity, b)
+            allowed = margin * at("GS", arity, b).value
+            # Equivalence test: competitive when GR-MCK's bound is resolved to be at most
+            # `margin` worse than GS's; not competitive when resolved to be more than that.
+            slack = worse.scaled(-1).shifted(allowed)
+            tests.append(slack.z())
+            texts.append(
+                f"B = {b}: {gr} {at(gr, arity, b).text(2)} vs GS {at('GS', arity, b).text(2)} "
+                f"nats, {gr} − GS = {worse.value:.2f} ± {worse.se:.2f} (allowed {allowed:.2f}; "
+                f"z of allowed − difference = {slack.z():.1f})"
             )
-            allowed = margin * seed_mean(bound.sel(run="GS", arity=arity, batch_size=b))[0]
-            parts.append((b, worse, se, allowed, text))
-        # Equivalence test: competitive when GR-MCK's bound is resolved to be at most
-        # `margin` worse than GS's; not competitive when resolved to be more than that worse.
-        zs = [z_score(allowed - worse, se) for _, worse, se, allowed, _ in parts]
-        z = min(zs) if all(map(math.isfinite, zs)) else math.nan
-        evidence = "; ".join(
-            f"B = {b}: {gr} − GS = {worse:.2f} ± {se:.2f} nats (allowed {allowed:.2f}; {text})"
-            for b, worse, se, allowed, text in parts
-        )
+        z = min(tests) if all(map(math.isfinite, tests)) else math.nan
         claims.append(
             Claim(
                 "vae",
                 f"GR-MCK is competitive with GS at the largest arity (a = {arity}).",
                 verdict(z),
-                f"{evidence}; smallest z = {z:.1f}.",
+                "; ".join(texts) + f"; smallest z = {z:.1f}.",
                 f"competitive: the bound of GR-MCK is at most {margin:.0%} of GS's above it; "
-                "z = (allowed − difference) / SE, holds at z ≥ 3 in every batch size",
+                "z of (allowed − difference) as for the other claims; holds at z ≥ 3 in every "
+                "batch size",
             )
         )
     return claims
