@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gvbench import provenance
 from gvbench.atomic_files import write_bytes
 from gvbench.report.claims import HOLDS, Claim, listops_claims, toy_claims, vae_claims
 from gvbench.report.figures import plot_listops_accuracy, plot_training_variance, plot_vae_bound
@@ -264,7 +265,7 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
         "reproduced",
         summary,
         claims,
-        manifest["provenance"],
+        {**manifest["provenance"], "report built by commit": provenance.git_commit()},
         report.sections,
     )
     index = folder / "index.html"
