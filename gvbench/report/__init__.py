@@ -20,7 +20,12 @@ import xarray as xr
 from gvbench import provenance
 from gvbench.atomic_files import write_bytes
 from gvbench.report.claims import HOLDS, Claim, listops_claims, toy_claims, vae_claims
-from gvbench.report.figures import plot_listops_accuracy, plot_training_variance, plot_vae_bound
+from gvbench.report.figures import (
+    over_seeds,
+    plot_listops_accuracy,
+    plot_training_variance,
+    plot_vae_bound,
+)
 from gvbench.report.page import figure_block, render, table_block
 
 __all__ = ["MANIFEST", "Claim", "build_report"]
@@ -37,14 +42,8 @@ def _plus_minus(mean: pd.Series, se: pd.Series) -> pd.Series:
 
 def _seed_table(values: xr.DataArray, dims: list[str]) -> pd.DataFrame:
     """Mean, SE (sample sd / √n) and n over seeds, one row per cell of ``dims``."""
-    n = values.notnull().sum("seed")
-    table = xr.Dataset(
-        {
-            "mean": values.mean("seed"),
-            "se": (values.std("seed", ddof=1) / np.sqrt(n)).where(n > 1),
-            "seeds": n,
-        }
-    ).to_dataframe()
+    mean, se, n = over_seeds(values)
+    table = xr.Dataset({"mean": mean, "se": se, "seeds": n}).to_dataframe()
     return table.reset_index()[[*dims, "mean", "se", "seeds"]]
 
 
@@ -56,7 +55,6 @@ class _Report:
         (folder / "figures").mkdir(parents=True, exist_ok=True)
         (folder / "tables").mkdir(parents=True, exist_ok=True)
         self.sections: list[tuple[str, list[str]]] = []
-        self.files: list[Path] = []
 
     def section(self, name: str) -> list[str]:
         self.sections.append((name, []))
@@ -68,7 +66,6 @@ class _Report:
         figure = draw()
         figure = getattr(figure, "figure", figure)  # a seaborn grid or a figure
         png, pdf = save_figure(figure, self.folder / "figures" / name, ("png", "pdf"))
-        self.files += [png, pdf]
         blocks.append(figure_block(png, caption, Path("figures") / pdf.name))
 
     def table(
@@ -81,7 +78,6 @@ class _Report:
     ) -> None:
         path = self.folder / "tables" / f"{name}.csv"
         write_bytes(data.to_csv(index=False).encode(), path)
-        self.files.append(path)
         blocks.append(table_block(title, data if shown is None else shown, f"tables/{path.name}"))
 
 
@@ -150,9 +146,10 @@ def _toy(report: _Report, toy: xr.Dataset, simplex: xr.Dataset | None) -> None:
     report.table(
         blocks,
         "toy-metrics",
-        "Every toy cell (variance, bias², MSE ± SE)",
+        "Every toy cell (variance, bias², MSE ± SE)"
+        + (f": the first 40 of {len(long)} rows, all in the CSV" if len(long) > 200 else ""),
         long,
-        long.head(0) if len(long) > 200 else long,
+        long.head(40) if len(long) > 200 else long,
     )
 
 

@@ -14,7 +14,7 @@ import xarray as xr
 from gvbench.plots import estimator_style, legend_for, tidy_log_axis
 
 
-def _over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+def over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     """Mean over seeds, its SE (sample sd / √n) and n, ignoring runs that diverged (NaN)."""
     n = values.notnull().sum("seed")
     mean = values.mean("seed")
@@ -43,7 +43,7 @@ def _jitter(index: int, count: int, spread: float = 0.06) -> float:
 
 def plot_listops_accuracy(ds: xr.Dataset) -> plt.Figure:
     """Test accuracy against τ, one panel per maximum length L, mean ± SE over seeds."""
-    mean, se, n = _over_seeds(ds["test_accuracy"])
+    mean, se, n = over_seeds(ds["test_accuracy"])
     runs = [str(r) for r in ds["run"].values]
     figure, axes = _panels(ds.sizes["max_length"])
     for ax, length in zip(axes, ds["max_length"].values, strict=True):
@@ -81,7 +81,7 @@ def plot_listops_accuracy(ds: xr.Dataset) -> plt.Figure:
 
 def plot_vae_bound(ds: xr.Dataset) -> plt.Figure:
     """Test bound on −log p(x) against arity, one panel per batch size, mean ± SE over seeds."""
-    mean, se, n = _over_seeds(ds["test_iw_nll"])
+    mean, se, n = over_seeds(ds["test_iw_nll"])
     runs = [str(r) for r in ds["run"].values]
     figure, axes = _panels(ds.sizes["batch_size"])
     arities = ds["arity"].values
