@@ -58,11 +58,10 @@ PRESETS = tuple(TOY_PRESETS)
 
 
 def _device() -> str:
-    if torch.cuda.is_available():
-        return (
-            f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); training runs on the CPU"
-        )
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    cpu = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():  # present, but every stage of a reproduction runs on the CPU
+        return f"{cpu} (also {torch.cuda.get_device_name()}, not used)"
+    return cpu
 
 
 def reproduce(
