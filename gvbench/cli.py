@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("tiny", "small", "paper"),
         default="small",
-        help="tiny: a pipeline check in about a minute; small: ~30 min on 2 CPU cores; "
+        help="tiny: a pipeline check in about a minute; small: ~17 min on 2 CPU cores; "
         "paper: the paper's grids, for a cluster",
     )
     reproduce.add_argument("--out", default="results/report", help="folder of results and report")

