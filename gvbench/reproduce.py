@@ -93,11 +93,13 @@ def reproduce(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     toy = TOY_PRESETS[preset]
-    # `--only` adds to what an earlier invocation of the same preset left in this folder.
+    # `--only` adds to what an earlier invocation of the same experiment (preset, seed, data)
+    # left in this folder; results of another are not mixed into this report.
+    same = {"preset": preset, "seed": seed, "data_dir": data_dir}
     files: dict[str, str] = {}
     if (out / MANIFEST).is_file():
         earlier = json.loads((out / MANIFEST).read_text())
-        if earlier.get("preset") == preset:
+        if all(earlier.get(key) == value for key, value in same.items()):
             files = {k: v for k, v in earlier["files"].items() if (out / v).is_file()}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -142,7 +144,7 @@ def reproduce(
         seconds["vae"] = time.perf_counter() - begun
     stamp = provenance.stamp()
     manifest = {
-        "preset": preset,
+        **same,
         "files": files,
         "provenance": {
             "preset": preset,

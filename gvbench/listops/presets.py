@@ -128,6 +128,33 @@ def run_preset(
     preset = get_preset(name)
     out_dir = Path(out_dir)
     seeds = range(seed, seed + preset.seeds)
+    # The variance sweep first: a folder holding another experiment is refused before any
+    # run is trained.
+    lengths = list(preset.max_lengths)
+    tasks = [
+        listops(
+            max_length=length,
+            d_hidden=preset.d_hidden,
+            train_steps=max(10, preset.steps // 5),
+            seed=seed,
+            checkpoint_dir=str(out_dir / "checkpoints"),
+        )
+        for length in lengths
+    ]
+    measured = sweep_over(
+        tasks,
+        {"max_length": lengths},
+        folder=out_dir / f"{name}-variance",
+        progress=progress,
+        per_task=[{"batch_size": length} for length in lengths],  # B = L, as in training
+        estimators=["st_gumbel_softmax", "gumbel_rao"],
+        tau=list(preset.taus),
+        k=list(preset.variance_k),
+        reps=preset.variance_reps,
+        seed=seed,
+        executor=executor,
+        reference_reps=preset.reference_reps,
+    ).swap_dims(point="max_length")
     configs = {
         (label, tau, length, s): TrainConfig(
             estimator=estimator,
@@ -165,31 +192,6 @@ def run_preset(
         progress=progress,
         desc=f"ListOps {name} runs",
     )
-    lengths = list(preset.max_lengths)
-    tasks = [
-        listops(
-            max_length=length,
-            d_hidden=preset.d_hidden,
-            train_steps=max(10, preset.steps // 5),
-            seed=seed,
-            checkpoint_dir=str(out_dir / "checkpoints"),
-        )
-        for length in lengths
-    ]
-    measured = sweep_over(
-        tasks,
-        {"max_length": lengths},
-        folder=out_dir / f"{name}-variance",
-        progress=progress,
-        per_task=[{"batch_size": length} for length in lengths],  # B = L, as in training
-        estimators=["st_gumbel_softmax", "gumbel_rao"],
-        tau=list(preset.taus),
-        k=list(preset.variance_k),
-        reps=preset.variance_reps,
-        seed=seed,
-        executor=executor,
-        reference_reps=preset.reference_reps,
-    ).swap_dims(point="max_length")
     variance = (
         measured[VARIANCE_METRICS].sel(batch_size=measured["max_length"]).drop_vars("batch_size")
     )

@@ -232,6 +232,35 @@ def run_preset(
     """
     preset = get_preset(name)
     out_dir = Path(out_dir)
+    # The variance sweep first: a folder holding another experiment is refused before any
+    # run is trained.
+    arities = list(preset.arities)
+    tasks = [
+        vae(
+            arity=arity,
+            latent_dim=preset.latent_dim,
+            hidden=preset.hidden,
+            train_steps=max(10, preset.steps // 2),
+            seed=seed,
+            data_dir=data_dir,
+            checkpoint_dir=str(out_dir / "checkpoints"),
+        )
+        for arity in arities
+    ]
+    measured = sweep_over(
+        tasks,
+        {"arity": arities},
+        folder=out_dir / f"{name}-variance",
+        progress=progress,
+        estimators=["st_gumbel_softmax", "gumbel_rao"],
+        tau=[1.0],
+        k=list(preset.variance_k),
+        batch_size=list(preset.batch_sizes),
+        reps=preset.variance_reps,
+        seed=seed,
+        executor=executor,
+        reference_reps=preset.reference_reps,
+    ).swap_dims(point="arity")
     tuned = tune(preset, out_dir, executor, seed, data_dir, progress)
     configs = {
         (label, a, b, s): _config(
@@ -274,33 +303,6 @@ def run_preset(
         progress=progress,
         desc=f"VAE {name} runs",
     )
-    arities = list(preset.arities)
-    tasks = [
-        vae(
-            arity=arity,
-            latent_dim=preset.latent_dim,
-            hidden=preset.hidden,
-            train_steps=max(10, preset.steps // 2),
-            seed=seed,
-            data_dir=data_dir,
-            checkpoint_dir=str(out_dir / "checkpoints"),
-        )
-        for arity in arities
-    ]
-    measured = sweep_over(
-        tasks,
-        {"arity": arities},
-        folder=out_dir / f"{name}-variance",
-        progress=progress,
-        estimators=["st_gumbel_softmax", "gumbel_rao"],
-        tau=[1.0],
-        k=list(preset.variance_k),
-        batch_size=list(preset.batch_sizes),
-        reps=preset.variance_reps,
-        seed=seed,
-        executor=executor,
-        reference_reps=preset.reference_reps,
-    ).swap_dims(point="arity")
     variance = measured[VARIANCE_METRICS].squeeze("tau", drop=True)
     summary = xr.merge([variance, trained, tuned])
     summary.attrs.update(
