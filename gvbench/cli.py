@@ -292,6 +292,7 @@ def _train(args: argparse.Namespace) -> int:
 def command_demo(args: argparse.Namespace) -> int:
     """The paper-scale toy sweep and its figures (what `make demo` runs)."""
     from gvbench.harness import DEFAULT_K, DEFAULT_TAU
+    from gvbench.harness.compare import variance_ratio
     from gvbench.harness.store import read
     from gvbench.plots import plot_sweep
 
@@ -317,9 +318,7 @@ def command_demo(args: argparse.Namespace) -> int:
     for written in plot_sweep(out):
         print(f"wrote {written}")
     ds = read(out).sel(batch_size=1)
-    table = (ds["variance"] / ds["variance"].sel(estimator="gumbel_rao")).sel(
-        estimator="st_gumbel_softmax"
-    )
+    table = variance_ratio(ds)["ratio"]
     print("\nVariance of ST-GS over GR-MCK on the toy task (same bias; > 1: Gumbel-Rao wins):")
     print(table.to_pandas().round(2).to_string())
     return 0

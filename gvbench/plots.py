@@ -21,6 +21,8 @@ from matplotlib import colors as mcolors
 from matplotlib import ticker
 from matplotlib.lines import Line2D
 
+from gvbench.harness.compare import variance_ratio
+
 TITLES = {"variance": "variance (trace)", "bias2": "bias²", "mse": "MSE"}
 Z95 = 1.96
 # A log axis shows this many decades below its largest value; smaller values are marked ▼ on
@@ -65,10 +67,6 @@ def estimator_style(label: str) -> tuple[str, str]:
         rgb = np.array(mcolors.to_rgb(STYLE["GR-MCK"][0]))
         return mcolors.to_hex(rgb + (1 - rgb) * lighten), "o"
     return _OTHERS[sum(map(ord, label)) % len(_OTHERS)], "o"
-
-
-def palette(labels: Sequence[str]) -> dict[str, str]:
-    return {label: estimator_style(label)[0] for label in labels}
 
 
 def tidy_log_axis(ax: plt.Axes, axis: str = "y") -> None:
@@ -185,11 +183,8 @@ def plot_gumbel_rao_advantage(ds: xr.Dataset) -> plt.Figure | None:
     names = list(ds["estimator"].values)
     if "gumbel_rao" not in names or "st_gumbel_softmax" not in names:
         return None
-    gr = ds.sel(estimator="gumbel_rao")
-    st = ds.sel(estimator="st_gumbel_softmax")
-    ratio = st["variance"] / gr["variance"]
-    # Delta method on the log of a ratio of independent estimates: a band that stays positive.
-    log_se = np.hypot(st["variance_se"] / st["variance"], gr["variance_se"] / gr["variance"])
+    compared = variance_ratio(ds)
+    ratio, log_se = compared["ratio"], compared["log_se"]
     table = xr.Dataset({"value": ratio, "se": log_se}).to_dataframe().reset_index().dropna()
     table["low"] = table["value"] * np.exp(-Z95 * table["se"])
     table["high"] = table["value"] * np.exp(Z95 * table["se"])

@@ -178,3 +178,19 @@ def test_vae_claims_each_verdict():
         _bounds(st_small=100.2, st_large=100, gr_small=100, gr_large=100, gs=99, spread=30)
     )
     assert [c.verdict for c in vae_claims(noisy)] == [OPEN, OPEN, OPEN]
+
+
+def test_variance_ratio_and_its_log_se_by_the_delta_method():
+    from gvbench.harness.compare import variance_ratio
+
+    ds = xr.Dataset(
+        {
+            "variance": (("estimator", "tau"), [[4.0, 9.0], [2.0, 1.0]]),
+            "variance_se": (("estimator", "tau"), [[0.4, 0.9], [0.1, 0.2]]),
+        },
+        coords={"estimator": ["st_gumbel_softmax", "gumbel_rao"], "tau": [0.1, 1.0]},
+    )
+    compared = variance_ratio(ds)
+    np.testing.assert_allclose(compared["ratio"], [2.0, 9.0])
+    np.testing.assert_allclose(compared["log_se"], [np.hypot(0.1, 0.05), np.hypot(0.1, 0.2)])
+    assert "estimator" not in compared.coords

@@ -19,6 +19,7 @@ import xarray as xr
 
 from gvbench import provenance
 from gvbench.atomic_files import write_bytes
+from gvbench.harness.compare import variance_ratio
 from gvbench.report.claims import HOLDS, Claim, listops_claims, toy_claims, vae_claims
 from gvbench.report.figures import (
     over_seeds,
@@ -114,11 +115,9 @@ def _toy(report: _Report, toy: xr.Dataset, simplex: xr.Dataset | None) -> None:
             "every point of the 3-simplex, per τ.",
         )
     ds = toy.isel(batch_size=0)
-    st, gr = ds.sel(estimator="st_gumbel_softmax"), ds.sel(estimator="gumbel_rao")
-    ratio = st["variance"] / gr["variance"]
-    ratio_se = ratio * np.hypot(
-        st["variance_se"] / st["variance"], gr["variance_se"] / gr["variance"]
-    )
+    compared = variance_ratio(ds)
+    ratio = compared["ratio"]
+    ratio_se = ratio * compared["log_se"]  # delta method, on the ratio's own scale
     table = xr.Dataset({"ratio": ratio, "ratio_se": ratio_se}).to_dataframe().reset_index()
     table = table[["tau", "k", "ratio", "ratio_se"]]
     shown = table.assign(value=_plus_minus(table["ratio"], table["ratio_se"])).pivot(

@@ -19,6 +19,8 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from gvbench.harness.compare import variance_ratio
+
 Z = 3.0
 HOLDS, FAILS, OPEN = "holds", "does not hold", "not resolved"
 
@@ -50,12 +52,9 @@ def bonferroni(cells: int, threshold: float = Z) -> float:
 
 
 def _log_ratio(ds: xr.Dataset, tau: float, k: int) -> tuple[float, float]:
-    """log(Var ST-GS / Var GR-MCK) and its SE (delta method, independent estimates)."""
-    st = ds.sel(estimator="st_gumbel_softmax", tau=tau, k=k)
-    gr = ds.sel(estimator="gumbel_rao", tau=tau, k=k)
-    value = float(np.log(st["variance"] / gr["variance"]))
-    se = float(np.hypot(st["variance_se"] / st["variance"], gr["variance_se"] / gr["variance"]))
-    return value, se
+    """log(Var ST-GS / Var GR-MCK) and its SE."""
+    compared = variance_ratio(ds).sel(tau=tau, k=k)
+    return float(np.log(compared["ratio"])), float(compared["log_se"])
 
 
 def toy_claims(toy: xr.Dataset) -> list[Claim]:
