@@ -99,6 +99,10 @@ def test_the_toy_claims_fail_for_a_wrong_estimator(toy_sweep):
     # GS under GR-MCK's name: a different bias, which the bias claim catches.
     gs = toy_sweep.sel(estimator=["gumbel_softmax"]).assign_coords(estimator=["gumbel_rao"])
     assert toy_claims(xr.concat([st, gs], "estimator"))[2].verdict == FAILS
+    # Without a single standard error the bias claim is undecided, never "holds".
+    blind = xr.concat([st, again], "estimator")
+    blind["bias2_se"] = blind["bias2_se"] * np.nan
+    assert toy_claims(blind)[2].verdict == OPEN
 
 
 def _listops(st_low, st_high, gr_low, gr_high) -> xr.Dataset:
