@@ -324,6 +324,13 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_size(text: str) -> int | str:
+    """``auto`` or an integer >= 2 (argparse type of --reference-reps)."""
+    if text == "auto":
+        return text
+    return _at_least(2)(text)
+
+
 def _at_least(least: int):
     """An argparse type: an integer >= ``least``, with a message naming the range."""
 
@@ -482,14 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="examples averaged into one gradient",
     )
     sweep.add_argument(
-        "--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell, >= 2"
+        "--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell, >= 4"
     )
     sweep.add_argument(
         "--reference-reps",
-        type=int,
-        default=None,
-        help="RLOO draws of the reference where the task cannot enumerate, >= 2 "
-        "(default: the task's own, e.g. 4000 for listops and vae)",
+        type=_reference_size,
+        default="auto",
+        help="RLOO draws of the reference where the task cannot enumerate (>= 2), or auto: "
+        "until its noise is a tenth of the smallest bias² a cell resolves, at most the "
+        "task's own size (4000 for listops and vae); the choice is printed",
     )
     sweep.add_argument(
         "--seed",

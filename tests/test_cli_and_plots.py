@@ -55,7 +55,7 @@ def test_sweep_then_plot(tmp_path, capsys):
     [
         (["--tau", "-1"], "tau must be a finite number > 0"),
         (["--k", "0"], "k must be an integer >= 1"),
-        (["--reps", "1"], "reps must be an integer >= 2"),
+        (["--reps", "3"], "reps must be an integer >= 4"),
         (["--estimators", "nope"], "unknown estimator 'nope'"),
         (["--task-option", "n=1"], "n .categories. must be an integer >= 2"),
     ],

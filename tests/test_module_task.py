@@ -4,6 +4,7 @@ task written by hand, every estimator, vmap and its one-draw fallback, groups, d
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -313,3 +314,114 @@ def test_a_sweep_on_cuda_matches_the_cpu_statistically():
     assert gpu.attrs["device"].startswith("cuda")
     difference = abs(cpu.variance - gpu.variance)
     assert (difference < 5 * np.hypot(cpu.variance_se, gpu.variance_se)).all()
+
+
+class Normalised(nn.Module):
+    """BatchNorm (training mode) and dropout around a categorical choice: a forward writes
+    to the module's buffers and draws from torch's global generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Dropout(0.2))
+        self.decoder = nn.Linear(8, 3)
+
+    def forward(self, x, sample):
+        z = sample(self.encoder(x).view(len(x), 4, 2))
+        return ((self.decoder(z.flatten(1)) - x) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_the_users_module_is_never_changed(batched):
+    torch.manual_seed(0)
+    model = Normalised().double().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    task = ModuleTask(model, x, arity=2, batched=batched, reference_reps=50)
+    ds = gvbench.sweep(
+        task,
+        estimators=["st_gumbel_softmax", "reinforce", "rloo"],
+        tau=[1.0],
+        k=[2],
+        batch_size=[4],
+        reps=16,
+        progress=False,
+    )
+    assert (ds.status == "done").all()
+    after = model.state_dict()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name  # num_batches_tracked, running stats, weights
+    assert model.training
+
+
+def test_the_same_seed_gives_the_same_dropout_and_batch_statistics():
+    torch.manual_seed(0)
+    task = ModuleTask(
+        Normalised().double().train(), torch.randn(6, 3, dtype=torch.float64), arity=2
+    )
+    grid = dict(estimators=["st_gumbel_softmax"], tau=[1.0], k=[1], batch_size=[4], reps=8)
+    first = gvbench.sweep(task, progress=False, **grid)
+    torch.manual_seed(123)  # the global generator's state is not the cell's business
+    second = gvbench.sweep(task, progress=False, **grid)
+    for name in ("variance", "bias2", "mse", "cosine"):
+        np.testing.assert_array_equal(first[name].values, second[name].values, err_msg=name)
+
+
+class WithDistributions(nn.Module):
+    """A KL from torch.distributions: its argument checks branch on values under vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(3, 4, dtype=torch.float64))
+
+    def forward(self, x, sample):
+        logits = self.theta.expand(len(x), -1, -1)
+        z = sample(logits)
+        posterior = torch.distributions.Categorical(logits=logits)
+        prior = torch.distributions.Categorical(logits=torch.zeros_like(logits))
+        kl = torch.distributions.kl_divergence(posterior, prior).sum(-1)
+        return (z * torch.arange(4.0, dtype=torch.float64)).sum((-1, -2)) + kl + x[:, 0]
+
+
+def test_vmap_failure_names_the_line_the_cost_and_the_fix():
+    task = ModuleTask(WithDistributions(), torch.ones(4, 1, dtype=torch.float64), batched=True)
+    with pytest.warns(UserWarning) as caught:
+        draws = gradient_draws(task, E.get("st_gumbel_softmax"), 6, 2, torch.Generator())
+    assert draws.shape == (6, 12) and torch.isfinite(draws).all()
+    message = str(caught[0].message)
+    assert "cannot be measured under torch.func.vmap" in message
+    assert "test_module_task.py" in message and "in forward" in message  # the user's line
+    assert re.search(r"measuring one draw per pass: [0-9.e-]+ s a draw", message)
+    assert re.search(r"a reference of 10000 RLOO draws: about [0-9.e-]+ min", message)
+    assert "instead of torch.distributions" in message  # the known fix
+
+
+def test_the_draw_mode_is_measured_once_recorded_and_kept_on_resume(tmp_path):
+    task = tiny_model_task()  # batched="auto"
+    grid = dict(estimators=["st_gumbel_softmax"], tau=[1.0], k=[1], batch_size=[2], reps=8)
+    ds = gvbench.sweep(task, path=tmp_path / "m.nc", progress=False, **grid)
+    chosen = ds.attrs["draw_mode"]
+    assert chosen in ("batched", "loop") and task.draw_mode == chosen
+    again = tiny_model_task()
+    gvbench.sweep(again, path=tmp_path / "m.nc", progress=False, **{**grid, "tau": [0.5]})
+    assert again.draw_mode == chosen  # adopted from the file, not measured anew
+    other = tiny_model_task(batched=chosen != "batched")
+    with pytest.raises(ValueError, match=f"drawn in {chosen} mode"):
+        gvbench.sweep(other, path=tmp_path / "m.nc", progress=False, **grid)
+
+
+def test_the_reference_noise_is_stored_and_sized_from_the_cells(tmp_path):
+    task = tiny_model_task(reference_reps=3000)
+    grid = dict(estimators=["st_gumbel_softmax", "rloo"], tau=[1.0], k=[2], batch_size=[2])
+    fixed = gvbench.sweep(task, reps=40, reference_reps=500, progress=False, **grid)
+    noise = fixed.reference_variance.squeeze()
+    assert bool((fixed.reference_draws == 500).all()) and bool((noise > 0).all())
+    np.testing.assert_allclose(fixed.group_reference_variance.sum("group").squeeze(), noise)
+    small = gvbench.sweep(task, reps=40, progress=False, **grid)  # auto: few draws, coarse cells
+    large = gvbench.sweep(task, reps=4000, progress=False, **grid)  # finer cells need more
+    assert 0 < int(small.reference_draws.max()) < int(large.reference_draws.max()) <= 3000
+    sizing = large.attrs["reference_sizing"]
+    assert "reference at B=2" in sizing and "the smallest bias² a cell resolves" in sizing
+    # The noise meets its target unless capped (then the description says so).
+    if "capped" not in small.attrs["reference_sizing"]:
+        resolved = float(small.attrs["reference_sizing"].split("× ")[1].split(",")[0])
+        assert float(small.reference_variance.max()) <= 0.1 * resolved * (1 + 1e-9)

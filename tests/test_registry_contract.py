@@ -241,3 +241,23 @@ def test_unbiased_estimators_match_exact_gradient(name):
         gradient_draws(estimator, theta, f, 1000, seed=99)  # warm the running baseline
     draws = gradient_draws(estimator, theta, f, 40_000, seed=7)
     assert_within_se(draws, expected)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_evaluations_are_the_objective_runs_made(name):
+    """The registry's cost is counted, not declared: one draw runs the objective that often."""
+    n = arity(name)
+    logits = torch.randn(3, 2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    options = {"k": 3} if "k" in E.info(name).hyper else {}
+    calls = 0
+    q, c = quadratic(n)
+
+    def objective(sample):
+        nonlocal calls
+        calls += 1
+        return quadratic_loss(q, c)(sample(logits.requires_grad_())).sum(-1)
+
+    estimator = E.get(name, **options)
+    estimator(objective, generator=torch.Generator().manual_seed(0)).sum().backward()
+    choices = E.Choices(((2, n),))  # per example: two variables of arity n
+    assert calls == E.info(name).evaluations_per_draw(estimator.options, choices), name

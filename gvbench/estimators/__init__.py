@@ -43,6 +43,7 @@ from gvbench.estimators.binary import (
 )
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
+    Choices,
     Estimator,
     EstimatorInfo,
     Objective,
@@ -63,6 +64,7 @@ from gvbench.estimators.sampling import (
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
+    "Choices",
     "ControlVariate",
     "Estimator",
     "EstimatorInfo",

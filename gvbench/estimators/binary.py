@@ -206,7 +206,7 @@ def _disarm_pair(u: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
     return (u < p).to(u.dtype), (1 - u < p).to(u.dtype)
 
 
-@register(unbiased=True, binary_only=True, sequential=False, label="ARM")
+@register(unbiased=True, binary_only=True, sequential=False, label="ARM", evaluations=2)
 def arm(objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
     r"""ARM, the augment-REINFORCE-merge estimator (Yin & Zhou 2019, ICLR), Bernoulli variables.
 
@@ -223,7 +223,7 @@ def arm(objective: Objective, *, generator: torch.Generator | None = None) -> Te
     return _antithetic_surrogate(objective, generator, _arm_pair, lambda u, phi, b, bt: u - 0.5)
 
 
-@register(unbiased=True, binary_only=True, sequential=False, label="DisARM")
+@register(unbiased=True, binary_only=True, sequential=False, label="DisARM", evaluations=2)
 def disarm(objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
     r"""DisARM, ARM with the augmentation integrated out (Dong, Mnih & Tucker 2020, NeurIPS).
 

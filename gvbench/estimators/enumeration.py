@@ -97,7 +97,13 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
         choices = [*choices[:position], choices[position] + 1]
 
 
-@register(unbiased=True, exact=True, label="Exact", default=False)
+@register(
+    unbiased=True,
+    exact=True,
+    label="Exact",
+    default=False,
+    evaluations=lambda o, c: c.outcomes + 1,  # one probing run, then every joint outcome
+)
 def exact(
     objective: Objective,
     *,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
@@ -34,6 +35,7 @@ from gvbench.estimators.validation import (
 )
 
 __all__ = [
+    "Choices",
     "Estimator",
     "EstimatorInfo",
     "Objective",
@@ -63,6 +65,34 @@ SWEPT_HYPER = ("tau", "k")
 
 
 @dataclasses.dataclass(frozen=True)
+class Choices:
+    """The discrete choices of one example: ``(variables, arity)`` per sampler call.
+
+    What an estimator's cost can depend on: exact enumeration runs the objective once per
+    joint outcome, IndeCateR once per variable and category.
+    """
+
+    calls: tuple[tuple[int, int], ...]
+
+    @property
+    def variables(self) -> int:
+        return sum(count for count, _ in self.calls)
+
+    @property
+    def outcomes(self) -> int:
+        """Joint outcomes as enumeration visits them (every category of every variable)."""
+        return math.prod(arity**count for count, arity in self.calls)
+
+    @property
+    def categories(self) -> int:
+        """Σ over variables of their arity (one run per variable and category)."""
+        return sum(count * arity for count, arity in self.calls)
+
+
+Evaluations = int | Callable[[Mapping[str, Any], Choices], int]
+
+
+@dataclasses.dataclass(frozen=True)
 class EstimatorInfo:
     """What a user (and the harness) needs to know about a registered estimator."""
 
@@ -82,6 +112,13 @@ class EstimatorInfo:
     state: Callable[[], dict[str, Any]] | None = None
     sequential: bool = True
     without_replacement: bool = False
+    evaluations: Evaluations = 1
+
+    def evaluations_per_draw(self, options: Mapping[str, Any], choices: Choices) -> int:
+        """How many times one draw runs the objective, with ``options`` bound (e.g. K)."""
+        if callable(self.evaluations):
+            return int(self.evaluations({**self.defaults, **options}, choices))
+        return int(self.evaluations)
 
     @property
     def needs_value(self) -> bool:
@@ -120,6 +157,7 @@ def register(
     state: Callable[[], dict[str, Any]] | None = None,
     sequential: bool = True,
     without_replacement: bool = False,
+    evaluations: Evaluations = 1,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
 
@@ -131,6 +169,8 @@ def register(
     ``sequential=False``: the estimator needs every choice's logits fixed in advance (not
     depending on earlier samples), e.g. because it evaluates the objective at coupled samples.
     ``without_replacement=True``: its K samples are distinct, so K cannot exceed the outcomes.
+    ``evaluations``: objective runs per draw, a number or ``f(options, choices)`` (e.g.
+    ``lambda o, c: o["k"]`` for RLOO): what comparisons at equal cost count.
     """
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -173,6 +213,7 @@ def register(
             state=state,
             sequential=sequential,
             without_replacement=without_replacement,
+            evaluations=evaluations,
         )
         return function
 

@@ -268,6 +268,7 @@ def _relaxed_control_variate(
     unbiased=True,
     relaxed=True,
     label="REBAR",
+    evaluations=3,
     state=lambda: {"control": ControlVariate(hidden=0)},
 )
 def rebar(
@@ -292,6 +293,7 @@ def rebar(
     unbiased=True,
     relaxed=True,
     label="RELAX",
+    evaluations=3,
     state=lambda: {"control": ControlVariate(hidden=16)},
 )
 def relax(

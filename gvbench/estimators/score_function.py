@@ -155,7 +155,7 @@ def reinforce(
 RLOO_MAX_K = 1 << 16
 
 
-@register(unbiased=True, label="RLOO", min_k=2, max_k=RLOO_MAX_K)
+@register(unbiased=True, label="RLOO", min_k=2, max_k=RLOO_MAX_K, evaluations=lambda o, c: o["k"])
 def rloo(objective: Objective, *, k: int = 2, generator: torch.Generator | None = None) -> Tensor:
     r"""REINFORCE leave-one-out with K samples (Kool et al. 2019), unbiased.
 

@@ -241,6 +241,7 @@ def _set_log_ratios(log_p: Tensor) -> tuple[Tensor, Tensor]:
     max_k=UNORDERED_SET_MAX_K,
     sequential=False,
     without_replacement=True,
+    evaluations=lambda o, c: o["k"] + 1,  # one run finds the choices' logits
 )
 def unordered_set(
     objective: Objective, *, k: int = 4, generator: torch.Generator | None = None

@@ -1,21 +1,28 @@
-"""N independent gradient draws of an estimator on a task, in batched backward passes."""
+"""N independent gradient draws of an estimator on a task, R per backward pass.
+
+R is bounded by memory (examples per pass, gradient elements per pass) and by the task
+(a module measured one draw per pass when that is faster, or when it cannot be batched).
+Draws stay on the task's device and in its dtype; the reduction widens precision where it
+sums (:mod:`gvbench.harness.metrics`).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gvbench.estimators import Estimator
+from gvbench.estimators import Choices, Estimator
 from gvbench.tasks import Task
 
 # Examples × samples per backward pass (draws × batch size × the estimator's K when it
 # re-runs the objective K times): bounds the autograd graph whatever R, B and K are.
 PASS_BUDGET = 1 << 20
-# Gradient elements of one pass (draws × parameters): 2^24 float64 values are 128 MiB, so a
-# model of 10^6 parameters is measured 16 draws at a time.
+# Gradient elements of one pass (draws × parameters): 2^24 float32 values are 64 MiB, so a
+# model of 10^6 parameters is measured 16 draws at a time when it is batched.
 DRAW_ELEMENTS = 1 << 24
 
 
@@ -41,8 +48,9 @@ def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int)
     repeats = estimator.options.get("k", 1) if estimator.info.needs_value else 1
     size = max(1, PASS_BUDGET // (batch_size * repeats))
     size = min(size, max(1, DRAW_ELEMENTS // parameter_count(task)))
-    if task.max_draws_per_pass is not None:
-        size = min(size, task.max_draws_per_pass)
+    limit = task.pass_limit(estimator)
+    if limit is not None:
+        size = min(size, limit)
     return min(size, reps)
 
 
@@ -54,7 +62,7 @@ def one_pass(
     generator: torch.Generator | None,
 ) -> Tensor:
     """``draws`` gradient draws of the mean loss over ``batch_size`` examples, (draws, P)."""
-    grads = task.gradients(estimator, draws, batch_size, generator)
+    grads = task.gradients(estimator, draws, batch_size, generator).detach()
     if grads.shape[0] != draws:
         raise ValueError(
             f"task {task.name!r} returned {grads.shape[0]} gradient draws; expected {draws}"
@@ -68,16 +76,19 @@ def gradient_chunks(
     reps: int,
     batch_size: int,
     generator: torch.Generator | None = None,
+    most: int | None = None,
 ) -> Iterator[Tensor]:
     """``reps`` iid draws of the estimator's gradient of the task's mean loss, as (R, P) chunks.
 
     Draws are computed R at a time in one backward pass (R independent copies of the
-    parameters, each with its own samples) and stay on the task's device. An estimator with
-    state (a running-mean baseline) first runs one discarded pass, so every kept draw uses a
-    baseline built from earlier, independent samples. The same estimator state and generator
-    state give the same chunks: a second pass replays the first.
+    parameters, each with its own samples; at most ``most``) and stay on the task's device.
+    An estimator with state (a running-mean baseline) first runs one discarded pass, so every
+    kept draw uses a baseline built from earlier, independent samples. The same estimator
+    state and generator state give the same chunks.
     """
     size = draws_per_pass(task, estimator, reps, batch_size)
+    if most is not None:
+        size = min(size, most)
     if estimator.info.state is not None:
         one_pass(task, estimator, size, batch_size, generator)
     done = 0
@@ -94,30 +105,29 @@ def gradient_draws(
     batch_size: int,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """All ``reps`` draws in memory, (reps, P) float64 on the CPU (for small problems and tests)."""
+    """All ``reps`` draws in memory, (reps, P) on the CPU in the task's dtype (for small
+    problems and tests)."""
     return torch.cat(
         [chunk.cpu() for chunk in gradient_chunks(task, estimator, reps, batch_size, generator)]
     )
 
 
-def evaluations_per_draw(
-    task: Task, estimator: Estimator, batch_size: int, generator: torch.Generator | None
-) -> int:
-    """How many times the estimator evaluates the objective for one gradient draw.
+def choices(task: Task, batch_size: int) -> Choices:
+    """The discrete choices of one example of ``task`` at ``batch_size``: one probing run of
+    its loss (no gradient), recording every sampler call's variables and arity.
 
-    Counted on one single-draw pass with its own generator (so the cell's draws are not
-    disturbed): objective estimators run it K times (RLOO), K + 1 (US-BL), twice (ARM), …
+    What an estimator's evaluations per draw may depend on (see the registry's
+    ``evaluations``); the harness counts nothing per estimator itself.
     """
-    calls = 0
-    params = {
-        name: value.detach()[None].clone().requires_grad_()
-        for name, value in task.parameters().items()
-    }
+    calls: list[tuple[int, int]] = []
+    params = {name: value.detach()[None] for name, value in task.parameters().items()}
 
-    def objective(sample):
-        nonlocal calls
-        calls += 1
-        return task.loss(params, sample, batch_size)
+    def probe(logits: Tensor, *, dim: int = -1) -> Tensor:
+        moved = logits.detach().movedim(dim, -1)
+        calls.append((math.prod(moved.shape[2:-1]), moved.shape[-1]))  # (R, B, *variables, n)
+        index = moved.argmax(-1, keepdim=True)
+        return torch.zeros_like(moved).scatter_(-1, index, 1.0).movedim(-1, dim)
 
-    estimator(objective, generator=generator).mean().backward()
-    return calls
+    with torch.no_grad():
+        task.loss(params, probe, batch_size)
+    return Choices(tuple(calls))

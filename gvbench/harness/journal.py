@@ -2,10 +2,15 @@
 
 Rewriting a whole netCDF after every cell costs the driver O(cells) per cell, O(cells²) per
 sweep. Instead each finished cell becomes one small JSON file in ``<path>.cells/`` (written
-atomically, named by the cell's coordinates), and the netCDF is rewritten once at the start
-(the grid, every cell pending) and once at the end; :func:`gvbench.harness.read` merges a
-journal it finds, so a sweep killed at any point loses no finished cell. Every record keeps
-its digest: a damaged file is skipped (the cell is recomputed), never trusted.
+atomically), holding every grid point the cell fills (an estimator without τ fills a row of
+them: one file, so a kill never leaves half of them), and the netCDF is rewritten when the
+first cell lands and at the end; :func:`gvbench.harness.read` merges a journal it finds, so a
+sweep killed at any point loses no finished cell.
+
+Nothing foreign or damaged is trusted: every entry carries the experiment it belongs to (a
+digest of the sweep's identity, the ``experiment`` attribute of its file) and its record's
+digest. An entry of another experiment, or one that does not verify, is left out (its cell is
+recomputed) with a warning that names the file.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import json
 import math
 import os
 import shutil
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +35,33 @@ def folder(path: str | os.PathLike[str]) -> Path:
     return path.parent / f"{path.name}.cells"
 
 
-def _name(key: store.CellKey) -> str:
-    return hashlib.sha256(json.dumps(_plain(key)).encode()).hexdigest()[:32] + ".json"
-
-
 def _plain(key: store.CellKey) -> list[Any]:
     # τ may be NaN (an estimator without τ): JSON keeps it as NaN, and NaN != NaN, so keys
     # are compared through this plain form.
     return [None if isinstance(v, float) and math.isnan(v) else v for v in key]
 
 
-def write(path: str | os.PathLike[str], key: store.CellKey, record: dict[str, Any]) -> None:
-    """Persist one finished cell (its record must be sealed: it carries its digest)."""
-    text = json.dumps({"key": _plain(key), "record": record}, sort_keys=True)
-    write_bytes(text.encode(), folder(path) / _name(key))
+def _name(keys: Sequence[store.CellKey]) -> str:
+    return hashlib.sha256(json.dumps([_plain(k) for k in keys]).encode()).hexdigest()[:32] + ".json"
 
 
-def records(path: str | os.PathLike[str]) -> dict[store.CellKey, dict[str, Any]]:
-    """The journal's cells whose digest holds (others are left out, to be recomputed)."""
+def write(
+    path: str | os.PathLike[str],
+    keys: Sequence[store.CellKey],
+    record: dict[str, Any],
+    experiment: str,
+) -> None:
+    """Persist one finished cell, with every grid point it fills, in one atomic file (its
+    record must be sealed: it carries its digest)."""
+    entry = {"experiment": experiment, "keys": [_plain(k) for k in keys], "record": record}
+    write_bytes(json.dumps(entry, sort_keys=True).encode(), folder(path) / _name(keys))
+
+
+def records(
+    path: str | os.PathLike[str], experiment: str | None
+) -> dict[store.CellKey, dict[str, Any]]:
+    """The journal's cells of ``experiment`` whose digest holds; the others are left out
+    (to be recomputed) with a warning naming their file."""
     found: dict[store.CellKey, dict[str, Any]] = {}
     directory = folder(path)
     if not directory.is_dir():
@@ -53,17 +69,34 @@ def records(path: str | os.PathLike[str]) -> dict[store.CellKey, dict[str, Any]]
     for file in sorted(directory.glob("*.json")):
         try:
             entry = json.loads(file.read_text())
-            key = tuple(math.nan if v is None else v for v in entry["key"])
-            record = entry["record"]
-        except (OSError, ValueError, KeyError, TypeError):
+            keys = [tuple(math.nan if v is None else v for v in key) for key in entry["keys"]]
+            record, owner = entry["record"], entry.get("experiment")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            warnings.warn(
+                f"{file}: not a readable journal entry; its cell is recomputed", stacklevel=3
+            )
             continue
-        if not isinstance(record, dict) or "digest" not in record or "status" not in record:
+        if experiment is None or owner != experiment:
+            warnings.warn(
+                f"{file} belongs to another experiment ({owner}, not {experiment}); it is "
+                "ignored and its cell recomputed",
+                stacklevel=3,
+            )
             continue
-        if store.sealed(record)["digest"] != record["digest"]:
+        if (
+            not isinstance(record, dict)
+            or "digest" not in record
+            or "status" not in record
+            or store.sealed(record)["digest"] != record["digest"]
+            or (record["status"] == store.DONE and store.non_finite(record))
+        ):
+            warnings.warn(
+                f"{file}: its values do not match their digest; the cell is recomputed",
+                stacklevel=3,
+            )
             continue
-        if record["status"] == store.DONE and store.non_finite(record):
-            continue
-        found[key] = record
+        for key in keys:
+            found[key] = record
     return found
 
 
@@ -73,12 +106,13 @@ def clear(path: str | os.PathLike[str]) -> None:
 
 
 def consolidated(ds: Any, path: str | os.PathLike[str]) -> Any:
-    """``ds`` (read from ``path``) with the journal's finished cells merged in.
+    """``ds`` (read from ``path``) with the journal's finished cells of the same experiment
+    merged in.
 
-    A sweep writes its whole grid before its first cell, so every journaled cell has its
+    A sweep writes its whole grid when its first cell lands, so every journaled cell has its
     place in the file; one that has none (a journal left from another grid) is ignored.
     """
-    logged = records(path)
+    logged = records(path, ds.attrs.get("experiment"))
     if not logged:
         return ds
     squeezed = "seed" not in ds.dims

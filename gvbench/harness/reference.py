@@ -1,7 +1,17 @@
-"""Reference gradients: exact by enumeration, or a high-sample unbiased (RLOO) estimate."""
+"""Reference gradients: exact by enumeration, or a high-sample unbiased (RLOO) estimate.
+
+A sampled reference has noise of its own, :math:`V_{ref}/N_{ref}` (its expected squared
+error), which bias² subtracts and every cell stores as ``reference_variance``. Sized
+``"auto"``, it is drawn until that noise is at most :data:`NOISE_FRACTION` of the smallest
+bias² any cell of the sweep can resolve, :math:`2\\,\\mathrm{SE}_0 = 2\\sqrt{2\\,\\mathrm{tr}\\,\\Sigma^2}/N`
+(the standard error of bias² at zero bias, Σ the cell's covariance, estimated from a short
+pilot of each cell), or until a cap.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -19,6 +29,55 @@ from gvbench.tasks import Task
 from gvbench.tasks.base import flatten_gradients
 
 REFERENCE_K = 8
+# "auto": the reference's noise is at most this share of the smallest resolvable bias².
+NOISE_FRACTION = 0.1
+# Draws of an auto reference's first stage (and most per pass): later stages double it.
+FIRST_STAGE = 256
+# Pilot draws per cell for its resolution (pair differences: tr Σ² from all their pairs).
+PILOT_DRAWS = 16
+
+
+def exact_reference(task: Task, batch_size: int) -> Reference:
+    """Autograd of the enumerated expectation: the exact gradient, no noise."""
+    params = {
+        name: value.detach()[None].clone().requires_grad_()
+        for name, value in task.parameters().items()
+    }
+    expected = E.exact(lambda sample: task.loss(params, sample, batch_size))
+    if expected.shape != (1, batch_size):
+        raise ValueError(
+            f"task {task.name!r} returned losses of shape {tuple(expected.shape)}; "
+            f"expected (draws, batch_size) = (1, {batch_size})"
+        )
+    expected.mean(1).sum().backward()
+    gradient = flatten_gradients(params, 1)[0].detach().to(torch.float64).cpu().numpy()
+    return Reference(gradient, kind="exact")
+
+
+class _Accumulator:
+    """Per-coordinate mean and variance of a stream of draws: sums of the draws centred at
+    the first one, kept in their dtype between flushes into float64 (no cancellation: the
+    centre is within a standard deviation of the mean)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.centre: torch.Tensor | None = None
+
+    def add(self, chunk: torch.Tensor) -> None:
+        if self.centre is None:
+            self.centre = chunk[0].clone()
+            self.sum = torch.zeros_like(chunk[0], dtype=torch.float64)
+            self.squares = torch.zeros_like(self.sum)
+        centred = chunk - self.centre
+        self.sum += centred.sum(0).to(torch.float64)
+        self.squares += centred.square().sum(0).to(torch.float64)
+        self.count += chunk.shape[0]
+
+    def mean(self) -> torch.Tensor:
+        return self.centre.to(torch.float64) + self.sum / self.count
+
+    def coordinate_variance(self) -> torch.Tensor:
+        return (self.squares - self.sum.square() / self.count) / (self.count - 1)
 
 
 def reference_gradient(
@@ -29,84 +88,172 @@ def reference_gradient(
     k: int = REFERENCE_K,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    noise_target: float | None = None,
+    cap: int | None = None,
 ) -> Reference:
     """The gradient every bias is measured against, for ``task`` at ``batch_size``.
 
     Exact (autograd of the enumerated expectation) when the task can enumerate; otherwise the
-    mean of ``reps`` draws (default: the task's ``reference_reps``) of RLOO with ``k`` samples, unbiased, whose trace variance and
-    count are kept so that bias² can subtract the reference's own noise.
+    mean of RLOO draws with ``k`` samples, unbiased, whose per-coordinate variance and count
+    are kept so that bias² can subtract the reference's own noise. ``reps`` draws (default:
+    the task's ``reference_reps``), or with ``noise_target``, as many as make
+    :math:`V_{ref}/N_{ref}` at most that, doubling from a first stage, up to ``cap``.
     """
     if task.enumerable(batch_size):
-        params = {
-            name: value.detach()[None].clone().requires_grad_()
-            for name, value in task.parameters().items()
-        }
-        expected = E.exact(lambda sample: task.loss(params, sample, batch_size))
-        if expected.shape != (1, batch_size):
-            raise ValueError(
-                f"task {task.name!r} returned losses of shape {tuple(expected.shape)}; "
-                f"expected (draws, batch_size) = (1, {batch_size})"
-            )
-        expected.mean(1).sum().backward()
-        return Reference(flatten_gradients(params, 1)[0].cpu().numpy(), kind="exact")
-    reps = task.reference_reps if reps is None else reps
-    # Streamed: Chan et al.'s pairwise update of (count, mean, Σ(g - mean)²) per coordinate,
-    # exact and free of the cancellation of Σg² - N ḡ², in the memory of two P-vectors.
-    count, mean, scatter = 0, None, None
+        return exact_reference(task, batch_size)
+    target = task.reference_reps if reps is None else reps
+    if noise_target is not None:
+        target = cap or task.reference_reps
+    estimator = E.get("rloo", k=k)
+    accumulator = _Accumulator()
     bar = tqdm(
-        total=reps, disable=not progress, unit="draw", desc=f"{task.name} reference B={batch_size}"
+        total=target,
+        disable=not progress,
+        unit="draw",
+        desc=f"{task.name} reference B={batch_size}",
     )
-    for chunk in gradient_chunks(task, E.get("rloo", k=k), reps, batch_size, generator):
-        bar.update(chunk.shape[0])
-        chunk = chunk.to(torch.float64)
-        chunk_mean = chunk.mean(0)
-        chunk_scatter = (chunk - chunk_mean).square().sum(0)
-        if mean is None:
-            count, mean, scatter = chunk.shape[0], chunk_mean, chunk_scatter
-            continue
-        total = count + chunk.shape[0]
-        shift = chunk_mean - mean
-        scatter = scatter + chunk_scatter + shift.square() * (count * chunk.shape[0] / total)
-        mean = mean + shift * (chunk.shape[0] / total)
-        count = total
-    bar.close()
-    coordinate_variance = (scatter / (reps - 1)).cpu().numpy()
+    staged = noise_target is not None
+    stage = min(target, FIRST_STAGE) if staged else target
+    # One stream of draws, read in stages of whole passes: a longer reference extends a
+    # shorter one.
+    chunks = gradient_chunks(
+        task, estimator, target, batch_size, generator, FIRST_STAGE if staged else None
+    )
+    with bar:
+        while True:
+            while accumulator.count < stage:
+                chunk = next(chunks)
+                accumulator.add(chunk)
+                bar.update(chunk.shape[0])
+            noise = float(accumulator.coordinate_variance().sum()) / accumulator.count
+            if accumulator.count >= target or noise_target is None or noise <= noise_target:
+                break
+            needed = math.ceil(accumulator.count * noise / noise_target)
+            stage = min(target, max(2 * accumulator.count, needed))
+    chunks.close()
+    coordinate_variance = accumulator.coordinate_variance().cpu().numpy()
+    mean = accumulator.mean().cpu().numpy()
     variance = float(coordinate_variance.sum())
-    if not torch.isfinite(mean).all() or not math.isfinite(variance):
+    count = accumulator.count
+    if not np.isfinite(mean).all() or not math.isfinite(variance):
         raise ValueError(f"the RLOO reference of the {task.name} task is not finite")
     return Reference(
-        mean.cpu().numpy(),
+        mean,
         variance=variance,
-        count=reps,
-        kind=f"rloo(k={k}, reps={reps})",
+        count=count,
+        kind=f"rloo(k={k}, reps={count})",
         coordinate_variance=coordinate_variance,
     )
 
 
+def resolution(
+    task: Task,
+    estimator: E.Estimator,
+    batch_size: int,
+    reps: int,
+    generator: torch.Generator | None,
+) -> float:
+    """The smallest bias² a cell of ``reps`` draws of ``estimator`` resolves (from zero, at two
+    standard errors): :math:`2\\sqrt{2\\,\\mathrm{tr}\\,\\Sigma^2}/N`, tr Σ² from the pairwise
+    products of the pair differences of a few pilot draws (discarded)."""
+    draws = torch.cat(list(gradient_chunks(task, estimator, PILOT_DRAWS, batch_size, generator)))
+    differences = (draws[0::2] - draws[1::2]).to(torch.float64) / math.sqrt(2)
+    gram = differences @ differences.T
+    off_diagonal = gram[~torch.eye(len(gram), dtype=torch.bool)]
+    trace_sq = float(off_diagonal.square().mean())
+    return 2 * math.sqrt(2 * trace_sq) / reps
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """Why an ``auto`` reference has the size it has (printed by the sweep)."""
+
+    resolution: float  # the smallest bias² a cell resolves
+    finest: str  # the cell that resolves it
+    draws: int
+    noise: float
+    cap: int
+
+    def describe(self, batch_size: int) -> str:
+        limited = (
+            ""
+            if self.noise <= NOISE_FRACTION * self.resolution
+            else (
+                f"; capped at {self.cap}: cells resolving bias² below "
+                f"{self.noise / NOISE_FRACTION:.3g} are limited by the reference (raise "
+                "--reference-reps)"
+            )
+        )
+        return (
+            f"reference at B={batch_size}: {self.draws} RLOO draws, noise V_ref/N_ref = "
+            f"{self.noise:.3g} (target: {NOISE_FRACTION:g} × {self.resolution:.3g}, the smallest "
+            f"bias² a cell resolves, {self.finest}){limited}"
+        )
+
+
+def _digest(reference: Reference) -> str:
+    arrays = [np.asarray(reference.gradient, float)]
+    if reference.coordinate_variance is not None:
+        arrays.append(np.asarray(reference.coordinate_variance, float))
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps([reference.variance, reference.count, reference.kind]).encode())
+    return digest.hexdigest()
+
+
 def save(reference: Reference, path: str | os.PathLike[str], identity: str) -> None:
-    """Keep ``reference`` on disk (atomically), tagged with what it is the reference of."""
+    """Keep ``reference`` on disk (atomically), tagged with what it is the reference of and
+    with a digest of its values."""
     buffer = io.BytesIO()
     arrays = {"gradient": np.asarray(reference.gradient, float)}
     if reference.coordinate_variance is not None:
         arrays["coordinate_variance"] = np.asarray(reference.coordinate_variance, float)
-    meta = {"variance": reference.variance, "count": reference.count, "kind": reference.kind}
+    meta = {
+        "variance": reference.variance,
+        "count": reference.count,
+        "kind": reference.kind,
+        "digest": _digest(reference),
+    }
     np.savez(buffer, identity=np.array(identity), meta=np.array(json.dumps(meta)), **arrays)
     write_bytes(buffer.getvalue(), path)
 
 
-def load(path: str | os.PathLike[str], identity: str) -> Reference | None:
-    """The reference saved at ``path`` for ``identity``, or None (absent, other, unreadable)."""
+def load(path: str | os.PathLike[str], identity: str) -> tuple[Reference | None, str | None]:
+    """The reference saved at ``path`` for ``identity``, or ``(None, why)``: absent (no
+    reason), of another experiment, damaged or changed since it was saved (a reason to say).
+    """
+    if not os.path.exists(path):
+        return None, None
     try:
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["identity"]) != identity:
-                return None
+                return None, f"{path} is the reference of another experiment; it is recomputed"
             meta = json.loads(str(saved["meta"]))
             variance = saved["coordinate_variance"] if "coordinate_variance" in saved else None
             reference = Reference(
                 saved["gradient"], meta["variance"], meta["count"], meta["kind"], variance
             )
-    except (OSError, ValueError, KeyError):
-        return None
+            stored = meta.get("digest")
+    except Exception:  # a damaged file raises whatever its first broken byte makes it raise
+        return None, f"{path} is damaged (not a readable reference); it is recomputed"
+    if stored != _digest(reference):
+        return (
+            None,
+            f"{path} does not match its digest (changed since it was saved); it is recomputed",
+        )
     if not np.isfinite(reference.gradient).all() or not math.isfinite(reference.variance):
-        return None
-    return reference
+        return None, f"{path} holds non-finite values; it is recomputed"
+    return reference, None
+
+
+__all__ = [
+    "NOISE_FRACTION",
+    "REFERENCE_K",
+    "Sizing",
+    "exact_reference",
+    "load",
+    "reference_gradient",
+    "resolution",
+    "save",
+]

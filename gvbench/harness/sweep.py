@@ -14,15 +14,16 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import math
 import multiprocessing
 import os
 import sys
 import time
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,9 +36,15 @@ import gvbench.tasks
 from gvbench import engine, provenance
 from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import journal, store
-from gvbench.harness.draws import evaluations_per_draw, gradient_chunks, parameter_columns
-from gvbench.harness.metrics import GradientMoments, Reference
-from gvbench.harness.reference import REFERENCE_K, reference_gradient
+from gvbench.harness.draws import choices, gradient_chunks, parameter_columns
+from gvbench.harness.metrics import MIN_DRAWS, GradientMoments, NonFiniteDraws, Reference
+from gvbench.harness.reference import (
+    NOISE_FRACTION,
+    REFERENCE_K,
+    Sizing,
+    reference_gradient,
+    resolution,
+)
 from gvbench.harness.reference import load as load_reference
 from gvbench.harness.reference import save as save_reference
 from gvbench.path_lock import PathLock
@@ -72,9 +79,24 @@ class Cell:
         key = (zlib.crc32(self.estimator.encode()), zlib.crc32(repr(self.tau).encode()))
         return np.random.SeedSequence(self.seed, spawn_key=(*key, self.k or 0, self.batch_size))
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        state = int(self.seed_sequence().generate_state(1, np.uint64)[0])
+    def generator(self, device: torch.device, stream: int = 0) -> torch.Generator:
+        """The cell's generator (``stream`` 1: its pilot's, independent of its draws)."""
+        sequence = self.seed_sequence()
+        if stream:
+            sequence = np.random.SeedSequence(
+                sequence.entropy, spawn_key=(*sequence.spawn_key, stream)
+            )
+        state = int(sequence.generate_state(1, np.uint64)[0])
         return torch.Generator(device=device).manual_seed(state)
+
+    @contextlib.contextmanager
+    def seeded(self, device: torch.device) -> Iterator[None]:
+        """Torch's global generator (dropout, a module's own randomness) seeded from the cell
+        for the block, and restored after: nothing depends on the executor or on what ran
+        before."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(self.seed_sequence().generate_state(2, np.uint64)[1] >> 1))
+            yield
 
 
 def _sequence(value: Any, name: str) -> list[Any]:
@@ -97,7 +119,7 @@ def check_grid(
     taus = sorted({check_tau(t) for t in taus})
     ks = sorted({check_count(k, "k", 1) for k in ks})
     batch_sizes = sorted({check_count(b, "batch_size", 1) for b in batch_sizes})
-    reps = check_count(reps, "reps", 2)
+    reps = check_count(reps, "reps", MIN_DRAWS)
     return list(dict.fromkeys(estimators)), taus, ks, batch_sizes, reps
 
 
@@ -127,10 +149,8 @@ def plan_cells(
     return plan
 
 
-def run_cell(
-    task: Task, cell: Cell, reps: int, reference: Reference, threads: int
-) -> dict[str, Any]:
-    """Draw ``reps`` gradients for ``cell`` and reduce them to metrics (a picklable record)."""
+def not_applicable(task: Task, cell: Cell) -> str | None:
+    """Why ``cell`` cannot run on ``task``, or None."""
     info = E.info(cell.estimator)
     reason = task.applicable(info)
     if reason is None and cell.k is not None and not info.min_k <= cell.k <= info.max_k:
@@ -138,59 +158,45 @@ def run_cell(
     outcomes = task.outcomes
     if reason is None and info.without_replacement and outcomes is not None and cell.k > outcomes:
         reason = f"{info.label} draws k distinct samples; an example has {outcomes} outcomes"
+    return reason
+
+
+def run_cell(
+    task: Task, cell: Cell, reps: int, reference: Reference, threads: int
+) -> dict[str, Any]:
+    """Draw ``reps`` gradients for ``cell`` and reduce them to metrics (a picklable record)."""
+    info = E.info(cell.estimator)
+    reason = not_applicable(task, cell)
     if reason is not None:
         return {"status": f"not applicable: {reason}"}
     if not np.isfinite(reference.gradient).all() or not np.isfinite(reference.variance):
         return {"status": f"failed: the reference gradient ({reference.kind}) is not finite"}
     start = time.perf_counter()
     try:
-        with pinned_threads(threads):
+        with pinned_threads(threads), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             groups = parameter_columns(task)
-            moments = GradientMoments(reference)
-            by_group = {
-                group: (columns, GradientMoments(reference.restrict(columns)))
-                for group, columns in groups.items()
-            }
-            # Two passes over the same seeded draws (see GradientMoments): a fresh estimator
-            # and generator replay the first pass exactly.
-            for replay in (False, True):
-                estimator = E.get(cell.estimator, **cell.options())
-                generator = cell.generator(task.device)
-                bad = 0
-                if not replay:
-                    first_pass = time.perf_counter()
+            moments = GradientMoments(reference, groups)
+            estimator = E.get(cell.estimator, **cell.options())
+            generator = cell.generator(task.device)
+            with cell.seeded(task.device):  # one pass over the draws
                 for chunk in gradient_chunks(task, estimator, reps, cell.batch_size, generator):
-                    bad += int((~torch.isfinite(chunk).all(1)).sum())
-                    if not bad:
-                        moments.add(chunk)
-                        for columns, group_moments in by_group.values():
-                            group_moments.add(
-                                chunk[:, torch.as_tensor(columns, device=chunk.device)]
-                            )
-                if bad:
-                    return {
-                        "status": f"failed: {bad} of {reps} gradient draws are not finite (the "
-                        "task's loss or the estimator overflowed)"
-                    }
-                if not replay:
-                    draw_seconds = (time.perf_counter() - first_pass) / reps
-                    moments.replay()
-                    for _, group_moments in by_group.values():
-                        group_moments.replay()
+                    moments.add(chunk)
+            draw_seconds = (time.perf_counter() - start) / reps
             record = moments.metrics()
-            if by_group:
+            if groups:
                 record["groups"] = {
                     group: {
-                        **group_moments.metrics(),
+                        **moments.group_metrics(group),
                         "parameters": float(len(columns)),
                         "reference_norm2": float(
                             np.square(reference.gradient.reshape(-1)[columns]).sum()
                         ),
                     }
-                    for group, (columns, group_moments) in by_group.items()
+                    for group, columns in groups.items()
                 }
-            evaluations = evaluations_per_draw(
-                task, E.get(cell.estimator, **cell.options()), cell.batch_size, generator
+            evaluations = info.evaluations_per_draw(
+                estimator.options, choices(task, cell.batch_size)
             )
         g_star = np.asarray(reference.gradient, float)
         record.update(
@@ -200,12 +206,102 @@ def run_cell(
             reference_norm2=float(g_star @ g_star),
             reference_draws=float(reference.count),
         )
+    except NonFiniteDraws as error:
+        return {
+            "status": f"failed: gradient draws are not finite ({error}; the task's loss or the "
+            "estimator overflowed)"
+        }
     except Exception as error:  # recorded, reported, and retried on resume
         return {"status": f"failed: {type(error).__name__}: {error}"}
     bad = store.non_finite(record)
     if bad:
         return {"status": f"failed: non-finite {', '.join(bad)}"}
-    return {**record, "status": store.DONE, "seconds": time.perf_counter() - start}
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    return {
+        **record,
+        "status": store.DONE,
+        "seconds": time.perf_counter() - start,
+        **({"notes": notes} if notes else {}),
+    }
+
+
+def _reference(
+    task: Task,
+    batch_size: int,
+    cells: Sequence[Cell],
+    path: str | os.PathLike[str] | None,
+    attrs: dict[str, Any],
+    options: dict[str, Any],
+) -> Reference:
+    """The reference of the cells at ``batch_size``: from the cache beside ``path`` when it is
+    this experiment's and intact, else computed (with torch's global generator seeded, like a
+    cell's) and cached."""
+    # Kept beside the results, so that a resumed sweep does not recompute minutes of RLOO
+    # draws; tagged with the experiment and a digest, so a stale or edited one is never used.
+    identity = json.dumps([attrs["experiment"], batch_size])
+    cache = None if path is None else Path(f"{path}.references") / f"batch-{batch_size}.npz"
+    if cache is not None:
+        reference, why = load_reference(cache, identity)
+        if why is not None:
+            warnings.warn(why, stacklevel=4)
+        if reference is not None:
+            return reference
+    source = Cell("reference", None, None, batch_size, options["seed"])
+    with source.seeded(task.device):
+        reference = _new_reference(
+            task, batch_size, cells, attrs, options, source.generator(task.device)
+        )
+    if cache is not None:
+        save_reference(reference, cache, identity)
+    return reference
+
+
+def _new_reference(
+    task: Task,
+    batch_size: int,
+    cells: Sequence[Cell],
+    attrs: dict[str, Any],
+    options: dict[str, Any],
+    generator: torch.Generator,
+) -> Reference:
+    """Exact, of a given size, or ``auto``: sized from the cells' own resolution, and said."""
+    if task.enumerable(batch_size):
+        return reference_gradient(task, batch_size)
+    progress, size, k = options["progress"], options["reference_reps"], options["reference_k"]
+    if size != "auto":
+        return reference_gradient(
+            task, batch_size, reps=size, k=k, generator=generator, progress=progress
+        )
+    finest, where = math.inf, "no cell applies"
+    for cell in cells:
+        if not_applicable(task, cell) is None:
+            estimator = E.get(cell.estimator, **cell.options())
+            with cell.seeded(task.device):
+                found = resolution(
+                    task, estimator, batch_size, options["reps"], cell.generator(task.device, 1)
+                )
+            if found < finest:
+                finest, where = found, f"{cell.estimator}{_hyper(cell)}"
+    reference = reference_gradient(
+        task,
+        batch_size,
+        k=k,
+        generator=generator,
+        progress=progress,
+        noise_target=NOISE_FRACTION * finest if math.isfinite(finest) else None,
+        cap=task.reference_reps,
+    )
+    sizing = Sizing(finest, where, reference.count, reference.noise, task.reference_reps)
+    attrs["reference_sizing"] = (
+        attrs.get("reference_sizing", "") + sizing.describe(batch_size) + "\n"
+    )
+    if progress:
+        print(sizing.describe(batch_size), file=sys.stderr)
+    return reference
+
+
+def _hyper(cell: Cell) -> str:
+    return "".join(f" {name}={value:g}" for name, value in cell.options().items())
 
 
 def process_pool(workers: int) -> cf.ProcessPoolExecutor:
@@ -214,7 +310,7 @@ def process_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 
 # Attributes that must agree for a stored file to be resumed: the same experiment.
-IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell", "seed")
+IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell", "seed", "draw_mode")
 
 
 def sweep(
@@ -230,7 +326,7 @@ def sweep(
     executor: cf.Executor | None = None,
     progress: bool = True,
     threads_per_cell: int = 1,
-    reference_reps: int | None = None,
+    reference_reps: int | Literal["auto"] | None = None,
     reference_k: int = REFERENCE_K,
     device: str | torch.device | None = None,
 ) -> xr.Dataset:
@@ -256,8 +352,11 @@ def sweep(
         progress: show a progress bar with an ETA.
         threads_per_cell: torch intra-op threads inside a cell, fixed so that results do not
             depend on the executor.
-        reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate
-            (default: the task's ``reference_reps``).
+        reference_reps, reference_k: size of the RLOO reference when the task cannot enumerate:
+            a number of draws, or ``"auto"`` (the default): drawn until its noise V_ref/N_ref
+            is at most a tenth of the smallest bias² a cell can resolve (measured by a short
+            pilot of each cell), at most the task's ``reference_reps``; the choice is printed
+            and kept in the ``reference_sizing`` attribute.
         device: run the task there (e.g. ``"cuda"``): draws and their reduction stay on the
             device, only metrics come back. Default: where the task is (the CPU).
 
@@ -278,9 +377,10 @@ def sweep(
         )
     if device is not None:
         task = task.to(device)
-    reference_reps = check_count(
-        task.reference_reps if reference_reps is None else reference_reps, "reference_reps", 2
-    )
+    if reference_reps is None or (isinstance(reference_reps, str) and reference_reps == "auto"):
+        reference_reps = "auto"
+    else:
+        reference_reps = check_count(reference_reps, "reference_reps", 2)
     reference_k = check_count(reference_k, "reference_k", 2)
     if estimators is None:
         estimators = [name for name, entry in E.available().items() if entry.default]
@@ -328,18 +428,17 @@ def sweep(
             lock,
             attrs,
             coords,
-            names,
-            taus,
-            ks,
-            batch_sizes,
-            seeds,
-            seed,
-            reps,
-            reference_reps,
-            reference_k,
-            threads_per_cell,
-            executor,
-            progress,
+            (names, taus, ks, batch_sizes, seeds),
+            squeeze_seed=not isinstance(seed, Iterable),
+            options={
+                "reps": reps,
+                "reference_reps": reference_reps,
+                "reference_k": reference_k,
+                "seed": seeds[0],
+                "threads": threads_per_cell,
+                "executor": executor,
+                "progress": progress,
+            },
         )
 
 
@@ -349,19 +448,12 @@ def _sweep_locked(
     lock: PathLock | None,
     attrs: dict[str, Any],
     coords: dict[str, list[Any]],
-    names: list[str],
-    taus: list[float],
-    ks: list[int],
-    batch_sizes: list[int],
-    seeds: list[int],
-    seed: int | Sequence[int],
-    reps: int,
-    reference_reps: int,
-    reference_k: int,
-    threads_per_cell: int,
-    executor: Any,
-    progress: bool,
+    grid: tuple[list[str], list[float], list[int], list[int], list[int]],
+    squeeze_seed: bool,
+    options: dict[str, Any],
 ) -> xr.Dataset:
+    names, taus, ks, batch_sizes, seeds = grid
+    reps, executor, progress = options["reps"], options["executor"], options["progress"]
     records: dict[store.CellKey, dict[str, Any]] = {}
     if path is not None and Path(path).exists():
         stored = store.read(path, verify=False)
@@ -371,6 +463,8 @@ def _sweep_locked(
                 "choose another path"
             )
         for key in IDENTITY:
+            if key == "draw_mode":  # adopted below when the task leaves it to gvbench
+                continue
             if str(stored.attrs.get(key)) != str(attrs[key]):
                 raise ValueError(
                     f"{path} holds a different experiment ({key}: {stored.attrs.get(key)!r} "
@@ -400,6 +494,22 @@ def _sweep_locked(
             coords[name] = merged if name == "estimator" else sorted(merged)
         attrs["created"] = stored.attrs.get("created", attrs["created"])
         attrs["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        chosen = stored.attrs.get("draw_mode", "batched")  # the only mode before it was stored
+        if task.draw_mode == "auto":
+            task.set_draw_mode(str(chosen))  # the mode its finished cells were drawn in
+        elif task.draw_mode != chosen:
+            raise ValueError(
+                f"{path} was drawn in {chosen} mode and this task is set to {task.draw_mode} "
+                "(batched=…): the draws would differ; choose another path"
+            )
+    if task.draw_mode == "auto":
+        # Once per task, in the driver: every cell, on any executor, draws the same way.
+        task.calibrate(E.get("st_gumbel_softmax"), max(batch_sizes))
+        if progress:
+            for note in getattr(task, "notes", []):
+                print(note, file=sys.stderr)
+    attrs["draw_mode"] = task.draw_mode
+    attrs["experiment"] = store.experiment_digest({key: attrs[key] for key in IDENTITY})
 
     table = E.available()
     estimator_coords = {
@@ -411,7 +521,7 @@ def _sweep_locked(
 
     def dataset() -> xr.Dataset:
         ds = store.build_dataset(records, coords, estimator_coords, attrs)
-        return ds.squeeze("seed", drop=True) if not isinstance(seed, Iterable) else ds
+        return ds.squeeze("seed", drop=True) if squeeze_seed else ds
 
     plan = plan_cells(names, taus, ks, batch_sizes, seeds)
     todo = {
@@ -419,53 +529,45 @@ def _sweep_locked(
         for cell, keys in plan.items()
         if not all(key in records and store.is_finished(records[key]["status"]) for key in keys)
     }
-    references = {}
-    for b in sorted({cell.batch_size for cell in todo}):
-        # Kept beside the results, so that a resumed sweep does not recompute minutes of
-        # RLOO draws; tagged with the experiment, so a stale one is never used.
-        identity = json.dumps(
-            [attrs["task_config"], b, reference_reps, reference_k, seeds[0]], sort_keys=True
-        )
-        cache = None if path is None else Path(f"{path}.references") / f"batch-{b}.npz"
-        reference = None if cache is None else load_reference(cache, identity)
-        if reference is None:
-            reference = reference_gradient(
-                task,
-                b,
-                reps=reference_reps,
-                k=reference_k,
-                generator=Cell("reference", None, None, b, seeds[0]).generator(task.device),
-                progress=progress,
-            )
-            if cache is not None:
-                save_reference(reference, cache, identity)
-        references[b] = reference
-    if path is not None:
-        # The whole grid once, before the first cell; then one journal file per cell (the
-        # driver's cost per cell does not grow with the grid), consolidated at the end.
-        store.write_atomic(dataset(), path)
-        journal.clear(path)
+    references = {
+        b: _reference(task, b, [c for c in todo if c.batch_size == b], path, attrs, options)
+        for b in sorted({cell.batch_size for cell in todo})
+    }
     # The task (model weights, data) and the references travel to each worker once.
     shared_task = engine.share(executor, task)
     shared = {b: engine.share(executor, reference) for b, reference in references.items()}
     jobs = [
-        (cell, (shared_task, cell, reps, shared[cell.batch_size], threads_per_cell))
+        (cell, (shared_task, cell, reps, shared[cell.batch_size], options["threads"]))
         for cell in todo
     ]
     if not jobs and progress and path is not None:
         print(f"all {len(plan)} cells already in {path}; nothing to compute", file=sys.stderr)
     failures = []
+    noted: set[str] = set()
+    written = journaled = False
     bar = tqdm(
         total=len(jobs), disable=not progress or not jobs, unit="cell", desc=f"{task.name} sweep"
     )
     try:
         with bar:
             for cell, record in engine.run(run_cell, jobs, executor):
+                for note in record.pop("notes", []):
+                    if note not in noted:  # said once, in the driver, wherever the cell ran
+                        noted.add(note)
+                        warnings.warn(note, stacklevel=3)
                 record = store.sealed(record)
                 for key in todo[cell]:
                     records[key] = record
-                    if path is not None:
-                        journal.write(path, key, record)
+                if path is not None and not written:
+                    # The whole grid when the first cell lands (a sweep of one cell writes
+                    # once); then one journal file per cell (the driver's cost per cell does
+                    # not grow with the grid), consolidated at the end.
+                    store.write_atomic(dataset(), path)
+                    journal.clear(path)
+                    written = True
+                elif path is not None:
+                    journal.write(path, todo[cell], record, attrs["experiment"])
+                    journaled = True
                 if record["status"].startswith("failed"):
                     failures.append(f"{cell}: {record['status']}")
                 if lock is not None:
@@ -473,7 +575,7 @@ def _sweep_locked(
                 bar.set_postfix_str(f"{cell.estimator} τ={cell.tau} K={cell.k} B={cell.batch_size}")
                 bar.update()
     finally:  # finished cells reach the file even on Ctrl-C or an error
-        if path is not None and jobs:
+        if path is not None and journaled:
             store.write_atomic(dataset(), path)
             journal.clear(path)
     if failures:

@@ -53,11 +53,12 @@ def _moved(value: Any, device: torch.device) -> Any:
 
 
 def flatten_gradients(params: Mapping[str, Tensor], rows: int) -> Tensor:
-    """Concatenate the gradients of draw-axis parameters into an (R, P) matrix (float64)."""
+    """Concatenate the gradients of draw-axis parameters into an (R, P) matrix, in their own
+    dtype (one copy; the harness widens precision only where it sums)."""
     columns = []
     for value in params.values():
         grad = value.grad if value.grad is not None else torch.zeros_like(value)
-        columns.append(grad.reshape(rows, -1).to(torch.float64))
+        columns.append(grad.reshape(rows, -1))
     return torch.cat(columns, 1)
 
 
@@ -142,6 +143,16 @@ class Task(abc.ABC):
             )
         surrogate.mean(1).sum().backward()
         return flatten_gradients(params, draws)
+
+    @property
+    def draw_mode(self) -> str:
+        """How draws are made: ``"batched"`` (a draw axis), ``"loop"`` (one per pass)."""
+        return "batched" if self.max_draws_per_pass != 1 else "loop"
+
+    def pass_limit(self, estimator: Estimator) -> int | None:
+        """The most draws one pass of ``estimator`` may hold (None: the memory budget)."""
+        del estimator
+        return self.max_draws_per_pass
 
     def enumerable(self, batch_size: int) -> bool:
         """Whether the exact gradient can be computed by enumeration at this batch size."""

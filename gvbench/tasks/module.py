@@ -10,30 +10,46 @@ discrete choice, as it would call ``F.gumbel_softmax``::
 
     task = ModuleTask(Model(), (x,), loss=lambda out, x: ((out - x) ** 2).sum(-1))
 
-The harness measures R draws at once by ``torch.func.vmap`` over a stacked copy of the
-measured parameters (``functional_call``), with ``randomness="different"``: every draw has its
-own samples, from the cell's generator. A module or estimator that cannot run under vmap
-(data-dependent Python control flow, in-place randomness, state that changes mid-call) is
-measured one draw per pass instead, with a warning that says why.
+Draws come one of two ways, whichever is faster for this module (measured once per task, see
+:meth:`ModuleTask.calibrate`): R at once by ``torch.func.vmap`` over a stacked copy of the
+measured parameters (``functional_call``, ``randomness="different"``: every draw has its own
+samples from the cell's generator), which wins for small models; or one plain forward and
+backward pass per draw, which wins for large ones (a batched matmul over R copies of a
+million weights reads as much memory as R plain ones). A module or estimator that cannot run
+under vmap is measured one draw per pass, with a warning that names the operation, the line
+of the user's code and the cost.
+
+The user's module is never changed: its parameters are read, never written, and every draw
+sees fresh copies of its buffers, so BatchNorm in training mode normalises by the batch (as
+``train()`` says) while its running statistics and counters stay as they were.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
+import sysconfig
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+import gvbench
 from gvbench.estimators import Estimator, Sampler
-from gvbench.estimators.validation import set_validate_args, validate_args
+from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
 
 ParameterChoice = Iterable[str] | Callable[[str, nn.Parameter], bool] | None
+# Draws timed per mode when choosing between them.
+CALIBRATION_DRAWS = 8
+# Batched draws are chosen only when they are at least this much faster (they hold R copies).
+BATCHED_ADVANTAGE = 1.1
 
 
 class ModuleTask(Task):
@@ -48,14 +64,15 @@ class ModuleTask(Task):
             module's output is already the per-example loss.
         parameters: which parameters to measure: names, or a predicate ``(name, parameter)
             -> bool``. Default: every parameter that requires grad. The others stay fixed.
-        groups: parameter groups with metrics of their own: a mapping group → name prefixes.
-            Default: one group per top-level child module (``encoder``, ``decoder``, …).
+        groups: parameter groups with metrics of their own: a mapping group → a list of name
+            prefixes. Default: one group per top-level child module (``encoder``, …).
         name: the task's name in results and figures.
         arity: the number of categories of every choice, when it is one number (binary-only
             estimators need 2).
         relaxed_inputs: whether the module accepts relaxed samples (GS, REBAR, RELAX).
         sequential_choices: whether some choice's logits depend on earlier samples.
-        batched: measure R draws per pass with vmap (default); False: one draw per pass.
+        batched: ``"auto"`` (default): the faster of vmap and a plain loop, measured once by
+            :meth:`calibrate`; ``True``: vmap; ``False``: one draw per pass.
         max_draws_per_pass: a cap on R (default: the harness's memory budget).
         reference_reps: draws of the RLOO reference.
         config: extra JSON-serialisable description stored with results (e.g. a checkpoint).
@@ -73,7 +90,7 @@ class ModuleTask(Task):
         arity: int | None = None,
         relaxed_inputs: bool = False,
         sequential_choices: bool = False,
-        batched: bool = True,
+        batched: bool | Literal["auto"] = "auto",
         max_draws_per_pass: int | None = None,
         reference_reps: int = 10_000,
         config: Mapping[str, Any] | None = None,
@@ -95,7 +112,11 @@ class ModuleTask(Task):
         self._arity = arity
         self.relaxed_inputs = relaxed_inputs
         self.sequential_choices = sequential_choices
+        if batched not in (True, False, "auto"):
+            raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
         self.batched = batched
+        if max_draws_per_pass is not None:
+            max_draws_per_pass = check_count(max_draws_per_pass, "max_draws_per_pass", 1)
         self.max_draws_per_pass = max_draws_per_pass
         self.reference_reps = reference_reps
         self._config = dict(config or {})
@@ -105,6 +126,11 @@ class ModuleTask(Task):
         elif callable(parameters):
             chosen = [n for n, p in named.items() if parameters(n, p)]
         else:
+            if isinstance(parameters, str):
+                raise TypeError(
+                    f"parameters must be a list of names or a predicate, got the string "
+                    f"{parameters!r}; write [{parameters!r}]"
+                )
             chosen = list(parameters)
             unknown = [n for n in chosen if n not in named]
             if unknown:
@@ -118,6 +144,7 @@ class ModuleTask(Task):
         self.dtype, self.device = first.dtype, first.device
         self._groups = self._group(chosen, groups)
         self._unbatchable: dict[str, str] = {}
+        self.notes: list[str] = []
 
     @staticmethod
     def _group(
@@ -142,12 +169,28 @@ class ModuleTask(Task):
     def arity(self) -> int | None:
         return self._arity
 
+    @property
+    def draw_mode(self) -> str:
+        """``"batched"`` (vmap), ``"loop"`` (one draw per pass) or ``"auto"`` (not chosen yet)."""
+        return {True: "batched", False: "loop"}.get(self.batched, "auto")
+
+    def set_draw_mode(self, mode: str) -> None:
+        """Use ``mode`` (``"batched"`` or ``"loop"``), e.g. the one an earlier sweep chose."""
+        if mode not in ("batched", "loop"):
+            raise ValueError(f"draw mode must be 'batched' or 'loop', got {mode!r}")
+        self.batched = mode == "batched"
+
     def parameters(self) -> dict[str, Tensor]:
         named = dict(self.module.named_parameters())
         return {n: named[n].detach() for n in self.measured}
 
     def parameter_groups(self) -> dict[str, list[str]] | None:
         return self._groups
+
+    def pass_limit(self, estimator: Estimator) -> int | None:
+        if self.batched is False or estimator.name in self._unbatchable:
+            return 1
+        return self.max_draws_per_pass
 
     def to(self, device: str | torch.device) -> ModuleTask:
         """A copy whose module (a deep copy) and inputs live on ``device``."""
@@ -168,13 +211,25 @@ class ModuleTask(Task):
             **self._config,
         }
 
-    def _losses(self, params: Parameters, sample: Sampler, batch_size: int) -> Tensor:
+    def _buffers(self, draws: int | None = None) -> dict[str, Tensor]:
+        """Fresh copies of the module's buffers (stacked ``draws`` times for vmap): whatever
+        a forward writes to them (BatchNorm's running statistics) never reaches the module."""
+        if draws is None:
+            return {n: b.clone() for n, b in self.module.named_buffers()}
+        return {n: b.expand(draws, *b.shape).clone() for n, b in self.module.named_buffers()}
+
+    def _losses(self, state: Parameters | None, sample: Sampler, batch_size: int) -> Tensor:
+        """Per-example losses of the module with ``state`` (parameters and buffers) in place
+        of its own, or as it is (``None``)."""
         if batch_size > self.examples:
             raise ValueError(
                 f"batch_size must be <= {self.examples} for this task, got {batch_size}"
             )
         inputs = tuple(x[:batch_size] for x in self.inputs)
-        output = functional_call(self.module, dict(params), inputs, {"sample": sample})
+        if state is None:
+            output = self.module(*inputs, sample=sample)
+        else:
+            output = functional_call(self.module, dict(state), inputs, {"sample": sample})
         losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
         if not isinstance(losses, Tensor) or losses.shape != (batch_size,):
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
@@ -196,10 +251,10 @@ class ModuleTask(Task):
                 f"a ModuleTask evaluates one draw per loss call, got a draw axis of {draws}; "
                 "the harness batches draws through ModuleTask.gradients"
             )
-        squeezed = {n: v[0] for n, v in params.items()}
-        return self._losses(
-            squeezed, lambda logits, **kw: sample(logits[None], **kw)[0], batch_size
-        )[None]
+        state = {**self._buffers(), **{n: v[0] for n, v in params.items()}}
+        return self._losses(state, lambda logits, **kw: sample(logits[None], **kw)[0], batch_size)[
+            None
+        ]
 
     def gradients(
         self,
@@ -208,14 +263,40 @@ class ModuleTask(Task):
         batch_size: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        if self.batched and draws > 1 and estimator.name not in self._unbatchable:
+        if self.batched is not False and draws > 1 and estimator.name not in self._unbatchable:
             grads = self._vmapped(estimator, draws, batch_size, generator)
             if grads is not None:
                 return grads
+        rows = [self._one_draw(estimator, batch_size, generator) for _ in range(draws)]
+        return rows[0][None] if draws == 1 else torch.stack(rows)
+
+    def _one_draw(
+        self, estimator: Estimator, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """One plain forward and backward pass: the gradient as a flat vector (P,)."""
+        named = dict(self.module.named_parameters())
+        if all(named[n].requires_grad for n in self.measured) and not any(
+            True for _ in self.module.buffers()
+        ):
+            # Nothing a forward could write to, and gradients reach the module's own
+            # parameters without copies: the user's plain call, at the user's speed.
+            leaves, state = [named[n] for n in self.measured], None
+        else:
+            detached = {n: named[n].detach().requires_grad_() for n in self.measured}
+            leaves, state = list(detached.values()), {**self._buffers(), **detached}
+        surrogate = estimator(
+            lambda sample: self._losses(state, sample, batch_size), generator=generator
+        )
+        if surrogate.shape != (batch_size,):
+            raise ValueError(
+                f"task {self.name!r} returned losses of shape {tuple(surrogate.shape)}; "
+                f"expected ({batch_size},)"
+            )
+        grads = torch.autograd.grad(surrogate.mean(), leaves, allow_unused=True)
         return torch.cat(
             [
-                super(ModuleTask, self).gradients(estimator, 1, batch_size, generator)
-                for _ in range(draws)
+                (g if g is not None else torch.zeros_like(v)).reshape(-1)
+                for g, v in zip(grads, leaves, strict=True)
             ]
         )
 
@@ -227,10 +308,11 @@ class ModuleTask(Task):
         generator: torch.Generator | None,
     ) -> Tensor | None:
         stacked = {n: v.expand(draws, *v.shape).clone() for n, v in self.parameters().items()}
+        buffers = self._buffers(draws)
         try:
             frozen, update = estimator.frozen()
         except TypeError as error:
-            return self._not_batched(estimator, error)
+            return self._not_batched(estimator, error, batch_size, generator)
         # A failed attempt must not move the cell's generator: it runs on a copy, adopted
         # only on success, so a replay that skips the attempt draws the same numbers.
         trial = None
@@ -238,18 +320,25 @@ class ModuleTask(Task):
             trial = torch.Generator(device=generator.device)
             trial.set_state(generator.get_state())
 
-        def one_draw(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        def one_draw(params: dict[str, Tensor], own: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
             surrogate = frozen(
-                lambda sample: self._losses(params, sample, batch_size), generator=trial
+                lambda sample: self._losses({**own, **params}, sample, batch_size),
+                generator=trial,
             )
             return surrogate.mean(), surrogate.detach()
 
         checking = validate_args()
         set_validate_args(False)  # value checks are data-dependent control flow under vmap
         try:
-            grads, losses = vmap(grad(one_draw, has_aux=True), randomness="different")(stacked)
-        except (RuntimeError, NotImplementedError) as error:  # what vmap raises when it cannot
-            return self._not_batched(estimator, error)
+            # torch.func.grad differentiates inside the outer no_grad; without it, parameters
+            # the user left requiring grad (a decoder not measured) would have autograd
+            # record the whole batched pass for a backward that never comes.
+            with torch.no_grad():
+                grads, losses = vmap(grad(one_draw, has_aux=True), randomness="different")(
+                    stacked, buffers
+                )
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
+            return self._not_batched(estimator, error, batch_size, generator)
         finally:
             set_validate_args(checking)
         if generator is not None:
@@ -259,11 +348,109 @@ class ModuleTask(Task):
             stacked[name].grad = value
         return flatten_gradients(stacked, draws)
 
-    def _not_batched(self, estimator: Estimator, error: Exception) -> None:
-        reason = re.sub(r"\s+", " ", f"{type(error).__name__}: {error}")[:300]
+    def _not_batched(
+        self,
+        estimator: Estimator,
+        error: Exception,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> None:
+        """Remember that ``estimator`` cannot run under vmap here, and say why and at what
+        cost (the user's own line, the measured seconds per draw, the reference's time)."""
+        # Timed on copies: neither the cell's generator nor the estimator's state may move.
+        probe = None if generator is None else torch.Generator(device=generator.device)
+        if probe is not None:
+            probe.set_state(generator.get_state())
+        start = time.perf_counter()
+        self._one_draw(copy.deepcopy(estimator), batch_size, probe)
+        seconds = time.perf_counter() - start
+        reason = vmap_failure(error)
         self._unbatchable[estimator.name] = reason
-        warnings.warn(
-            f"{self.name}: {estimator.name} cannot be measured under torch.func.vmap "
-            f"({reason}); measuring one draw per pass instead (same statistics, slower)",
-            stacklevel=5,
+        reference = self.reference_reps * 8 * seconds  # RLOO(k=8): eight losses per draw
+        message = (
+            f"{self.name}: {estimator.name} cannot be measured under torch.func.vmap ({reason}); "
+            f"measuring one draw per pass: {seconds:.3g} s a draw here"
+            + (
+                f" (a reference of {self.reference_reps} RLOO draws: about {reference / 60:.3g} "
+                "min)"
+                if self.reference_reps
+                else ""
+            )
         )
+        self.notes.append(message)
+        warnings.warn(message, stacklevel=5)
+
+    def calibrate(
+        self, estimator: Estimator, batch_size: int, generator: torch.Generator | None = None
+    ) -> str:
+        """Choose between batched (vmap) and one-draw-per-pass draws by timing both once,
+        with ``estimator`` at ``batch_size``, unless the choice was made (``batched``); the
+        choice is kept on the task (its ``draw_mode``), so every cell uses it."""
+        if self.batched != "auto":
+            return self.draw_mode
+        generator = generator or torch.Generator(device=self.device).manual_seed(0)
+        draws = min(CALIBRATION_DRAWS, self.max_draws_per_pass or CALIBRATION_DRAWS)
+        self.batched = True
+        batched = self._timed(lambda: self.gradients(estimator, draws, batch_size, generator))
+        self.batched = False
+        looped = self._timed(lambda: self.gradients(estimator, draws, batch_size, generator))
+        if estimator.name in self._unbatchable:  # vmap failed (and said why)
+            batched = float("inf")
+        self.batched = batched * BATCHED_ADVANTAGE < looped
+        self.notes.append(
+            f"{self.name}: {self.draw_mode} draws ({looped / draws:.3g} s a draw one at a time, "
+            + (f"{batched / draws:.3g} s batched" if batched < float("inf") else "vmap failed")
+            + ")"
+        )
+        return self.draw_mode
+
+    @staticmethod
+    def _timed(run: Callable[[], object]) -> float:
+        """Seconds of the second of two calls (the first pays for warm-up and tracing)."""
+        run()
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+
+# Frames from these folders are not the user's code: torch, gvbench and the standard library.
+_OUTSIDE_USER_CODE = tuple(
+    os.path.abspath(folder) + os.sep
+    for folder in (
+        os.path.dirname(torch.__file__),
+        os.path.dirname(gvbench.__file__),
+        sysconfig.get_paths()["stdlib"],
+    )
+)
+
+
+def vmap_failure(error: BaseException) -> str:
+    """Why vmap failed, in one line: the operation, the user's own frame, and the known fix."""
+    frames = traceback.extract_tb(error.__traceback__)
+    user = next(
+        (
+            frame
+            for frame in reversed(frames)
+            if not os.path.abspath(frame.filename).startswith(_OUTSIDE_USER_CODE)
+        ),
+        None,
+    )
+    text = re.sub(r"\s+", " ", f"{type(error).__name__}: {error}").strip()
+    where = ""
+    if user is not None:
+        line = (user.line or "").strip()
+        where = f" at {os.path.basename(user.filename)}:{user.lineno} in {user.name}: `{line}`"
+    chain = " ".join(frame.filename for frame in frames) + " " + text
+    if "batch_norm" in chain.lower() or "batchnorm" in chain.lower():
+        fix = "torch.func.replace_all_batch_norm_modules_(model) makes BatchNorm vmappable"
+    elif "distributions" in chain:
+        fix = (
+            "compute the KL or log-probability from the logits directly (e.g. "
+            "(q * (q.log() - p.log())).sum(-1)) instead of torch.distributions, whose argument "
+            "checks branch on values"
+        )
+    elif "data-dependent" in chain or "item()" in chain:
+        fix = "replace Python branches on tensor values with torch.where"
+    else:
+        fix = "make the forward free of in-place updates and value-dependent Python branches"
+    return f"{text[:200]}{where}; fix: {fix}"

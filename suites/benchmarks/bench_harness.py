@@ -15,6 +15,8 @@ from gvbench.harness import gradient_draws
 from gvbench.harness.draws import one_pass
 from gvbench.tasks import ModuleTask, Toy
 
+from .workloads import CategoricalVAE, binary_images, interleaved_ratio, plain_autograd_loop
+
 TASK = Toy(theta=[0.6, -0.2, 0.1])
 
 
@@ -88,17 +90,18 @@ class Sweep:
 class LargeModelCell:
     """Peak memory of one cell of a 10⁶-parameter model against the number of draws N.
 
-    Streaming metrics keep it flat in N (a few P-vectors and one pass of draws); keeping
-    every draw took 2.6 / 9.5 / 23 GiB at N = 100 / 400 / 1000. ``make test`` runs it at
-    N = 8 only (see tests/test_suites.py), to stay quick.
+    One pass, reduced as it goes: a few P-vectors and a few scalars per draw, so memory is
+    flat in N (781 MiB at N = 100, 1062 MiB at N = 10,000; keeping every draw took 2.6 / 9.5 /
+    23 GiB at N = 100 / 400 / 1000). ``make test`` runs it at N = 8 only (see
+    tests/test_suites.py), to stay quick.
     """
 
-    params = ([100, 400],)
+    params = ([100, 10_000],)
     quick_params = ([8],)
     param_names = ("draws",)
     number = 1
     repeat = 1
-    timeout = 600
+    timeout = 900
 
     def setup(self, draws):
         self.task = ModuleTask(
@@ -131,7 +134,7 @@ def _wide_forward(self, x, sample):
 class DriverOverhead:
     """Wall time per cell of a sweep of many tiny cells written to a results file.
 
-    Each cell is one estimator at one τ with 2 draws, so the time is the driver's: planning,
+    Each cell is one estimator at one τ with 4 draws, so the time is the driver's: planning,
     storing the finished cell (one small journal file; the netCDF once at the start and once
     at the end) and, with ``engine="dask"``, scheduling. It should not grow with the number
     of cells (rewriting the whole file after every cell made it grow linearly).
@@ -159,7 +162,7 @@ class DriverOverhead:
                 estimators=["straight_through"],
                 tau=self.taus,
                 k=[1],
-                reps=2,
+                reps=4,
                 executor=executor,
                 path=Path(self.folder.name) / "many.nc",
                 progress=False,
@@ -167,3 +170,85 @@ class DriverOverhead:
             return (time.perf_counter() - start) / cells
 
     track_seconds_per_cell.unit = "s"
+
+
+class CellOverFloor:
+    """A sweep cell's wall time over the least its draws can cost, interleaved, one thread.
+
+    ``module``: 200 ST-GS draws (τ = 0.5) of a 1.1 × 10⁶-parameter categorical VAE at B = 10,
+    its reference already cached, against :func:`plain_autograd_loop` drawing the same
+    gradients and accumulating their variance. ``toy``: a GR-MC1000 cell of 10⁴ draws at
+    τ = 0.5 against one forward and backward pass of ``gumbel_rao`` on the (10⁴, 3) float64
+    logits with the toy's loss. A cell used to cost 12–17× (module) and 1.5–2.1× (toy).
+    """
+
+    params = (["module", "toy"],)
+    quick_params = (["module-quick", "toy-quick"],)  # make test: a smaller model, fewer draws
+    param_names = ("workload",)
+    number = 1
+    repeat = 1
+    timeout = 900
+
+    def setup(self, workload):
+        torch.set_num_threads(1)
+        self.folder = tempfile.TemporaryDirectory()
+        quick = workload.endswith("-quick")
+        if workload.startswith("module"):
+            hidden, self.draws = (16, 20) if quick else (512, 200)
+            torch.manual_seed(0)
+            self.model = CategoricalVAE(hidden)
+            self.x = binary_images(10)
+            self.task = ModuleTask(
+                self.model, self.x, CategoricalVAE.negative_elbo, arity=10, reference_reps=16
+            )
+            self.path = Path(self.folder.name) / "module.nc"
+            self.cell()  # the reference is cached beside the file, the draw mode chosen
+        else:
+            self.draws = 1000 if quick else 10_000
+            self.task = Toy(theta=[0.6, -0.2, 0.1])
+
+    def teardown(self, workload):
+        self.folder.cleanup()
+
+    def cell(self):
+        if self.path.exists():
+            self.path.unlink()
+        gvbench.sweep(
+            self.task,
+            estimators=["st_gumbel_softmax"],
+            tau=[0.5],
+            k=[1],
+            batch_size=[10],
+            reps=self.draws,
+            path=self.path,
+            progress=False,
+        )
+
+    def toy_cell(self):
+        gvbench.sweep(
+            self.task,
+            estimators=["gumbel_rao"],
+            tau=[0.5],
+            k=[1000],
+            reps=self.draws,
+            progress=False,
+        )
+
+    def toy_floor(self):
+        logits = self.task.theta.expand(self.draws, 1, 3).clone().requires_grad_()
+        generator = torch.Generator().manual_seed(0)
+        loss = self.task.loss(
+            {"theta": logits},
+            lambda logits: E.gumbel_rao(logits, tau=0.5, k=1000, generator=generator),
+            1,
+        )
+        loss.sum().backward()
+
+    def track_cell_over_floor(self, workload):
+        if workload.startswith("module"):
+            return interleaved_ratio(
+                self.cell, lambda: plain_autograd_loop(self.model, self.x, self.draws), rounds=5
+            )
+        return interleaved_ratio(self.toy_cell, self.toy_floor, rounds=5)
+
+    track_cell_over_floor.unit = "× the draws' cost"

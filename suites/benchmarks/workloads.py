@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import torch
@@ -80,3 +81,75 @@ class ForwardBackward:
     def run(self) -> None:
         self.logits.grad = None
         self.estimator(self.objective, generator=self.generator).sum().backward()
+
+
+class CategoricalVAE(torch.nn.Module):
+    """A user's model: MLP encoder and decoder around 30 categorical latents of arity 10
+    (1.1 × 10⁶ parameters at 512 hidden units), the sampler called where the user would
+    call ``F.gumbel_softmax``."""
+
+    def __init__(self, hidden: int = 512, latents: int = 30, arity: int = 10) -> None:
+        super().__init__()
+        self.latents, self.arity = latents, arity
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, latents * arity)
+        )
+        self.decoder = torch.nn.Sequential(
+            torch.nn.Linear(latents * arity, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 784)
+        )
+
+    def forward(self, x: torch.Tensor, sample) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.encoder(x).view(len(x), self.latents, self.arity)
+        return self.decoder(sample(logits).flatten(1)), logits
+
+    @staticmethod
+    def negative_elbo(output: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        pixels, logits = output
+        reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(
+            pixels, x, reduction="none"
+        ).sum(-1)
+        log_q = logits.log_softmax(-1)
+        return reconstruction + (log_q.exp() * log_q).sum((-1, -2))
+
+
+def binary_images(count: int, seed: int = 1) -> torch.Tensor:
+    """``count`` random binary 28 × 28 images (a fixed batch)."""
+    return (torch.rand(count, 784, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+
+def plain_autograd_loop(
+    model: torch.nn.Module, x: torch.Tensor, draws: int, seed: int = 0
+) -> float:
+    """What a user would write to measure the gradient variance of ST-GS on ``model``: one
+    forward and backward pass per draw, the gradient flattened and its sum and sum of squares
+    accumulated in float64. Returns the trace of the covariance."""
+    parameters = list(model.parameters())
+    size = sum(p.numel() for p in parameters)
+    total = torch.zeros(size, dtype=torch.float64)
+    squares = torch.zeros(size, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(draws):
+        output = model(
+            x, sample=lambda logits: E.st_gumbel_softmax(logits, 0.5, generator=generator)
+        )
+        loss = CategoricalVAE.negative_elbo(output, x).mean()
+        flat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, parameters)]).double()
+        total.add_(flat)
+        squares.addcmul_(flat, flat)
+    return float(squares.sum() - total.square().sum() / draws) / (draws - 1)
+
+
+def interleaved_ratio(measured, baseline, rounds: int) -> float:
+    """Median over ``rounds`` of time(measured) / time(baseline), the two run alternately
+    in one process after one untimed run of each (warm-up): load on a shared machine moves
+    both and cancels in each round's ratio."""
+    measured()
+    baseline()
+    ratios = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        measured()
+        middle = time.perf_counter()
+        baseline()
+        ratios.append((middle - start) / (time.perf_counter() - middle))
+    return statistics.median(ratios)

@@ -260,5 +260,6 @@ def test_a_resumed_sweep_reuses_its_references(tmp_path, monkeypatch):
         second.variance.sel(tau=0.5).values, first.variance.sel(tau=0.5).values
     )
     (path.parent / "toy.nc.references" / "batch-1.npz").write_bytes(b"garbage")
-    gvbench.sweep(TASK, path=path, progress=False, **{**grid, "tau": [0.5, 2.0, 3.0]})
+    with pytest.warns(UserWarning, match=r"batch-1\.npz is damaged .* it is recomputed"):
+        gvbench.sweep(TASK, path=path, progress=False, **{**grid, "tau": [0.5, 2.0, 3.0]})
     assert calls == [1, 1]  # an unreadable cache is recomputed, never trusted

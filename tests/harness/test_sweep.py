@@ -264,7 +264,7 @@ def test_resume_refuses_a_different_experiment(tmp_path):
         (dict(tau=[0.5, 0.0]), "tau must be a finite number > 0"),
         (dict(k=[0]), "k must be an integer >= 1"),
         (dict(batch_size=[0]), "batch_size must be an integer >= 1"),
-        (dict(reps=1), "reps must be an integer >= 2"),
+        (dict(reps=3), "reps must be an integer >= 4"),
         (dict(estimators=["nope"]), "unknown estimator 'nope'"),
     ],
 )
