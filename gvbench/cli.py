@@ -1,4 +1,5 @@
-"""Command line: ``gvbench list | sweep | plot | simplex | train | demo``.
+"""Command line: ``gvbench list | sweep | plot | compare | simplex | train | reproduce | report |
+demo``.
 
 The CLI parses, validates and delegates; it computes no statistics of its own.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import gvbench.estimators as E
 import gvbench.tasks
 from gvbench import engine
-from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU
+from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, DEFAULT_WARMUP
 from gvbench.path_lock import PathInUseError
 
 EPILOG = """examples:
@@ -24,6 +25,8 @@ EPILOG = """examples:
   gvbench sweep toy --tau 0.01 0.1 1 --k 1 10 100 --reps 10000 --workers 2
   gvbench sweep toy --estimators st_gumbel_softmax gumbel_rao --task-option n=5 m=2
   gvbench plot results/toy.nc
+  gvbench compare results/toy.nc --cost seconds
+  gvbench compare results/toy-main.nc results/toy-branch.nc
   gvbench simplex --workers 2
   gvbench train listops --preset small --workers 2
   gvbench train vae --estimator gumbel_rao --k 10 --arity 4 --batch-size 20
@@ -86,6 +89,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
         progress=not args.no_progress,
         threads_per_cell=args.threads_per_cell,
         device=args.device,
+        warmup=args.warmup,
     )
     start = time.perf_counter()
     try:
@@ -107,17 +111,55 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from gvbench.plots import plot_file
+    from gvbench.plots import plot_file, plot_files
 
-    path = Path(args.result)
-    if not path.exists():
-        raise SystemExit(f"gvbench: no such results file: {path}")
+    for name in args.result:
+        if not Path(name).exists():
+            raise SystemExit(f"gvbench: no such results file: {name}")
     try:
-        written = plot_file(path, out_dir=args.out_dir, metrics=args.metrics)
+        if len(args.result) == 1 and not args.frontier:
+            written = plot_file(args.result[0], out_dir=args.out_dir, metrics=args.metrics)
+        else:
+            written = plot_files(
+                args.result, out_dir=args.out_dir, metrics=args.metrics, frontier_only=args.frontier
+            )
     except ValueError as error:
         raise SystemExit(f"gvbench: {error}") from None
     for target in written:
         print(f"wrote {target}")
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    """Tables: one sweep's estimators at equal cost; several sweeps' shared cells."""
+    import pandas as pd
+
+    from gvbench.harness.compare import best_at_budget, cost_points, differences, frontier
+    from gvbench.harness.store import ResultsFileError, read
+
+    sweeps = {}
+    try:
+        for name in args.result:
+            ds = read(name)
+            if "seed" in ds.dims:
+                ds = ds.isel(seed=0)
+            sweeps[Path(name).stem] = ds
+        with pd.option_context("display.width", 160, "display.max_rows", 500):
+            if len(sweeps) > 1 and not args.frontier:
+                table = differences(sweeps)
+                print(table.round(6).to_string(index=False))
+                return 0
+            for name, ds in sweeps.items():
+                points = frontier(cost_points(ds, args.cost))
+                print(f"\n{name}: the variance–cost frontier ({args.cost} per draw)")
+                shown = points.assign(front=points["on_front"].map({True: "*", False: ""}))
+                columns = ["tau", "batch_size", "point", "cost", "variance", "variance_se"]
+                columns += ["at_equal_cost", "at_equal_cost_se", "front"]
+                print(shown[columns].to_string(index=False))
+                print(f"\n{name}: best at each budget ({args.metric}; z: best vs runner-up)")
+                print(best_at_budget(points, args.metric).to_string(index=False))
+    except (ResultsFileError, ValueError, KeyError) as error:
+        raise SystemExit(f"gvbench: {error}") from None
     return 0
 
 
@@ -292,15 +334,20 @@ def _train(args: argparse.Namespace) -> int:
 def command_demo(args: argparse.Namespace) -> int:
     """The paper-scale toy sweep and its figures (what `make demo` runs)."""
     from gvbench.harness import DEFAULT_K, DEFAULT_TAU
-    from gvbench.harness.compare import variance_ratio
+    from gvbench.harness.compare import best_at_budget, cost_points, frontier, variance_ratio
     from gvbench.harness.store import read
     from gvbench.plots import plot_sweep
 
     parser = build_parser()
+    # the registry's default set, and decoupled ST off its diagonal (τ_f = 1 is ST-GS)
+    estimators = [name for name, entry in E.available().items() if entry.default]
+    estimators += E.variants("decoupled_straight_through", forward_tau=[0.5, 2.0])
     sweep_args = parser.parse_args(
         [
             "sweep",
             "toy",
+            "--estimators",
+            *estimators,
             "--reps",
             str(args.reps),
             "--workers",
@@ -317,10 +364,39 @@ def command_demo(args: argparse.Namespace) -> int:
     out = run_sweep(sweep_args)
     for written in plot_sweep(out):
         print(f"wrote {written}")
-    ds = read(out).sel(batch_size=1)
-    table = variance_ratio(ds)["ratio"]
+    ds = read(out)
+    table = variance_ratio(ds.sel(batch_size=1))["ratio"]
     print("\nVariance of ST-GS over GR-MCK on the toy task (same bias; > 1: Gumbel-Rao wins):")
     print(table.to_pandas().round(2).to_string())
+    points = frontier(cost_points(ds))
+    first = points["tau"].min()  # the unbiased estimators take no τ: one frontier for all
+    print(
+        "\nUnbiased estimators at equal cost (objective evaluations per draw; * on the Pareto "
+        "front; V × cost ranks them at any budget):"
+    )
+    shown = points[(points["tau"] == first) & points["unbiased"]].sort_values("cost")
+    shown = shown.assign(front=shown["on_front"].map({True: "*", False: ""}))
+    print(
+        shown[["point", "cost", "variance", "variance_se", "at_equal_cost", "front"]].to_string(
+            index=False
+        )
+    )
+    best = best_at_budget(points, "mse")
+    print("\nLowest MSE within a budget of one evaluation per gradient, by τ (z: vs runner-up):")
+    print(
+        best[best["budget"] == 1.0][["tau", "best", "mse", "mse_se", "runner_up", "z"]].to_string(
+            index=False
+        )
+    )
+    statuses = ds["status"].to_series()
+    skipped = statuses[statuses.str.startswith("not applicable")].reset_index()
+    if len(skipped):
+        print("\nNot measured here:")
+        for (name, reason), rows in skipped.groupby(["estimator", "status"], sort=False):
+            ks = sorted(set(rows["k"]))
+            partial = "k" in E.info(name).hyper and len(ks) < ds.sizes["k"]
+            where = f" (K = {', '.join(map(str, ks))})" if partial else ""
+            print(f"  {E.info(name).label}{where}: {reason}")
     return 0
 
 
@@ -507,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="master seed; several add a 'seed' dimension",
     )
     sweep.add_argument(
+        "--warmup",
+        type=_at_least(0),
+        default=DEFAULT_WARMUP,
+        help="steps (of 16 draws) an estimator with state (REINFORCE, REBAR, RELAX) adapts at "
+        "the fixed parameters before it is frozen and measured",
+    )
+    sweep.add_argument(
         "--workers",
         type=_at_least(1),
         default=1,
@@ -539,9 +622,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser(
         "plot",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="seaborn figures of a results file (PNG and PDF)",
+        help="seaborn figures of a results file, or of several sweeps side by side (PNG, PDF)",
     )
-    plot.add_argument("result", help="a netCDF file written by `gvbench sweep`")
+    plot.add_argument(
+        "result",
+        nargs="+",
+        help="a netCDF file written by gvbench; several sweeps of one problem are drawn "
+        "side by side (line style per sweep)",
+    )
     plot.add_argument("--out-dir", default=None, help="where figures go (default: beside the file)")
     plot.add_argument(
         "--metrics",
@@ -550,7 +638,38 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["variance", "variance_per_coord", "bias2", "mse", "cosine", "snr"],
         help="metrics of a sweep to draw, one figure each (with 95%% bands)",
     )
+    plot.add_argument(
+        "--frontier",
+        action="store_true",
+        help="only the variance–cost frontiers, side by side (sweeps of any tasks)",
+    )
     plot.set_defaults(run=command_plot)
+
+    compare = commands.add_parser(
+        "compare",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="estimators at equal cost (the frontier, the best at each budget), or the same "
+        "cells of several sweeps with their differences",
+        description="One sweep: each (estimator, K) with its cost, variance and variance at "
+        "equal cost, the Pareto front of the unbiased estimators, and which is best at each "
+        "budget, with standard errors. Several sweeps of one problem (two commits, two "
+        "machines): their shared cells side by side with differences, SEs and z.",
+    )
+    compare.add_argument("result", nargs="+", help="netCDF files written by gvbench sweep")
+    compare.add_argument(
+        "--cost", choices=["evaluations", "seconds"], default="evaluations", help="cost per draw"
+    )
+    compare.add_argument(
+        "--metric",
+        choices=["variance", "mse"],
+        default="variance",
+        help="what a budget buys: the variance of the unbiased estimators, or every "
+        "estimator's MSE",
+    )
+    compare.add_argument(
+        "--frontier", action="store_true", help="each file's frontier, even of different tasks"
+    )
+    compare.set_defaults(run=command_compare)
 
     train = commands.add_parser(
         "train",

@@ -54,3 +54,29 @@ def trace_variance(draws: torch.Tensor | np.ndarray) -> tuple[float, float]:
     n = d.shape[0]
     terms = ((d - d.mean(0)) ** 2).sum(1) * n / (n - 1)
     return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(n))
+
+
+def variance_excess(
+    draws: torch.Tensor | np.ndarray, baseline: torch.Tensor | np.ndarray
+) -> tuple[float, float]:
+    """(V_draws − V_baseline) / its SE: negative where ``draws`` has the lower variance
+    (independent samples, so the SEs add in quadrature)."""
+    v, se = trace_variance(draws)
+    vb, seb = trace_variance(baseline)
+    return v - vb, (v - vb) / float(np.hypot(se, seb))
+
+
+def assert_variance_not_above(
+    draws: torch.Tensor | np.ndarray, baseline: torch.Tensor | np.ndarray, z: float = Z
+) -> float:
+    """The trace variance of ``draws`` is at most that of ``baseline`` within z SE; returns the
+    z-score of the difference (so a claim's margin can be reported)."""
+    _, score = variance_excess(draws, baseline)
+    if score > z:
+        v, se = trace_variance(draws)
+        vb, seb = trace_variance(baseline)
+        raise AssertionError(
+            f"variance {v:.4g} ± {se:.2g} is above the baseline's {vb:.4g} ± {seb:.2g} "
+            f"by {score:.1f} SE"
+        )
+    return score

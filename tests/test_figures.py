@@ -84,3 +84,28 @@ def test_simplex_corners_are_labelled(tmp_path):
     texts = {t.get_text() for ax in figure.axes for t in ax.texts}
     assert {"p₁ = 1", "p₂ = 1", "p₃ = 1"} <= texts
     plt.close(figure)
+
+
+def test_an_unresolved_bias_is_an_open_marker_at_its_upper_bound(sweep):
+    grid = plot_metric(sweep, "bias2")
+    table = sweep[["bias2", "bias2_se"]].to_dataframe().reset_index().dropna()
+    unresolved = table[(table.bias2 < 2 * table.bias2_se) & (table.estimator != "reinforce")]
+    unresolved = unresolved[unresolved.estimator != "rloo"]
+    assert len(unresolved), "the fixture has no unresolved bias² to draw"
+    open_markers = [
+        line
+        for ax in grid.axes.flat
+        for line in ax.lines
+        if line.get_markerfacecolor() == "none" and line.get_linestyle() == "None"
+    ]
+    drawn = np.concatenate([line.get_ydata() for line in open_markers])
+    for _, cell in unresolved.iterrows():
+        upper = cell.bias2 + 2 * cell.bias2_se
+        assert np.isclose(drawn, upper).any() or upper < grid.axes.flat[0].get_ylim()[0] * 2
+    # Filled markers are resolved values only: none sits where an unresolved one would.
+    filled = [line for ax in grid.axes.flat for line in ax.lines if line.get_linestyle() == "-"]
+    values = np.concatenate([line.get_ydata() for line in filled])
+    low = grid.axes.flat[0].get_ylim()[0]
+    assert (values >= low).all()
+    assert "open markers: within 2 SE of 0" in grid.figure._suptitle.get_text()
+    plt.close(grid.figure)

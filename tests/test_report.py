@@ -23,6 +23,12 @@ FIGURES = [
     "toy-bias2",
     "toy-mse",
     "toy-simplex",
+    "toy-frontier-evaluations",
+    "toy-frontier-seconds",
+    "field-toy-frontier",
+    "field-toy-decoupled-grid",
+    "field-binary-frontier",
+    "field-binary-decoupled-grid",
     "listops-accuracy",
     "listops-training-variance",
     "vae-bound",
@@ -31,6 +37,10 @@ FIGURES = [
 TABLES = {
     "toy-variance-ratio": {"tau", "k", "ratio", "ratio_se"},
     "toy-metrics": {"estimator", "tau", "k", "variance", "variance_se", "bias2", "mse_se"},
+    "toy-best-at-budget": {"tau", "budget", "best", "mse", "mse_se", "runner_up", "z"},
+    "field-toy-cells": {"estimator", "k", "evaluations", "variance", "work_normalized_variance"},
+    "field-toy-not-applicable": {"label", "status"},
+    "field-binary-cells": {"estimator", "k", "evaluations", "variance", "variance_se"},
     "listops-accuracy": {"run", "tau", "max_length", "mean", "se", "seeds"},
     "listops-checkpoint-variance": {"estimator", "tau", "k", "variance", "variance_se"},
     "vae-bound": {"run", "arity", "batch_size", "mean", "se", "seeds"},
@@ -51,8 +61,15 @@ def test_every_figure_table_and_claim_is_written(tiny_report):
         assert len(table) > 0, name
     claims = json.loads((tiny_report / "claims.json").read_text())
     by_experiment = pd.Series([c["experiment"] for c in claims]).value_counts().to_dict()
-    # toy: τ, K and bias; ListOps: two per L; VAE: small B, most at small B, GS at largest a.
-    assert by_experiment == {"toy": 3, "listops": 2, "vae": 3}
+    # toy: τ, K and bias; the field's claims where both sides apply (the binary-only ones on
+    # the binary toy only); ListOps: two per L; VAE: small B, most at small B, GS at largest a.
+    assert by_experiment == {
+        "toy": 3,
+        "field-toy": 3,
+        "field-binary": 5,
+        "listops": 2,
+        "vae": 3,
+    }
     assert all(c["verdict"] in (HOLDS, FAILS, OPEN) and c["evidence"] for c in claims)
     assert all("±" in c["evidence"] or "|z|" in c["evidence"] for c in claims)
 
@@ -62,7 +79,14 @@ def test_the_page_is_self_contained_and_complete(tiny_report):
     claims = json.loads((tiny_report / "claims.json").read_text())
     for claim in claims:
         assert claim["statement"].replace("'", "&#x27;") in page
-    for heading in ("The paper", "Provenance", "Toy problem", "ListOps", "Discrete VAE"):
+    for heading in (
+        "The paper",
+        "Provenance",
+        "Toy problem",
+        "the field&#x27;s estimators",
+        "ListOps",
+        "Discrete VAE",
+    ):
         assert heading in page
     for fact in ("git commit", "torch", "device", "preset", "created"):
         assert f"<th>{fact}</th>" in page

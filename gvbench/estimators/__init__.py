@@ -17,6 +17,7 @@ One interface over both: ``get(name, **hyper)(objective)``; ``available()`` list
 # Import order is registration order, which is the order of `available()`: the paper's
 # sample-type estimators, then score-function ones, then the binary-only and exact ones.
 from gvbench.estimators.straight_through import (
+    decoupled_straight_through,
     gapped_straight_through,
     gapped_straight_through_p,
     gumbel_softmax,
@@ -33,6 +34,9 @@ from gvbench.estimators.score_function import (
     rloo,
 )
 from gvbench.estimators.unordered_set import unordered_set
+from gvbench.estimators.indecater import indecater
+from gvbench.estimators.copula import arms, carms
+from gvbench.estimators.categorical_disarm import categorical_disarm
 from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import (
     arm,
@@ -41,6 +45,8 @@ from gvbench.estimators.binary import (
     disarm,
     foust_reconstruction,
 )
+from gvbench.estimators.double_cv import ControlWeight, double_cv
+from gvbench.estimators.rodeo import SteinControl, rodeo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
     Choices,
@@ -51,7 +57,9 @@ from gvbench.estimators.registry import (
     available,
     get,
     info,
+    parse,
     register,
+    variants,
 )
 from gvbench.estimators.sampling import (
     categorical_index,
@@ -66,20 +74,27 @@ from gvbench.estimators.validation import set_validate_args
 __all__ = [
     "Choices",
     "ControlVariate",
+    "ControlWeight",
     "Estimator",
     "EstimatorInfo",
     "Objective",
     "RunningMean",
     "Sampler",
     "ScoreRecorder",
+    "SteinControl",
     "arm",
+    "arms",
     "available",
     "bernoulli",
+    "carms",
+    "categorical_disarm",
     "categorical_from_bernoulli",
     "categorical_index",
     "categorical_one_hot",
     "conditional_gumbel",
+    "decoupled_straight_through",
     "disarm",
+    "double_cv",
     "enumerate_expectation",
     "exact",
     "foust_reconstruction",
@@ -89,9 +104,11 @@ __all__ = [
     "gumbel_like",
     "gumbel_rao",
     "gumbel_softmax",
+    "indecater",
     "info",
     "log_prob",
     "one_hot_argmax",
+    "parse",
     "rebar",
     "register",
     "reinforce",
@@ -99,8 +116,10 @@ __all__ = [
     "relax",
     "replace_gradient",
     "rloo",
+    "rodeo",
     "set_validate_args",
     "st_gumbel_softmax",
     "straight_through",
     "unordered_set",
+    "variants",
 ]

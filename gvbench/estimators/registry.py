@@ -16,9 +16,11 @@ that one type.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import inspect
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
@@ -43,7 +45,9 @@ __all__ = [
     "available",
     "get",
     "info",
+    "parse",
     "register",
+    "variants",
 ]
 
 
@@ -113,6 +117,15 @@ class EstimatorInfo:
     sequential: bool = True
     without_replacement: bool = False
     evaluations: Evaluations = 1
+    transforms: bool = True
+    footprint: int | Callable[[Mapping[str, Any]], int] = 1
+
+    def memory_factor(self, options: Mapping[str, Any]) -> int:
+        """Memory of one draw per example, in units of one run of the objective, beyond
+        the K runs it keeps (RODEO's network over every pair of draws)."""
+        if callable(self.footprint):
+            return max(1, int(self.footprint({**self.defaults, **options})))
+        return max(1, int(self.footprint))
 
     def evaluations_per_draw(self, options: Mapping[str, Any], choices: Choices) -> int:
         """How many times one draw runs the objective, with ``options`` bound (e.g. K)."""
@@ -158,6 +171,8 @@ def register(
     sequential: bool = True,
     without_replacement: bool = False,
     evaluations: Evaluations = 1,
+    transforms: bool = True,
+    footprint: int | Callable[[Mapping[str, Any]], int] = 1,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
 
@@ -171,6 +186,10 @@ def register(
     ``without_replacement=True``: its K samples are distinct, so K cannot exceed the outcomes.
     ``evaluations``: objective runs per draw, a number or ``f(options, choices)`` (e.g.
     ``lambda o, c: o["k"]`` for RLOO): what comparisons at equal cost count.
+    ``transforms=False``: the estimator differentiates inside a call (∂f/∂D at its samples)
+    and so cannot run under ``torch.func`` transforms; a module task measures it one draw per
+    pass. ``footprint``: its memory per example in runs of the objective, beyond the K runs
+    it keeps (a number or ``f(options)``), which bounds the draws per pass.
     """
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -214,6 +233,8 @@ def register(
             sequential=sequential,
             without_replacement=without_replacement,
             evaluations=evaluations,
+            transforms=transforms,
+            footprint=footprint,
         )
         return function
 
@@ -225,14 +246,86 @@ def available() -> dict[str, EstimatorInfo]:
     return dict(_REGISTRY)
 
 
-def info(name: str) -> EstimatorInfo:
-    """The :class:`EstimatorInfo` of ``name``; ``KeyError`` listing the known names otherwise."""
+def parse(spec: str) -> tuple[str, dict[str, Any]]:
+    """A registered name, or a variant with options fixed: ``"name(key=value, …)"``.
+
+    ``"decoupled_straight_through(forward_tau=0.5)"`` gives
+    ``("decoupled_straight_through", {"forward_tau": 0.5})``; values are Python literals.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"an estimator is named by a string, got {type(spec).__name__}")
     try:
-        return _REGISTRY[name]
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError:
+        node = None
+    if isinstance(node, ast.Name):
+        return node.id, {}
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args):
+        raise ValueError(
+            f"an estimator is a registered name or 'name(option=value, ...)', got {spec!r}"
+        )
+    options = {}
+    for keyword in node.keywords:
+        try:
+            options[keyword.arg] = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise ValueError(
+                f"option {keyword.arg} of {spec!r} must be a literal (a number, string or boolean)"
+            ) from None
+    return node.func.id, options
+
+
+def info(name: str) -> EstimatorInfo:
+    """The :class:`EstimatorInfo` of ``name``; ``KeyError`` listing the known names otherwise.
+
+    A variant ``"name(option=value, …)"`` (see :func:`parse`) is its own estimator: its
+    options are fixed, its name is written canonically and its label says them. Options
+    swept by the grid (τ, K) cannot be fixed this way.
+    """
+    base, options = parse(name)
+    try:
+        entry = _REGISTRY[base]
     except KeyError:
         raise KeyError(
-            f"unknown estimator {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+            f"unknown estimator {base!r}; available: {', '.join(sorted(_REGISTRY))}"
         ) from None
+    if not options:
+        return entry
+    fixed = set(options) & set(SWEPT_HYPER)
+    if fixed:
+        raise ValueError(
+            f"{base}: {', '.join(sorted(fixed))} is swept by the grid, not fixed in a variant"
+        )
+    unknown = set(options) - set(entry.defaults)
+    if unknown:
+        raise ValueError(
+            f"{base} takes no option(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(k for k in entry.defaults if k not in SWEPT_HYPER) or 'none'}"
+        )
+    ordered = dict(sorted(options.items()))
+    text = ", ".join(f"{k}={v!r}" for k, v in ordered.items())
+    if entry.kind == "sample":
+        # a bad value is named now, not in every cell of a sweep
+        shape = (1,) if entry.binary_only else (1, 2)
+        entry.function(torch.zeros(shape, dtype=torch.float64), **ordered)
+    return dataclasses.replace(
+        entry,
+        name=f"{base}({text})",
+        label=f"{entry.label} ({text})",
+        defaults={**entry.defaults, **ordered},
+    )
+
+
+def variants(name: str, **grids: Any) -> list[str]:
+    """Every combination of the options' values as variant names (see :func:`info`):
+    ``variants("decoupled_straight_through", forward_tau=[0.5, 1, 2])``."""
+    keys = list(grids)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in grids.values()]
+    combos = itertools.product(*values)
+    return [
+        info(f"{name}({', '.join(f'{k}={v!r}' for k, v in zip(keys, combo, strict=True))})").name
+        for combo in combos
+    ]
 
 
 @dataclasses.dataclass
@@ -246,6 +339,8 @@ class Estimator:
 
     info: EstimatorInfo
     options: dict[str, Any]
+    # The state's summary when it was frozen (a frozen baseline is a plain number).
+    frozen_state: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -285,14 +380,15 @@ class Estimator:
         For function transforms (``torch.func.vmap``), under which state cannot change in
         the middle of a call: a running-mean baseline is read as its current value, and
         ``update(losses)`` moves it once the call is over, as the call itself would have.
-        TypeError for state that trains inside the call (REBAR's and RELAX's control variate).
+        TypeError for state that trains inside the call (REBAR's and RELAX's control variate,
+        unless frozen).
         """
         options, updates = {}, []
         for key, value in self.options.items():
             if hasattr(value, "frozen") and hasattr(value, "update"):
                 options[key] = value.frozen()
                 updates.append(value.update)
-            elif hasattr(value, "state_dict"):
+            elif getattr(value, "changes_during_call", False):
                 raise TypeError(
                     f"{self.name}'s {key} ({type(value).__name__}) changes during a call and "
                     "cannot be read as a constant"
@@ -305,6 +401,24 @@ class Estimator:
                 step(losses)
 
         return Estimator(self.info, options), update
+
+    def freeze(self) -> Estimator:
+        """This estimator with its state fixed where it is (a baseline's value, a control
+        variate that no longer trains), so that its draws are i.i.d.: how the harness measures
+        an adapted estimator."""
+        return Estimator(
+            self.info,
+            {k: v.frozen() if hasattr(v, "frozen") else v for k, v in self.options.items()},
+            self.summary(),
+        )
+
+    def summary(self) -> dict[str, float]:
+        """Numbers that describe the estimator's state (η, λ, a baseline), by name."""
+        found = dict(self.frozen_state)
+        for value in self.options.values():
+            if hasattr(value, "summary"):
+                found.update(value.summary())
+        return found
 
     def state_dict(self) -> dict[str, Any]:
         """The estimator's own state (e.g. a running-mean baseline), for a checkpoint."""
@@ -324,7 +438,8 @@ def get(name: str, **options: Any) -> Estimator:
     """The estimator ``name`` with its hyper-parameters bound.
 
     Args:
-        name: a registered name (see :func:`available`).
+        name: a registered name (see :func:`available`), or a variant
+            ``"name(option=value, …)"`` (see :func:`info`).
         **options: hyper-parameters the estimator takes (``tau``, ``k``, and its own keywords).
 
     Raises:
@@ -332,13 +447,15 @@ def get(name: str, **options: Any) -> Estimator:
         ValueError: an option the estimator does not take, or out of range (τ ≤ 0, K < min).
     """
     entry = info(name)
+    _, fixed = parse(name)
     unknown = set(options) - set(entry.defaults)
     if unknown:
         raise ValueError(
-            f"{name} takes no option(s) {', '.join(sorted(unknown))}; "
+            f"{entry.name} takes no option(s) {', '.join(sorted(unknown))}; "
             f"allowed: {', '.join(entry.defaults) or 'none'}"
         )
     bound = dict(entry.state() if entry.state else {})
+    bound.update(fixed)
     bound.update(options)
     if "tau" in bound:
         bound["tau"] = check_tau(bound["tau"])

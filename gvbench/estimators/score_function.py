@@ -98,6 +98,9 @@ class RunningMean:
         """The value to use as a constant baseline (see :meth:`Estimator.frozen`)."""
         return self()
 
+    def summary(self) -> dict[str, float]:
+        return {"baseline": float("nan") if self.value is None else self.value}
+
     def update(self, loss: Tensor) -> None:
         mean = float(loss.detach().mean())
         if not math.isfinite(mean):

@@ -66,6 +66,45 @@ def st_gumbel_softmax(
     return replace_gradient(one_hot_argmax(perturbed, dim), tempered_softmax(perturbed, tau, dim))
 
 
+@register(unbiased=False, label="Decoupled ST", default=False)  # τ_f = 1 is ST-GS
+def decoupled_straight_through(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    forward_tau: float = 1.0,
+    dim: int = -1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Decoupled straight-through Gumbel-Softmax (Shah, Yan, Mozer & Liu 2024).
+
+    Approximates: :math:`\nabla_\theta \mathbb{E}[f(D)]`, :math:`D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta)`.
+    With: separate temperatures for the two passes, :math:`z = \theta/\tau_f + G`,
+    forward :math:`D = \mathrm{onehot}(\arg\max z)`, backward through
+    :math:`s = \mathrm{softmax}(z/\tau_b)`: ``tau`` is :math:`\tau_b` (the swept temperature),
+    ``forward_tau`` is :math:`\tau_f`. At :math:`\tau_f = 1` it is ST-GS at :math:`\tau_b`,
+    draw for draw.
+
+    The paper gives the forward temperature the role of exploration; a temperature applied to
+    :math:`\theta + G` as a whole cannot change an argmax, so here it divides the logits
+    only: :math:`D \sim \mathrm{Cat}(\mathrm{softmax}(\theta/\tau_f))`, sharper for
+    :math:`\tau_f < 1`. Its gradient is then that of a tempered objective, and gvbench
+    measures it against the task's own distribution: :math:`\tau_f \ne 1` adds that mismatch
+    to its bias. Sweep :math:`\tau_f` as an estimator option
+    (``"decoupled_straight_through(forward_tau=0.5)"``): the Dataset keeps one temperature axis.
+    Requires: :math:`f` differentiable at one-hot inputs. Biased.
+    """
+    dim = check_logits(logits, dim)
+    tau = check_tau(tau, logits.dtype)
+    forward_tau = check_real(forward_tau, "forward_tau")
+    if not (forward_tau > 0 and math.isfinite(forward_tau)):
+        raise ValueError(f"forward_tau must be a finite number > 0, got {forward_tau!r}")
+    # The shift by sg(max θ) keeps θ/τ_f finite at a small τ_f; it moves neither the argmax
+    # nor the gradient.
+    shifted = (logits - logits.detach().amax(dim, keepdim=True)) / forward_tau
+    perturbed = shifted + gumbel_like(logits, generator)
+    return replace_gradient(one_hot_argmax(perturbed, dim), tempered_softmax(perturbed, tau, dim))
+
+
 @register(unbiased=False, relaxed=True, label="GS")
 def gumbel_softmax(
     logits: Tensor,

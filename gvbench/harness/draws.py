@@ -26,6 +26,10 @@ PASS_BUDGET = 1 << 20
 DRAW_ELEMENTS = 1 << 24
 
 
+# Draws of one adaptation step of a stateful estimator (one update of its state).
+ADAPTATION_DRAWS = 16
+
+
 def parameter_count(task: Task) -> int:
     """P, the number of measured gradient coordinates."""
     return sum(value.numel() for value in task.parameters().values())
@@ -46,6 +50,7 @@ def parameter_columns(task: Task) -> dict[str, np.ndarray]:
 def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int) -> int:
     """How many draws one backward pass computes (a deterministic function of the cell)."""
     repeats = estimator.options.get("k", 1) if estimator.info.needs_value else 1
+    repeats *= estimator.info.memory_factor(estimator.options)
     size = max(1, PASS_BUDGET // (batch_size * repeats))
     size = min(size, max(1, DRAW_ELEMENTS // parameter_count(task)))
     limit = task.pass_limit(estimator)
@@ -82,20 +87,38 @@ def gradient_chunks(
 
     Draws are computed R at a time in one backward pass (R independent copies of the
     parameters, each with its own samples; at most ``most``) and stay on the task's device.
-    An estimator with state (a running-mean baseline) first runs one discarded pass, so every
-    kept draw uses a baseline built from earlier, independent samples. The same estimator
-    state and generator state give the same chunks.
+    The draws are i.i.d. when the estimator does not change during a call (a frozen one, see
+    :func:`adapt`). The same estimator state and generator state give the same chunks.
     """
     size = draws_per_pass(task, estimator, reps, batch_size)
     if most is not None:
         size = min(size, most)
-    if estimator.info.state is not None:
-        one_pass(task, estimator, size, batch_size, generator)
     done = 0
     while done < reps:
         count = min(size, reps - done)
         yield one_pass(task, estimator, count, batch_size, generator)
         done += count
+
+
+def adapt(
+    task: Task,
+    estimator: Estimator,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Estimator:
+    """The estimator after ``steps`` calls of its own update rule at the task's fixed
+    parameters (REINFORCE's running mean, REBAR's η and λ, RELAX's network: one update per
+    call), each call on :data:`ADAPTATION_DRAWS` draws (fewer where the task takes fewer per
+    pass), then frozen there. The adaptation draws are never measured: the frozen estimator's
+    draws are i.i.d. An estimator without state is returned as it is.
+    """
+    if estimator.info.state is None:
+        return estimator
+    size = min(ADAPTATION_DRAWS, draws_per_pass(task, estimator, ADAPTATION_DRAWS, batch_size))
+    for _ in range(steps):
+        one_pass(task, estimator, size, batch_size, generator)
+    return estimator.freeze()
 
 
 def gradient_draws(

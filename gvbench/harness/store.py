@@ -50,8 +50,23 @@ LONG_NAMES = {
     "reference_norm2": "squared norm of the reference gradient ‖g*‖²",
     "reference_draws": "draws of the RLOO reference (0: exact by enumeration)",
     "reference_variance": "the reference's own noise V_ref/N_ref, subtracted from bias² (0: exact)",
+    "warmup": "steps the estimator adapted its state for (16 draws each) before it was frozen",
+    "adapted_baseline": "REINFORCE's running-mean baseline after adaptation",
+    "adapted_eta": "the control variate's scale η after adaptation (REBAR, RELAX)",
+    "adapted_temperature": "the control variate's temperature λ after adaptation (REBAR, RELAX)",
+    "work_normalized_variance": "variance × objective evaluations per draw (equal-work cost)",
+    "time_normalized_variance": "variance × seconds per draw (equal-time cost)",
+    "work_normalized_mse": "MSE × objective evaluations per draw (equal-work cost)",
+    "time_normalized_mse": "MSE × seconds per draw (equal-time cost)",
 }
-UNITS = {"seconds": "s", "draw_seconds": "s"}
+UNITS = {
+    "seconds": "s",
+    "draw_seconds": "s",
+    "time_normalized_variance": "s",
+    "time_normalized_variance_se": "s",
+    "time_normalized_mse": "s",
+    "time_normalized_mse_se": "s",
+}
 
 # The netCDF-C library writes and reads a small sweep ten times faster than h5netcdf (which
 # attaches HDF5 dimension scales from Python); both make the same netCDF4/HDF5 files, and
@@ -104,6 +119,16 @@ CELL_VARIABLES = (
     "reference_norm2",
     "reference_draws",
     "reference_variance",
+    "warmup",
+    "adapted_baseline",
+    "adapted_eta",
+    "adapted_temperature",
+    *(
+        f"{unit}_normalized_{m}{se}"
+        for unit in ("work", "time")
+        for m in ("variance", "mse")
+        for se in ("", "_se")
+    ),
 )
 
 

@@ -36,7 +36,7 @@ import gvbench.tasks
 from gvbench import engine, provenance
 from gvbench.estimators.validation import check_count, check_tau
 from gvbench.harness import journal, store
-from gvbench.harness.draws import choices, gradient_chunks, parameter_columns
+from gvbench.harness.draws import adapt, choices, gradient_chunks, parameter_columns
 from gvbench.harness.metrics import MIN_DRAWS, GradientMoments, NonFiniteDraws, Reference
 from gvbench.harness.reference import (
     NOISE_FRACTION,
@@ -55,6 +55,9 @@ DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
 DEFAULT_K = (1, 10, 100, 1000)
 # The paper's toy tables use 10⁴ draws per cell; the CLI and the Python API share these.
 DEFAULT_REPS = 10_000
+# Steps (of 16 draws) a stateful estimator adapts for before it is measured: on the toy,
+# REBAR's and RELAX's variance settles within 500-1000 steps, REINFORCE's within 50.
+DEFAULT_WARMUP = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +117,8 @@ def check_grid(
     reps: int,
 ) -> tuple[list[str], list[float], list[int], list[int], int]:
     """Validate a grid before any work starts; errors name the argument and its range."""
-    for name in estimators:
-        E.info(name)  # KeyError naming the known estimators
+    # KeyError naming the known estimators; variants written canonically
+    estimators = [E.info(name).name for name in estimators]
     taus = sorted({check_tau(t) for t in taus})
     ks = sorted({check_count(k, "k", 1) for k in ks})
     batch_sizes = sorted({check_count(b, "batch_size", 1) for b in batch_sizes})
@@ -149,6 +152,21 @@ def plan_cells(
     return plan
 
 
+def at_equal_cost(
+    metrics: dict[str, float], evaluations: float, seconds: float
+) -> dict[str, float]:
+    """Variance and MSE per unit of cost: an estimator whose draw costs c can average B/c
+    draws within a budget B, so V·c ranks estimators at any budget (and V·c/B is what the
+    budget buys). Per objective evaluation and per second of a draw; the SEs scale alike
+    (the costs are counts and measured times, taken as known)."""
+    scaled = {}
+    for metric in ("variance", "mse"):
+        for unit, cost in (("work", evaluations), ("time", seconds)):
+            scaled[f"{unit}_normalized_{metric}"] = metrics[metric] * cost
+            scaled[f"{unit}_normalized_{metric}_se"] = metrics[f"{metric}_se"] * cost
+    return scaled
+
+
 def not_applicable(task: Task, cell: Cell) -> str | None:
     """Why ``cell`` cannot run on ``task``, or None."""
     info = E.info(cell.estimator)
@@ -162,7 +180,7 @@ def not_applicable(task: Task, cell: Cell) -> str | None:
 
 
 def run_cell(
-    task: Task, cell: Cell, reps: int, reference: Reference, threads: int
+    task: Task, cell: Cell, reps: int, reference: Reference, threads: int, warmup: int
 ) -> dict[str, Any]:
     """Draw ``reps`` gradients for ``cell`` and reduce them to metrics (a picklable record)."""
     info = E.info(cell.estimator)
@@ -179,11 +197,19 @@ def run_cell(
             moments = GradientMoments(reference, groups)
             estimator = E.get(cell.estimator, **cell.options())
             generator = cell.generator(task.device)
-            with cell.seeded(task.device):  # one pass over the draws
+            with cell.seeded(task.device):
+                # Stateful estimators are measured at their adapted state, frozen: the
+                # adaptation draws are spent first and never measured.
+                estimator = adapt(task, estimator, warmup, cell.batch_size, generator)
+                first = time.perf_counter()
                 for chunk in gradient_chunks(task, estimator, reps, cell.batch_size, generator):
                     moments.add(chunk)
-            draw_seconds = (time.perf_counter() - start) / reps
+                draw_seconds = (time.perf_counter() - first) / reps
             record = moments.metrics()
+            record.update(
+                warmup=float(warmup if estimator.info.state is not None else 0),
+                **{f"adapted_{name}": value for name, value in estimator.summary().items()},
+            )
             if groups:
                 record["groups"] = {
                     group: {
@@ -199,6 +225,7 @@ def run_cell(
                 estimator.options, choices(task, cell.batch_size)
             )
         g_star = np.asarray(reference.gradient, float)
+        record.update(at_equal_cost(record, evaluations, draw_seconds))
         record.update(
             draw_seconds=draw_seconds,
             evaluations=float(evaluations),
@@ -275,11 +302,16 @@ def _new_reference(
     finest, where = math.inf, "no cell applies"
     for cell in cells:
         if not_applicable(task, cell) is None:
-            estimator = E.get(cell.estimator, **cell.options())
+            pilot = cell.generator(task.device, 1)
             with cell.seeded(task.device):
-                found = resolution(
-                    task, estimator, batch_size, options["reps"], cell.generator(task.device, 1)
+                estimator = adapt(
+                    task,
+                    E.get(cell.estimator, **cell.options()),
+                    options["warmup"],
+                    batch_size,
+                    pilot,
                 )
+                found = resolution(task, estimator, batch_size, options["reps"], pilot)
             if found < finest:
                 finest, where = found, f"{cell.estimator}{_hyper(cell)}"
     reference = reference_gradient(
@@ -310,7 +342,16 @@ def process_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 
 # Attributes that must agree for a stored file to be resumed: the same experiment.
-IDENTITY = ("task", "task_config", "reps", "reference", "threads_per_cell", "seed", "draw_mode")
+IDENTITY = (
+    "task",
+    "task_config",
+    "reps",
+    "reference",
+    "threads_per_cell",
+    "warmup",
+    "seed",
+    "draw_mode",
+)
 
 
 def sweep(
@@ -329,6 +370,7 @@ def sweep(
     reference_reps: int | Literal["auto"] | None = None,
     reference_k: int = REFERENCE_K,
     device: str | torch.device | None = None,
+    warmup: int = DEFAULT_WARMUP,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
 
@@ -359,6 +401,10 @@ def sweep(
             and kept in the ``reference_sizing`` attribute.
         device: run the task there (e.g. ``"cuda"``): draws and their reduction stay on the
             device, only metrics come back. Default: where the task is (the CPU).
+        warmup: steps an estimator with state (REINFORCE's baseline, REBAR's η and λ,
+            RELAX's network) adapts by its own update rule at the fixed parameters, each on
+            16 draws, before it is frozen and measured (the cell stores them and the adapted
+            state).
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
@@ -393,6 +439,7 @@ def sweep(
         reps,
     )
     threads_per_cell = check_count(threads_per_cell, "threads_per_cell", 1)
+    warmup = check_count(warmup, "warmup", 0)
     attrs = {
         "title": f"gvbench sweep of the {task.name} task",
         "Conventions": "CF-1.8",
@@ -402,6 +449,7 @@ def sweep(
         "reference": "exact where the task enumerates, else "
         f"rloo(k={reference_k}, reps={reference_reps})",
         "threads_per_cell": threads_per_cell,
+        "warmup": warmup,
         "seed": seeds[0] if not isinstance(seed, Iterable) else json.dumps(seeds),
         "dtype": str(task.dtype).removeprefix("torch."),
         "device": str(task.device),
@@ -436,6 +484,7 @@ def sweep(
                 "reference_k": reference_k,
                 "seed": seeds[0],
                 "threads": threads_per_cell,
+                "warmup": warmup,
                 "executor": executor,
                 "progress": progress,
             },
@@ -511,7 +560,7 @@ def _sweep_locked(
     attrs["draw_mode"] = task.draw_mode
     attrs["experiment"] = store.experiment_digest({key: attrs[key] for key in IDENTITY})
 
-    table = E.available()
+    table = {name: E.info(name) for name in coords["estimator"]}
     estimator_coords = {
         "label": [table[n].label for n in coords["estimator"]],
         "unbiased": [table[n].unbiased for n in coords["estimator"]],
@@ -537,7 +586,17 @@ def _sweep_locked(
     shared_task = engine.share(executor, task)
     shared = {b: engine.share(executor, reference) for b, reference in references.items()}
     jobs = [
-        (cell, (shared_task, cell, reps, shared[cell.batch_size], options["threads"]))
+        (
+            cell,
+            (
+                shared_task,
+                cell,
+                reps,
+                shared[cell.batch_size],
+                options["threads"],
+                options["warmup"],
+            ),
+        )
         for cell in todo
     ]
     if not jobs and progress and path is not None:

@@ -3,7 +3,6 @@ selection, test accuracy, learning curves (with gradient variance) as xarray, re
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import ClassVar
@@ -93,7 +92,7 @@ def train(
         task = ListOpsTask(params, valid.subset(slice(0, config.batch)), {"task": "listops"})
         return trace_variance(
             gradient_draws(
-                task, copy.deepcopy(estimator), config.variance_reps, config.batch, generator
+                task, estimator.freeze(), config.variance_reps, config.batch, generator
             ).numpy()
         )
 

@@ -19,8 +19,22 @@ import xarray as xr
 
 from gvbench import provenance
 from gvbench.atomic_files import write_bytes
-from gvbench.harness.compare import variance_ratio
-from gvbench.report.claims import HOLDS, Claim, listops_claims, toy_claims, vae_claims
+from gvbench.harness.compare import (
+    COSTS,
+    UNITS,
+    best_at_budget,
+    cost_points,
+    frontier,
+    variance_ratio,
+)
+from gvbench.report.claims import (
+    HOLDS,
+    Claim,
+    field_claims,
+    listops_claims,
+    toy_claims,
+    vae_claims,
+)
 from gvbench.report.figures import (
     over_seeds,
     plot_listops_accuracy,
@@ -83,7 +97,7 @@ class _Report:
 
 
 def _toy(report: _Report, toy: xr.Dataset, simplex: xr.Dataset | None) -> None:
-    from gvbench.plots import plot_gumbel_rao_advantage, plot_metric, plot_simplex
+    from gvbench.plots import plot_frontier, plot_gumbel_rao_advantage, plot_metric, plot_simplex
 
     blocks = report.section("Toy problem (paper §5.1, Figure 1)")
     reps = toy.attrs.get("reps", "?")
@@ -106,6 +120,25 @@ def _toy(report: _Report, toy: xr.Dataset, simplex: xr.Dataset | None) -> None:
             f"Toy problem: {words}, per estimator, against τ and K (N = {reps} draws "
             "per cell; 95% bands; the axis spans 6 decades, smaller values marked ▼).",
         )
+    for cost in COSTS:
+        report.figure(
+            blocks,
+            f"toy-frontier-{cost}",
+            lambda cost=cost: plot_frontier(toy, cost),
+            f"The variance–cost plane ({UNITS[cost]}): each estimator at each K, the Pareto "
+            "front of the unbiased estimators dashed. At equal cost lower is better: a budget "
+            "C buys C/c draws of an estimator of cost c.",
+        )
+    points = frontier(cost_points(toy.isel(batch_size=[0])))
+    best = best_at_budget(points, "mse")
+    report.table(
+        blocks,
+        "toy-best-at-budget",
+        "Lowest MSE within each budget (objective evaluations per gradient; a budget C "
+        "averages C/c draws of an estimator of cost c; z: best against runner-up)",
+        best,
+        best.round(6),
+    )
     if simplex is not None:
         report.figure(
             blocks,
@@ -149,6 +182,81 @@ def _toy(report: _Report, toy: xr.Dataset, simplex: xr.Dataset | None) -> None:
         + (f": the first 40 of {len(long)} rows, all in the CSV" if len(long) > 200 else ""),
         long,
         long.head(40) if len(long) > 200 else long,
+    )
+
+
+FIELD_TITLES = {
+    "field-toy": "the paper's toy (one ternary variable)",
+    "field-binary": "a binary toy (four Bernoulli variables)",
+}
+
+
+def _field(report: _Report, name: str, ds: xr.Dataset) -> None:
+    """The field's estimators since 2017 on one toy: every cell with its cost, the
+    variance–cost plane, decoupled ST's (τ_f, τ_b) grid, and what did not apply."""
+    from gvbench.harness.compare import option_grid
+    from gvbench.plots import plot_frontier, plot_option_grid
+
+    blocks = report.section(f"Beyond the paper: the field's estimators on {FIELD_TITLES[name]}")
+    reps = ds.attrs.get("reps", "?")
+    report.figure(
+        blocks,
+        f"{name}-frontier",
+        lambda: plot_frontier(ds, "evaluations"),
+        f"Variance against objective evaluations per draw (N = {reps} draws per cell; the "
+        "stateful estimators adapted for "
+        f"{ds.attrs.get('warmup', '?')} steps first, then frozen); the Pareto front of the "
+        "unbiased estimators dashed.",
+    )
+    cells = ds.isel(batch_size=0)
+    table = (
+        cells[
+            [
+                "label",
+                "status",
+                "evaluations",
+                "variance",
+                "variance_se",
+                "bias2",
+                "bias2_se",
+                "work_normalized_variance",
+                "work_normalized_variance_se",
+            ]
+        ]
+        .to_dataframe()
+        .reset_index()
+    )
+    unbiased = cells["unbiased"].to_series()
+    table = table[table["estimator"].map(unbiased).astype(bool) | (table["tau"] == table["tau"])]
+    done = table[table["status"] == "done"].drop_duplicates(subset=["estimator", "k", "variance"])
+    shown = done.assign(
+        variance=_plus_minus(done["variance"], done["variance_se"]),
+        bias2=_plus_minus(done["bias2"], done["bias2_se"]),
+        at_equal_cost=_plus_minus(
+            done["work_normalized_variance"], done["work_normalized_variance_se"]
+        ),
+    )[["label", "tau", "k", "evaluations", "variance", "bias2", "at_equal_cost"]]
+    report.table(
+        blocks,
+        f"{name}-cells",
+        "Every cell that ran (variance, bias² ± SE; at equal cost: variance × evaluations per "
+        "draw, what a budget of evaluations buys)",
+        done,
+        shown,
+    )
+    skipped = table[table["status"] != "done"][["label", "status"]].drop_duplicates()
+    if len(skipped):
+        report.table(blocks, f"{name}-not-applicable", "Estimators that do not apply here", skipped)
+    try:
+        option_grid(cells, "decoupled_straight_through", "forward_tau")
+    except ValueError:
+        return
+    report.figure(
+        blocks,
+        f"{name}-decoupled-grid",
+        lambda: plot_option_grid(cells, "decoupled_straight_through", "forward_tau", "mse"),
+        "Decoupled ST: MSE over the forward temperature τ_f (rows) and the backward one τ_b "
+        "(columns); τ_f = 1 is ST-GS.",
     )
 
 
@@ -240,6 +348,10 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
     if "toy" in data:
         claims += toy_claims(data["toy"])
         _toy(report, data["toy"], data.get("simplex"))
+    for name in FIELD_TITLES:
+        if name in data:
+            claims += field_claims(data[name], name)
+            _field(report, name, data[name])
     if "listops" in data:
         claims += listops_claims(data["listops"])
         _listops(report, data["listops"])

@@ -310,3 +310,74 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
             )
         )
     return claims
+
+
+def _lower(
+    ds: xr.Dataset, better: str, worse: str, metric: str, pairs: list[tuple[dict, dict]]
+) -> tuple[str, str] | None:
+    """Verdict and evidence for "``better``'s ``metric`` is below ``worse``'s" over the cells
+    ``pairs`` (selectors of the two), Bonferroni-corrected for their number."""
+    zs, parts = [], []
+    for first, second in pairs:
+        a, b = ds.sel(estimator=better, **first), ds.sel(estimator=worse, **second)
+        if str(a["status"].values) != "done" or str(b["status"].values) != "done":
+            continue
+        va, sa = float(a[metric]), float(a[f"{metric}_se"])
+        vb, sb = float(b[metric]), float(b[f"{metric}_se"])
+        z = z_score(vb - va, math.hypot(sa, sb))
+        zs.append(z)
+        where = ", ".join(f"{k} = {v:g}" for k, v in first.items()) or "—"
+        parts.append(f"{where}: {va:.4g} ± {sa:.2g} against {vb:.4g} ± {sb:.2g} (z = {z:.1f})")
+    if not zs:
+        return None  # neither applies here (e.g. a binary-only estimator on a ternary task)
+    threshold = bonferroni(len(zs))
+    decided = HOLDS if min(zs) >= threshold else FAILS if min(zs) <= -threshold else OPEN
+    return decided, "; ".join(parts) + f" (threshold {threshold:.2f} over {len(zs)} cells)"
+
+
+def field_claims(ds: xr.Dataset, experiment: str) -> list[Claim]:
+    """The variance claims of the field's estimators since 2021, on one of the field sweeps
+    (see :data:`gvbench.reproduce.FIELD_TASKS`), each where both sides applied."""
+    ds = ds.isel(batch_size=0)
+    names = set(ds["estimator"].values.tolist())
+    ks = [int(k) for k in ds["k"].values]
+    tau = {"tau": float(ds["tau"].values[0])}  # the unbiased estimators take no τ
+    same_k = [({**tau, "k": k}, {**tau, "k": k}) for k in ks]
+    rule = (
+        "z = difference of the two variances / its SE, per cell; holds when every cell's "
+        "z ≥ the Bonferroni threshold, does not hold when one is ≤ −threshold"
+    )
+    wanted = [
+        (
+            "indecater",
+            "rloo",
+            "work_normalized_variance",
+            "IndeCateR has a lower variance than RLOO at an equal number of objective "
+            "evaluations (variance × evaluations per draw, at each K).",
+            same_k,
+        ),
+        ("double_cv", "rloo", "variance", "Double CV is below RLOO at equal K.", same_k),
+        (
+            "rodeo",
+            "double_cv",
+            "variance",
+            "RODEO, once adapted, is below Double CV at equal K.",
+            same_k,
+        ),
+        ("carms", "rloo", "variance", "CARMS is below RLOO at equal K.", same_k),
+        (
+            "categorical_disarm",
+            "rloo",
+            "variance",
+            "Coupled categorical DisARM is below its uncoupled two-sample form (RLOO, K = 2).",
+            [({**tau, "k": ks[0]}, {**tau, "k": 2})] if 2 in ks else [],
+        ),
+    ]
+    claims = []
+    for better, worse, metric, statement, pairs in wanted:
+        if better not in names or worse not in names:
+            continue
+        decided = _lower(ds, better, worse, metric, pairs)
+        if decided is not None:
+            claims.append(Claim(experiment, statement, *decided, rule))
+    return claims

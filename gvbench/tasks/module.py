@@ -188,7 +188,11 @@ class ModuleTask(Task):
         return self._groups
 
     def pass_limit(self, estimator: Estimator) -> int | None:
-        if self.batched is False or estimator.name in self._unbatchable:
+        if (
+            self.batched is False
+            or estimator.name in self._unbatchable
+            or not estimator.info.transforms
+        ):
             return 1
         return self.max_draws_per_pass
 
@@ -263,7 +267,12 @@ class ModuleTask(Task):
         batch_size: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        if self.batched is not False and draws > 1 and estimator.name not in self._unbatchable:
+        if (
+            self.batched is not False
+            and draws > 1
+            and estimator.name not in self._unbatchable
+            and estimator.info.transforms
+        ):
             grads = self._vmapped(estimator, draws, batch_size, generator)
             if grads is not None:
                 return grads

@@ -3,7 +3,6 @@ negative ELBO, test negative ELBO and an importance-weighted log-likelihood boun
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import ClassVar
@@ -107,7 +106,7 @@ def train(
         task = VAETask(enc, dec, valid[: config.batch_size], config.arity, {"task": "vae"})
         return trace_variance(
             gradient_draws(
-                task, copy.deepcopy(estimator), config.variance_reps, config.batch_size, generator
+                task, estimator.freeze(), config.variance_reps, config.batch_size, generator
             ).numpy()
         )
 
