@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -269,11 +270,11 @@ def _config(args: argparse.Namespace, module: Any) -> Any:
 
 def command_train(args: argparse.Namespace) -> int:
     """Train on an experiment: one run, a random search over it, or a named preset."""
-    from gvbench.training import TrainingDiverged
+    from gvbench.training import CheckpointError, TrainingDiverged
 
     try:
         return _train(args)
-    except (TrainingDiverged, OSError) as error:
+    except (TrainingDiverged, CheckpointError, OSError) as error:
         raise SystemExit(f"gvbench: {error}") from None
 
 
@@ -777,9 +778,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as the CLI prints it: one ``warning: …`` line, no source location (the
+    reader is a user of the command, not of the code that warned)."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gvbench import plugins
 
+    warnings.formatwarning = _warning_line
     plugins.load()
     args = build_parser().parse_args(argv)
     try:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 SCHEDULER_VARIABLE = "GVBENCH_SCHEDULER"
+DASHBOARD_VARIABLE = "GVBENCH_DASHBOARD"
 # A job that kills its worker this many times is reported as failed, not retried forever.
 RETRIES = 3
 
@@ -42,8 +43,35 @@ def share(executor: Any, value: Any) -> Any:
     """A handle on ``value`` that jobs can take as an argument: with Dask, ``value`` is sent
     to every worker once; elsewhere the value itself."""
     if is_client(executor):
+        _send_plugins(executor)  # a plugin task must be importable where it is unpickled
         return executor.scatter(value, broadcast=True, hash=False)
     return value
+
+
+def _send_plugins(client: Any) -> None:
+    """Register, once per client and set of plugins, a worker plugin that imports this
+    process's plugins and ``--import`` modules on every worker: those running now, those
+    that join later, and those of a cluster gvbench did not start (a one-file module's
+    source travels with it)."""
+    from distributed import WorkerPlugin
+
+    from gvbench import plugins
+
+    required = plugins.requirements()
+    if getattr(client, "_gvbench_plugins", None) == required:
+        return
+
+    class GvbenchPlugins(WorkerPlugin):
+        idempotent = False
+
+        def __init__(self, required: plugins.Requirements) -> None:
+            self.required = required
+
+        def setup(self, worker: Any) -> None:
+            plugins.ensure(self.required)
+
+    client.register_plugin(GvbenchPlugins(required), name="gvbench-plugins")
+    client._gvbench_plugins = required
 
 
 def run(
@@ -80,6 +108,7 @@ def _run_dask(
 ) -> Iterator[tuple[Hashable, Any]]:
     from distributed import as_completed
 
+    _send_plugins(client)
     futures = {
         client.submit(function, *arguments, pure=False, retries=RETRIES): key
         for key, arguments in jobs
@@ -111,6 +140,21 @@ def _run_dask(
             client.cancel(pending)
 
 
+def dashboard_address() -> str | None:
+    """Where the LocalCluster's dashboard listens: ``GVBENCH_DASHBOARD`` (``:PORT`` or
+    ``HOST:PORT``), none if it is unset."""
+    value = os.environ.get(DASHBOARD_VARIABLE)
+    if not value:
+        return None
+    host, colon, port = value.rpartition(":")
+    if not (port.isdigit() and 0 <= int(port) <= 65535) or (host and not colon):
+        raise ValueError(
+            f"{DASHBOARD_VARIABLE}={value!r}: expected ':PORT' or 'HOST:PORT' with a port "
+            "from 0 to 65535 (e.g. ':8787'), or unset for no dashboard"
+        )
+    return value if colon else f":{port}"
+
+
 @contextlib.contextmanager
 def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
     """The executor for ``workers`` processes: ``None`` (in-process) for one, else a Dask
@@ -127,18 +171,41 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
         with Client(scheduler) as connected:
             yield connected
         return
+    dashboard = dashboard_address()
     # silence_logs: one line on Ctrl-C, not a page of worker tracebacks. Workers take the
     # queued jobs eagerly (worker-saturation inf) instead of one round trip to the scheduler
     # per job: jobs here are independent and their inputs were scattered already.
-    with (
-        dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=os.environ.get("GVBENCH_DASHBOARD"),  # none unless asked
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as local,
-    ):
-        yield local
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            dask.config.set({"distributed.scheduler.worker-saturation": float("inf")})
+        )
+        with _interrupts_ignored():
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=dashboard,
+                    # Without a dashboard the scheduler still serves HTTP (health, metrics),
+                    # by default on 8787: a free local port instead, so that two sweeps at
+                    # once neither clash nor warn.
+                    scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.ERROR,
+                )
+            )
+        yield stack.enter_context(Client(cluster))
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while the cluster's processes start, so that they inherit it: Ctrl-C
+    in a terminal reaches the whole process group, and only this process must answer it
+    (it cancels the jobs and stops the cluster), not every worker with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -59,23 +59,26 @@ class PathLock:
             try:
                 descriptor = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                try:
-                    holder = json.loads(self.file.read_text())
-                except (OSError, ValueError):
+                holder = self._holder()
+                if holder is None:
+                    if not self._stale({}):
+                        raise PathInUseError(
+                            f"{self.file} is not a lock gvbench can read (another program's, "
+                            "or one being written); if no run is writing "
+                            f"{self.file.with_suffix('')}, remove {self.file}"
+                        ) from None
                     holder = {}
-                if not self._stale(holder):
-                    started = time.strftime(
-                        "%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0))
-                    )
+                elif not self._stale(holder):
+                    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"]))
                     raise PathInUseError(
                         f"{self.file.with_suffix('')} is being written by process "
                         f"{holder.get('pid')} on {holder.get('host')} (since {started}); "
                         f"wait for it, or choose another path (remove {self.file} only if "
                         "that run is gone)"
                     ) from None
+                gone = f"process {holder['pid']} on {holder['host']}" if holder else "unreadable"
                 warnings.warn(
-                    f"{self.file}: taking over the lock of a run that is gone "
-                    f"(process {holder.get('pid')} on {holder.get('host')})",
+                    f"{self.file}: taking over the lock of a run that is gone ({gone})",
                     stacklevel=3,
                 )
                 self.file.unlink(missing_ok=True)
@@ -92,12 +95,29 @@ class PathLock:
         except FileNotFoundError:
             pass
 
-    def release(self) -> None:
+    def _holder(self) -> dict[str, Any] | None:
+        """The lock's owner as written by :meth:`acquire`, or None where the file is not such a
+        lock (hand-made, another program's, or caught between its creation and its write)."""
         try:
             holder = json.loads(self.file.read_text())
         except (OSError, ValueError):
-            return
-        if holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"]:
+            return None
+        fields = {"host": str, "pid": int, "started": (int, float)}
+        if not isinstance(holder, dict) or not all(
+            isinstance(holder.get(key), kind) and not isinstance(holder.get(key), bool)
+            for key, kind in fields.items()
+        ):
+            return None
+        if not 0 <= holder["started"] < 1e11:  # a time the clock can show (NaN fails too)
+            return None
+        return holder
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder is not None and (holder["pid"], holder["host"]) == (
+            self.owner["pid"],
+            self.owner["host"],
+        ):
             self.file.unlink(missing_ok=True)
 
     def __enter__(self) -> PathLock:

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from gvbench.estimators import variants
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import DEFAULT_K, DEFAULT_TAU, sweep
 from gvbench.listops import presets as listops_presets
-from gvbench.report import MANIFEST, build_report
+from gvbench.report import MANIFEST, build_report, read_manifest
 from gvbench.simplex import simplex_sweep
 from gvbench.tasks.toy import Toy
 from gvbench.vae import presets as vae_presets
@@ -127,8 +128,12 @@ def reproduce(
     same = {"preset": preset, "seed": seed, "data_dir": data_dir}
     files: dict[str, str] = {}
     if (out / MANIFEST).is_file():
-        earlier = json.loads((out / MANIFEST).read_text())
-        if all(earlier.get(key) == value for key, value in same.items()):
+        try:
+            earlier = read_manifest(out / MANIFEST)
+        except ValueError as error:  # rewritten below; the results files themselves resume
+            warnings.warn(f"{error}; it is rewritten", stacklevel=2)
+            earlier = {}
+        if earlier and all(earlier.get(key) == value for key, value in same.items()):
             files = {k: v for k, v in earlier["files"].items() if (out / v).is_file()}
     seconds: dict[str, float] = {}
     start = time.perf_counter()

@@ -20,12 +20,16 @@ from tqdm.auto import tqdm
 
 from gvbench import engine, provenance
 from gvbench.atomic_files import save_torch
-from gvbench.estimators.validation import check_count, check_real, check_tau
+from gvbench.estimators.validation import NonFiniteLogits, check_count, check_real, check_tau
 from gvbench.threads import pinned_threads
 
 
 class TrainingDiverged(ValueError):
     """The training loss or gradient stopped being finite; the last checkpoint is kept."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: damaged, of another run, or changed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +151,15 @@ def finish_run(
     curves = curves_dataset(rows, attrs, {"train_loss": "nats", **units})
     write_atomic(curves, Path(run_dir) / "curves.nc")
     if final_checkpoint is not None:
+        best = result["best"]
         save_torch(
-            {"config": config.as_dict(), "params": result["best"]["params"]}, final_checkpoint
+            {
+                "config": config.as_dict(),
+                "params": best["params"],
+                "step": best["step"],
+                "digest": checkpoint_digest(config.as_dict(), best["params"], best["step"]),
+            },
+            final_checkpoint,
         )
     return curves
 
@@ -212,11 +223,7 @@ def fit(
     sign = 1.0 if higher_is_better else -1.0
     state: dict[str, Any] = {"step": 0, "rows": [], "best": None, "best_score": -np.inf, "data": {}}
     if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, weights_only=False)
-        if saved["config"] != dict(config):
-            raise ValueError(
-                f"{checkpoint_path} belongs to another configuration; remove it or change the folder"
-            )
+        saved = read_checkpoint(checkpoint_path, config, params)
         with torch.no_grad():
             for name, value in saved["params"].items():
                 params[name].copy_(value)
@@ -232,9 +239,16 @@ def fit(
         while state["step"] < steps:
             batch = batch_at(state, generator)
             with_axis = {name: value[None] for name, value in params.items()}
-            surrogate = estimator(
-                lambda sample, b=batch, w=with_axis: loss(w, b, sample), generator=generator
-            )
+            try:
+                surrogate = estimator(
+                    lambda sample, b=batch, w=with_axis: loss(w, b, sample), generator=generator
+                )
+            except NonFiniteLogits as error:  # parameters so large that the model overflows
+                raise TrainingDiverged(
+                    f"training diverged at step {state['step'] + 1}: the model's logits stopped "
+                    f"being finite ({error}) (lr {lr:g}, momentum {momentum:g}); the last "
+                    "checkpoint is kept: lower the learning rate or the momentum"
+                ) from None
             optimizer.zero_grad()
             surrogate.mean().backward()
             norm = torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
@@ -269,10 +283,12 @@ def fit(
                     "params": {k: v.detach().clone() for k, v in params.items()},
                 }
             bar.set_postfix(selection=f"{row['selection']:.3f}")
+            saved_params = {k: v.detach() for k, v in params.items()}
             save_torch(
                 {
                     "config": dict(config),
-                    "params": {k: v.detach() for k, v in params.items()},
+                    "digest": checkpoint_digest(config, saved_params, step),
+                    "params": saved_params,
                     "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(),
                     "estimator": estimator.state_dict(),
@@ -281,6 +297,103 @@ def fit(
                 checkpoint_path,
             )
     return {"rows": state["rows"], "best": state["best"], "best_score": sign * state["best_score"]}
+
+
+CHECKPOINT_KEYS = ("config", "digest", "params", "optimizer", "generator", "estimator", "state")
+
+
+def checkpoint_digest(
+    config: Mapping[str, Any], params: Mapping[str, torch.Tensor], step: int
+) -> str:
+    """SHA-256 of a checkpoint's configuration, step and parameter values: what proves that
+    the parameters are the ones its run saved, unchanged since."""
+    digest = hashlib.sha256(json.dumps([dict(config), step], sort_keys=True).encode())
+    for name in sorted(params):
+        digest.update(name.encode())
+        digest.update(params[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's best parameters as :func:`finish_run` saved them (``--checkpoint`` of a sweep):
+    ``{"config", "params", "step"}``, or a :class:`CheckpointError` of one line naming the
+    file where it is not such a file, was changed since it was saved, or is not finite."""
+    saved = _load(path, "train the run again to rewrite it")
+    missing = [k for k in ("config", "params", "step", "digest") if k not in saved]
+    if missing or not isinstance(saved["config"], dict) or not isinstance(saved["params"], dict):
+        raise CheckpointError(
+            f"{path} is not a run's best-parameters checkpoint (no "
+            f"{', '.join(map(repr, missing)) or 'config/params mapping'}); pass one that "
+            "gvbench train wrote"
+        )
+    _check_values(path, saved["config"], saved["params"], saved["step"], saved["digest"], "")
+    return saved
+
+
+def _load(path: str | os.PathLike[str], fix: str) -> Any:
+    """``torch.load`` of a file gvbench wrote, any failure a one-line :class:`CheckpointError`."""
+    try:
+        saved = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as error:  # whatever a truncated or foreign file makes the unpickler raise
+        cause = str(error).splitlines()[0] if str(error) else "unreadable"
+        raise CheckpointError(
+            f"{path} is damaged ({type(error).__name__}: {cause}); {fix}"
+        ) from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path} is not a gvbench checkpoint (a {type(saved).__name__}); {fix}"
+        )
+    return saved
+
+
+def _check_values(
+    path: str | os.PathLike[str],
+    config: Mapping[str, Any],
+    params: Mapping[str, Any],
+    step: Any,
+    digest: Any,
+    fix: str,
+) -> None:
+    fix = f"; {fix}" if fix else ""
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in params.values()):
+        raise CheckpointError(f"{path} holds parameters that are not float tensors{fix}")
+    if not isinstance(step, int) or digest != checkpoint_digest(config, params, step):
+        raise CheckpointError(f"{path} does not match its digest (changed since it was saved){fix}")
+    if not all(bool(torch.isfinite(v).all()) for v in params.values()):
+        raise CheckpointError(
+            f"{path} holds non-finite parameters (training diverged before it was saved?){fix}"
+        )
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], config: Mapping[str, Any], params: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The checkpoint at ``path`` of the run ``config`` whose parameters are like ``params``;
+    a :class:`CheckpointError` of one line naming the file where it is damaged, of another
+    run, changed since it was saved, or holds non-finite parameters."""
+    fix = "remove it to train this run afresh, or choose another folder"
+    saved = _load(path, fix)
+    missing = [k for k in CHECKPOINT_KEYS if k not in saved]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a gvbench training checkpoint (no {', '.join(map(repr, missing))}); "
+            f"{fix}"
+        )
+    if saved["config"] != dict(config):
+        theirs = saved["config"] if isinstance(saved["config"], dict) else {}
+        changed = sorted(k for k in set(theirs) | set(config) if theirs.get(k) != config.get(k))
+        raise CheckpointError(
+            f"{path} belongs to another run (its configuration differs in "
+            f"{', '.join(changed)}); {fix}"
+        )
+    stored = saved["params"]
+    if not isinstance(stored, dict) or {
+        name: (tuple(v.shape), v.dtype) for name, v in stored.items() if isinstance(v, torch.Tensor)
+    } != {name: (tuple(v.shape), v.dtype) for name, v in params.items()}:
+        raise CheckpointError(f"{path} holds parameters of another model; {fix}")
+    step = saved["state"].get("step") if isinstance(saved["state"], dict) else None
+    _check_values(path, config, stored, step, saved["digest"], fix)
+    return saved
 
 
 def epoch_batches(size: int, batch_size: int) -> Any:

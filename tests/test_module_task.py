@@ -18,6 +18,7 @@ from gvbench.harness import gradient_draws, gradient_metrics, reference_gradient
 from gvbench.tasks import ModuleTask
 from gvbench.vae.model import init_parameters, negative_elbo
 from gvbench.vae.task import VAETask
+from tests.models import tiny_model_task
 
 ARITY, LATENT, HIDDEN = 4, 8, 16
 
@@ -168,23 +169,6 @@ def test_gumbel_rao_under_vmap_agrees_with_its_draw_axis_form():
     a, b = gradient_metrics(draws, reference), gradient_metrics(direct, reference)
     for name in ("variance", "bias2"):
         assert abs(a[name] - b[name]) < 5 * math.hypot(a[f"{name}_se"], b[f"{name}_se"]), name
-
-
-def tiny_model_task(**options):
-    torch.manual_seed(0)
-
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Linear(3, 6)
-            self.decoder = nn.Linear(6, 3)
-
-        def forward(self, x, sample):
-            z = sample(self.encoder(x).view(len(x), 3, 2))
-            return ((self.decoder(z.flatten(1)) - x) ** 2).sum(-1)
-
-    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1)).double()
-    return ModuleTask(Model().double(), x, arity=2, **options)
 
 
 def test_every_registered_estimator_runs_on_a_module():

@@ -42,7 +42,7 @@ def install(site: Path) -> None:
     )
     (info / "entry_points.txt").write_text(
         "[gvbench.estimators]\ndemo = gvbench_plugin_demo\n\n"
-        "[gvbench.tasks]\nwider = gvbench_plugin_demo:Wider\n"
+        "[gvbench.tasks]\nwider = gvbench_plugin_demo:Wider\ntoy = gvbench_plugin_demo:Wider\n"
     )
 
 
@@ -102,6 +102,28 @@ def test_an_installed_plugin_is_listed_and_swept(site, tmp_path):
     assert "wider" in check.stdout
 
 
+def test_a_plugin_task_named_like_a_built_in_one_is_left_out_with_one_line(site, tmp_path):
+    listed = run([sys.executable, "-m", "gvbench.cli", "list"], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.splitlines() == [
+        "warning: gvbench plugin task 'toy' (gvbench_plugin_demo:Wider) is not used: 'toy' is "
+        "already a task; register it under another name"
+    ]
+    from gvbench.tasks import Toy
+
+    shown = run(
+        [
+            sys.executable,
+            "-c",
+            "import gvbench.plugins as p, gvbench.tasks as t; p.load(); "
+            "print(t.TASKS['toy'].__module__)",
+        ],
+        site,
+        tmp_path,
+    )
+    assert shown.stdout.strip() == Toy.__module__
+
+
 def test_the_asv_suite_sees_an_installed_estimator(site, tmp_path):
     suites = Path(__file__).resolve().parent.parent / "suites"
     probe = run(
@@ -131,3 +153,71 @@ def test_a_module_named_with_import(tmp_path):
     assert missing.returncode != 0
     assert "--import no_such_module: no module named 'no_such_module'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def gvbench_script() -> str:
+    """The installed console script: unlike ``python -m``, it does not put the current folder
+    on the path, so finding a module there is ``--import``'s own doing."""
+    return str(Path(sys.executable).with_name("gvbench"))
+
+
+def test_an_imported_module_of_the_current_folder_runs_on_workers(tmp_path):
+    (tmp_path / "my_variants.py").write_text(PLUGIN)
+    grid = ["--tau", "1", "--k", "1", "--reps", "200", "--no-progress"]
+    common = [gvbench_script(), "--import", "my_variants", "sweep", "toy", "--estimators"]
+    common += ["st_gumbel_softmax_half", *grid]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    outputs = []
+    for name, workers in (("alone.nc", "1"), ("workers.nc", "2")):
+        done = subprocess.run(
+            [*common, "--workers", workers, "--out", name],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and "warning" not in done.stderr.lower()
+        outputs.append(tmp_path / name)
+    import xarray as xr
+
+    alone, workers = (xr.load_dataset(path) for path in outputs)
+    timed = {n for n in alone.data_vars if "seconds" in n or "time_normalized" in n}
+    for name in set(alone.data_vars) - timed - {"digest"}:
+        xr.testing.assert_identical(alone[name], workers[name])
+
+
+def test_an_installed_plugin_runs_on_workers(site, tmp_path):
+    swept = run(
+        [
+            *[sys.executable, "-m", "gvbench.cli", "sweep", "wider", "--estimators"],
+            *["st_gumbel_softmax_half", "--tau", "1", "--k", "1", "--reps", "100"],
+            *["--no-progress", "--workers", "2", "--out", str(tmp_path / "w.nc")],
+        ],
+        site,
+        tmp_path,
+    )
+    assert swept.returncode == 0 and "Traceback" not in swept.stderr, swept.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("def broken(:\n", "--import bad_module: syntax error in "),
+        ("raise RuntimeError('no licence')\n", "raised RuntimeError: no licence"),
+        ("import no_such_dependency\n", "no module named 'no_such_dependency'"),
+    ],
+)
+def test_an_import_that_fails_is_one_line(tmp_path, source, says):
+    (tmp_path / "bad_module.py").write_text(source)
+    done = subprocess.run(
+        [gvbench_script(), "--import", "bad_module", "list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and lines[0].startswith("gvbench: "), done.stderr

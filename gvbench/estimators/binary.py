@@ -20,6 +20,7 @@ from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
 from gvbench.estimators.score_function import sum_to_examples
 from gvbench.estimators.validation import (
+    NonFiniteLogits,
     check_logits,
     check_losses,
     check_objective,
@@ -69,7 +70,7 @@ def _check_logit(logit: Tensor) -> None:
     if not isinstance(logit, Tensor) or not logit.is_floating_point():
         raise ValueError("logit must be a floating-point torch.Tensor")
     if logit.numel() and not bool(torch.isfinite(logit).all()):
-        raise ValueError("logit must be finite (no NaN or ±inf)")
+        raise NonFiniteLogits("logit must be finite (no NaN or ±inf)")
 
 
 @register(

@@ -209,6 +209,12 @@ def register(
             )
         if "generator" not in parameters:
             raise TypeError(f"{name}: an estimator must accept a 'generator' keyword")
+        if first == "logits" and "dim" not in parameters:
+            # Tasks call samplers with the category axis named; without it the first call fails.
+            raise TypeError(
+                f"{name}: a sampler of categorical logits must accept a 'dim' keyword (the "
+                f"category axis), e.g. def {name}(logits, tau=1.0, *, dim=-1, generator=None)"
+            )
         hyper = tuple(h for h in SWEPT_HYPER if h in parameters)
         defaults = {
             p.name: p.default

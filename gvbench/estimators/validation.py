@@ -19,6 +19,10 @@ _validate = True
 MAX_K = 1 << 24
 
 
+class NonFiniteLogits(ValueError):
+    """Logits with NaN or +inf: a bad input, or, inside training, a model that has diverged."""
+
+
 def set_validate_args(value: bool) -> None:
     """Turn the value checks on logits (NaN, +inf) on or off globally.
 
@@ -67,7 +71,7 @@ def check_logits(logits: Tensor, dim: int = -1, name: str = "logits") -> int:
         # amax propagates NaN and +inf, and is -inf only for a fully masked row: one reduction
         # catches all three.
         if not bool(torch.isfinite(row_max).all()):
-            raise ValueError(
+            raise NonFiniteLogits(
                 f"{name} must not contain NaN or +inf, and every distribution needs at least "
                 "one finite logit (-inf masks a category)"
             )

@@ -491,6 +491,11 @@ def sweep(
         )
 
 
+def _plain(value: Any) -> Any:
+    """A netCDF attribute as Python shows it (``0``, not ``np.int64(0)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _sweep_locked(
     task: Task,
     path: str | os.PathLike[str] | None,
@@ -516,8 +521,9 @@ def _sweep_locked(
                 continue
             if str(stored.attrs.get(key)) != str(attrs[key]):
                 raise ValueError(
-                    f"{path} holds a different experiment ({key}: {stored.attrs.get(key)!r} "
-                    f"vs {attrs[key]!r}); choose another path"
+                    f"{path} holds a different experiment ({key}: "
+                    f"{_plain(stored.attrs.get(key))!r} vs {_plain(attrs[key])!r}); choose "
+                    "another path"
                 )
         corrupted = store.corrupted_cells(stored)
         if corrupted:
@@ -599,7 +605,7 @@ def _sweep_locked(
         )
         for cell in todo
     ]
-    if not jobs and progress and path is not None:
+    if not jobs and path is not None:  # said with or without progress bars
         print(f"all {len(plan)} cells already in {path}; nothing to compute", file=sys.stderr)
     failures = []
     noted: set[str] = set()

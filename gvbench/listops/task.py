@@ -13,6 +13,7 @@ from gvbench.estimators.validation import check_count
 from gvbench.listops.data import Split, generate_splits
 from gvbench.listops.model import Parameters, per_example_loss
 from gvbench.tasks.base import Task
+from gvbench.training import read_parameters
 
 CHECKPOINTS = Path("results/listops/checkpoints")
 
@@ -95,7 +96,7 @@ def listops(
             variance_every=0,
         )
         checkpoint = cached_checkpoint(train, run, checkpoint_dir)
-    state = torch.load(checkpoint, weights_only=False)
+    state = read_parameters(checkpoint)
     valid = generate_splits(
         state["config"]["max_length"], state["config"]["sizes"], seed=state["config"]["seed"]
     )["valid"]

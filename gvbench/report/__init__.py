@@ -43,7 +43,7 @@ from gvbench.report.figures import (
 )
 from gvbench.report.page import figure_block, render, table_block
 
-__all__ = ["MANIFEST", "Claim", "build_report"]
+__all__ = ["MANIFEST", "Claim", "build_report", "read_manifest"]
 
 MANIFEST = "reproduction.json"
 
@@ -330,6 +330,35 @@ def _vae(report: _Report, ds: xr.Dataset) -> None:
     )
 
 
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest ``reproduction.json`` at ``path``, checked before anything is drawn: a
+    ``ValueError`` naming the file and what is wrong where it is not one."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged (not JSON: {error}); rerun `gvbench reproduce` to rewrite it"
+        ) from None
+    problems = []
+    if not isinstance(manifest, dict):
+        problems.append(f"a JSON {type(manifest).__name__}, not an object")
+    else:
+        if not isinstance(manifest.get("preset"), str):
+            problems.append("'preset' is missing or not a string")
+        for key in ("files", "provenance"):
+            value = manifest.get(key)
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                problems.append(f"{key!r} is missing or not a mapping of strings")
+    if problems:
+        raise ValueError(
+            f"{path} is not a reproduction manifest ({'; '.join(problems)}); rerun "
+            "`gvbench reproduce` to rewrite it"
+        )
+    return manifest
+
+
 def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
     """Decide the paper's claims from the results in ``folder`` and write ``index.html``,
     ``figures/*.{png,pdf}``, ``tables/*.csv`` and ``claims.json`` there; returns the page."""
@@ -341,7 +370,13 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
         raise FileNotFoundError(
             f"{manifest_path} not found: run `gvbench reproduce --out {folder}` first"
         )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
+    missing = [path for path in manifest["files"].values() if not (folder / path).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{manifest_path} names results that are not in {folder}: {', '.join(missing)}; "
+            f"rerun `gvbench reproduce --out {folder}` to compute them"
+        )
     data = {name: read(folder / path) for name, path in manifest["files"].items()}
     report = _Report(folder)
     claims: list[Claim] = []

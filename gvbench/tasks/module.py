@@ -137,8 +137,19 @@ class ModuleTask(Task):
                 raise ValueError(
                     f"parameters {unknown} are not in the module; it has: {', '.join(named)}"
                 )
+            repeated = sorted({n for n in chosen if chosen.count(n) > 1})
+            if repeated:
+                raise ValueError(f"parameters lists {repeated} more than once; list each name once")
         if not chosen:
             raise ValueError("no parameter to measure (parameters selected none)")
+        discrete = [
+            n for n in chosen if not (named[n].is_floating_point() or named[n].is_complex())
+        ]
+        if discrete:
+            raise ValueError(
+                f"parameters {discrete} are not floating point (dtype "
+                f"{named[discrete[0]].dtype}); a gradient exists only for floating-point ones"
+            )
         self.measured = chosen
         first = named[chosen[0]]
         self.dtype, self.device = first.dtype, first.device
@@ -155,8 +166,23 @@ class ModuleTask(Task):
             if len(tops) < 2 or "" in tops:
                 return None
             groups = {top: [top + "."] for top in sorted(tops)}
+        if not isinstance(groups, Mapping):
+            raise TypeError(
+                f"groups must map a group name to a list of name prefixes, got "
+                f"{type(groups).__name__}"
+            )
         result: dict[str, list[str]] = {}
         for group, prefixes in groups.items():
+            if (
+                isinstance(prefixes, str)
+                or not isinstance(prefixes, Iterable)
+                or not all(isinstance(p, str) for p in prefixes)
+            ):
+                # A string would be read letter by letter, each letter a prefix.
+                raise TypeError(
+                    f"groups[{group!r}] must be a list of name prefixes, got {prefixes!r}"
+                    + (f"; write [{prefixes!r}]" if isinstance(prefixes, str) else "")
+                )
             if group == "all":
                 raise ValueError("'all' names the whole gradient; choose another group name")
             members = [n for n in names if any(n.startswith(p) for p in prefixes)]
@@ -230,11 +256,20 @@ class ModuleTask(Task):
                 f"batch_size must be <= {self.examples} for this task, got {batch_size}"
             )
         inputs = tuple(x[:batch_size] for x in self.inputs)
-        if state is None:
-            output = self.module(*inputs, sample=sample)
-        else:
-            output = functional_call(self.module, dict(state), inputs, {"sample": sample})
-        losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
+        part = f"{type(self.module).__name__}.forward"
+        try:
+            if state is None:
+                output = self.module(*inputs, sample=sample)
+            else:
+                output = functional_call(self.module, dict(state), inputs, {"sample": sample})
+            part = f"loss {getattr(self.loss_fn, '__qualname__', repr(self.loss_fn))}"
+            losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
+        except Exception as error:
+            # The error keeps its type (the vmap fallback reads it); the note says whose it is.
+            note = f"raised by the {part} of ModuleTask {self.name!r} (batch_size={batch_size})"
+            if note not in getattr(error, "__notes__", ()):
+                error.add_note(note)
+            raise
         if not isinstance(losses, Tensor) or losses.shape != (batch_size,):
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -32,11 +33,20 @@ def read_amat(path: str | os.PathLike[str]) -> Tensor:
 def _parsed_amat(path: str, mtime_ns: int, size: int) -> np.ndarray:
     # Parsing text takes seconds (the standard train split: tens of seconds) and every run
     # of a preset reads the same files: parse once per process, again if a file changes.
-    values = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    expected = f"a binarized-MNIST .amat file has {PIXELS} space-separated 0/1 values per line"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty file: said below, in our words
+            values = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    except (ValueError, UnicodeDecodeError) as error:
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path} cannot be read ({cause}); {expected}") from None
+    if values.shape[0] == 0:
+        raise ValueError(f"{path} holds no images; {expected}")
     if values.shape[1] != PIXELS:
-        raise ValueError(f"{path}: expected {PIXELS} columns, got {values.shape[1]}")
+        raise ValueError(f"{path}: {values.shape[1]} values per line; {expected}")
     if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"{path}: values must be 0 or 1")
+        raise ValueError(f"{path}: values other than 0 and 1; {expected}")
     values.flags.writeable = False
     return values
 

@@ -11,6 +11,7 @@ from torch import Tensor
 from gvbench.estimators import Sampler
 from gvbench.estimators.validation import check_count
 from gvbench.tasks.base import Task
+from gvbench.training import read_parameters
 from gvbench.vae.model import Parameters, negative_elbo
 
 CHECKPOINTS = Path("results/vae/checkpoints")
@@ -109,7 +110,7 @@ def vae(
             variance_every=0,
         )
         checkpoint = cached_checkpoint(train, run, checkpoint_dir)
-    state = torch.load(checkpoint, weights_only=False)
+    state = read_parameters(checkpoint)
     splits, source = load(state["config"]["data_dir"], state["config"]["seed"])
     config["data"] = source
     encoder = {

@@ -45,6 +45,13 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from gvbench.estimators import info
+
+        if info(self.estimator).binary_only and self.arity != 2:
+            raise ValueError(
+                f"estimator {self.estimator} is for binary latents (arity 2), got arity "
+                f"{self.arity}: use --arity 2 or a categorical estimator"
+            )
         init_parameters(self.arity, self.latent_dim, 1)  # arity / latent_dim agreement
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"data_dir {self.data_dir} is not a folder")

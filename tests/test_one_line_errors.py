@@ -1,0 +1,284 @@
+"""Nothing foreign or damaged is trusted, and every bad input or fault is one line naming the
+argument or the file and what to do (the audit of issue 25, case by case)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import gvbench
+import gvbench.estimators as E
+from gvbench import engine
+from gvbench.cli import main
+from gvbench.listops import train as listops_train
+from gvbench.listops.train import TrainConfig as ListOpsConfig
+from gvbench.path_lock import PathInUseError, PathLock
+from gvbench.tasks import ModuleTask, Toy
+from gvbench.training import CheckpointError, checkpoint_digest, read_parameters
+from gvbench.vae.data import PIXELS, read_amat
+
+TINY = {"max_length": 6, "d_hidden": 4, "steps": 4, "sizes": (40, 8, 8), "eval_every": 2}
+TINY |= {"variance_every": 0, "seed": 1}
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error.value if isinstance(error, pytest.ExceptionInfo) else error)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny ListOps run: its folder, configuration and checkpoint bytes."""
+    out = tmp_path_factory.mktemp("runs")
+    config = ListOpsConfig(**TINY)
+    listops_train.train(config, out_dir=out, progress=False)
+    checkpoint = out / config.name() / "checkpoint.pt"
+    return out, config, checkpoint, checkpoint.read_bytes()
+
+
+def _nan_and_resealed(saved):
+    name = next(iter(saved["params"]))
+    saved["params"][name][0] = float("nan")
+    saved["digest"] = checkpoint_digest(saved["config"], saved["params"], saved["state"]["step"])
+
+
+DAMAGE = {
+    "garbage": (lambda data: b"not a checkpoint at all", "is damaged"),
+    "truncated": (lambda data: data[: len(data) // 3], "is damaged"),
+    "empty": (lambda data: b"", "is damaged"),
+    "without optimizer": (
+        lambda data: _saved(data, lambda s: s.pop("optimizer")),
+        "is not a gvbench training checkpoint (no 'optimizer')",
+    ),
+    "edited parameters": (
+        lambda data: _saved(data, lambda s: next(iter(s["params"].values())).mul_(1.1)),
+        "does not match its digest",
+    ),
+    "NaN parameters": (lambda data: _saved(data, _nan_and_resealed), "non-finite parameters"),
+    "another run's": (
+        lambda data: _saved(data, lambda s: s["config"].update(lr=0.5)),
+        "belongs to another run (its configuration differs in lr)",
+    ),
+}
+
+
+def _saved(data: bytes, edit) -> bytes:
+    import io
+
+    saved = torch.load(io.BytesIO(data), weights_only=False)
+    edit(saved)
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_bad_checkpoint_is_refused_in_one_line_naming_it(trained, case):
+    out, config, checkpoint, data = trained
+    damage, says = DAMAGE[case]
+    checkpoint.write_bytes(damage(data))
+    try:
+        with pytest.raises(CheckpointError) as error:
+            listops_train.train(config, out_dir=out, progress=False)
+    finally:
+        checkpoint.write_bytes(data)
+    text = one_line(error)
+    assert text.startswith(str(checkpoint)) and says in text and "remove it" in text, text
+
+
+def test_a_bad_best_parameters_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(CheckpointError, match=r"best\.pt is damaged") as error:
+        read_parameters(path)
+    one_line(error)
+    torch.save({"params": {}}, path)
+    with pytest.raises(CheckpointError, match=r"not a run's best-parameters checkpoint"):
+        read_parameters(path)
+    with pytest.raises(SystemExit, match=r"best\.pt is not a run's best-parameters checkpoint"):
+        main(["sweep", "listops", "--task-option", f"checkpoint={path}", "--out", "x.nc"])
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"\xff\xfe\x00garbage", "cannot be read"),
+        (b"0 1 0\n1 1\n", "cannot be read"),
+        (("x " * PIXELS).encode(), "cannot be read"),
+        (b"", "holds no images"),
+        (b"0 1 0\n", "3 values per line"),
+        ((" ".join(["2"] * PIXELS) + "\n").encode(), "values other than 0 and 1"),
+    ],
+)
+def test_a_bad_amat_file_is_one_line(tmp_path, content, says):
+    path = tmp_path / "bad.amat"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=says) as error:
+        read_amat(path)
+    assert one_line(error).startswith(str(path))
+
+
+def test_a_binary_estimator_for_categorical_latents_is_refused_at_the_door(tmp_path):
+    with pytest.raises(SystemExit, match=r"estimator arm is for binary latents .* arity 4"):
+        main(["train", "vae", "--estimator", "arm", "--arity", "4", "--out-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_learning_rate_that_overflows_the_model_is_training_diverged(tmp_path):
+    config = ListOpsConfig(**{**TINY, "lr": 1e30, "steps": 30})
+    with pytest.raises(gvbench.training.TrainingDiverged, match="training diverged at step"):
+        listops_train.train(config, out_dir=tmp_path, progress=False)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        self.decoder = nn.Linear(4, 1)
+        self.register_parameter(
+            "count", nn.Parameter(torch.zeros(2, dtype=torch.long), requires_grad=False)
+        )
+
+    def forward(self, x, sample):
+        z = sample(self.encoder(x).view(len(x), 2, 2))
+        return self.decoder(z.flatten(1)).squeeze(-1)
+
+
+INPUTS = torch.randn(4, 3)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "says"),
+    [
+        ({"groups": {"enc": "encoder."}}, TypeError, r"groups\['enc'\] must be a list .*write"),
+        ({"groups": {"enc": 3}}, TypeError, r"groups\['enc'\] must be a list of name prefixes"),
+        ({"groups": ["encoder."]}, TypeError, "groups must map a group name"),
+        ({"parameters": ["count"]}, ValueError, r"parameters \['count'\] are not floating"),
+        (
+            {"parameters": ["encoder.weight", "encoder.weight"]},
+            ValueError,
+            "more than once",
+        ),
+        ({"max_draws_per_pass": 0}, ValueError, "max_draws_per_pass must be an integer >= 1"),
+    ],
+)
+def test_module_task_options_are_checked_at_the_door(options, error, says):
+    with pytest.raises(error, match=says) as raised:
+        ModuleTask(Net(), INPUTS, arity=2, **options)
+    one_line(raised)
+
+
+def test_a_string_group_would_have_taken_every_parameter():
+    task = ModuleTask(Net(), INPUTS, arity=2, groups={"enc": ["encoder."]})
+    assert task.parameter_groups() == {"enc": ["encoder.weight", "encoder.bias"]}
+
+
+def test_a_loss_that_raises_names_the_task():
+    def loss(output, x):
+        raise RuntimeError("my loss is broken")
+
+    task = ModuleTask(Net(), INPUTS, loss, arity=2, name="mine", reference_reps=20)
+    with pytest.raises(RuntimeError, match="my loss is broken") as raised:
+        gvbench.sweep(
+            task,
+            estimators=["st_gumbel_softmax"],
+            tau=[1.0],
+            k=[1],
+            batch_size=[2],
+            reps=4,
+            progress=False,
+        )
+    assert any("ModuleTask 'mine'" in note for note in raised.value.__notes__)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[1, 2, 3]",
+        json.dumps({"host": "h", "pid": 1, "started": "yesterday"}),
+        "garbage",
+        "",
+        json.dumps({"host": "h", "pid": True, "started": 0}),
+        json.dumps({"host": "h", "pid": 1, "started": 1e300}),
+    ],
+)
+def test_a_lock_gvbench_did_not_write_is_named_and_expires(tmp_path, content):
+    lock = tmp_path / "toy.nc.lock"
+    lock.write_text(content)
+    with pytest.raises(PathInUseError, match="is not a lock gvbench can read") as error:
+        PathLock(tmp_path / "toy.nc").acquire()
+    assert "None" not in one_line(error) and "1970" not in str(error.value)
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with pytest.warns(
+        UserWarning, match=r"taking over the lock of a run that is gone \(unreadable"
+    ):
+        with PathLock(tmp_path / "toy.nc"):
+            pass
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("value", ["garbage", "host:port", ":99999", "a:b:"])
+def test_a_bad_dashboard_address_is_one_line(monkeypatch, tmp_path, value):
+    monkeypatch.setenv(engine.DASHBOARD_VARIABLE, value)
+    with pytest.raises(SystemExit, match=f"GVBENCH_DASHBOARD={value!r}: expected ':PORT'"):
+        main(["sweep", "toy", "--workers", "2", "--reps", "10", "--out", str(tmp_path / "x.nc")])
+
+
+@pytest.mark.parametrize("value", ["8787", ":0", "127.0.0.1:8787"])
+def test_good_dashboard_addresses(monkeypatch, value):
+    monkeypatch.setenv(engine.DASHBOARD_VARIABLE, value)
+    assert engine.dashboard_address().endswith(value.lstrip(":").rpartition(":")[2])
+
+
+def test_a_sampler_without_dim_is_refused_when_registered():
+    def no_dim_sampler(logits, tau=1.0, *, generator=None):
+        return logits
+
+    with pytest.raises(TypeError, match="must accept a 'dim' keyword"):
+        E.register(unbiased=False)(no_dim_sampler)
+    assert "no_dim_sampler" not in E.available()
+
+
+def test_messages_show_numbers_as_python_writes_them(tmp_path):
+    grid = {"estimators": ["st_gumbel_softmax"], "tau": [1.0], "k": [1], "reps": 10}
+    gvbench.sweep(Toy(), path=tmp_path / "x.nc", seed=0, progress=False, **grid)
+    with pytest.raises(ValueError, match=r"\(seed: 0 vs 1\)") as error:
+        gvbench.sweep(Toy(), path=tmp_path / "x.nc", seed=1, progress=False, **grid)
+    assert "np." not in str(error.value)
+
+
+def test_nothing_to_compute_is_said_without_progress_bars(tmp_path, capsys):
+    grid = {"estimators": ["st_gumbel_softmax"], "tau": [1.0], "k": [1], "reps": 10}
+    for _ in range(2):
+        gvbench.sweep(Toy(), path=tmp_path / "x.nc", progress=False, **grid)
+    assert "nothing to compute" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("", "is damaged (not JSON"),
+        ("[]", "a JSON list, not an object"),
+        (json.dumps({"preset": "small", "provenance": {}}), "'files' is missing"),
+        (json.dumps({"preset": "small", "files": {}}), "'provenance' is missing"),
+        (json.dumps({"preset": 1, "files": {}, "provenance": {}}), "'preset' is missing"),
+        (
+            json.dumps({"preset": "small", "files": {"toy": "toy.nc"}, "provenance": {}}),
+            "names results that are not in",
+        ),
+    ],
+)
+def test_a_damaged_manifest_is_one_line_before_any_figure(tmp_path, content, says):
+    (tmp_path / "reproduction.json").write_text(content)
+    with pytest.raises(SystemExit) as error:
+        main(["report", str(tmp_path)])
+    text = one_line(error)
+    assert text.startswith(f"gvbench: {tmp_path / 'reproduction.json'}") and says in text, text
+    assert not (tmp_path / "figures").exists()
