@@ -351,6 +351,8 @@ def command_demo(args: argparse.Namespace) -> int:
             *estimators,
             "--reps",
             str(args.reps),
+            "--warmup",
+            str(args.warmup),
             "--workers",
             str(args.workers),
             *(["--scheduler", args.scheduler] if args.scheduler else []),
@@ -769,6 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and draw the figures (what `make demo` runs).",
     )
     demo.add_argument("--reps", type=int, default=DEFAULT_REPS, help="gradient draws per cell")
+    demo.add_argument(
+        "--warmup",
+        type=_at_least(0),
+        default=DEFAULT_WARMUP,
+        help="steps an estimator with state adapts before it is frozen and measured",
+    )
     demo.add_argument(
         "--workers", type=_at_least(1), default=2, help="Dask worker processes (1: in-process)"
     )

@@ -58,6 +58,7 @@ if __name__ == "__main__":  # Dask's worker processes import this file again
 # Sizes of the shrunk run: each option's value is replaced, the command is the same.
 SHRINK = {
     "--reps": "40",
+    "--warmup": "20",  # adapting REBAR/RELAX/RODEO for 1000 steps is most of a shrunk cell
     "--steps": "20",
     "--search": "2",
     "--iw-samples": "4",
@@ -84,8 +85,9 @@ def as_gvbench_arguments(command: list[str]) -> list[str] | None:
     if FULL:
         return arguments
     arguments = list(arguments)
-    if arguments[0] in ("sweep", "demo") and "--reps" not in arguments:
-        arguments += ["--reps", SHRINK["--reps"]]
+    for option in ("--reps", "--warmup"):
+        if arguments[0] in ("sweep", "demo") and option not in arguments:
+            arguments += [option, SHRINK[option]]
     for option, value in SHRINK.items():
         if option in arguments:
             arguments[arguments.index(option) + 1] = value

@@ -171,7 +171,7 @@ def test_the_shipped_report_of_the_small_preset_is_complete():
     assert manifest["preset"] == "small" and "dirty" not in manifest["provenance"]["git commit"]
     page = (shipped / "index.html").read_text()
     claims = json.loads((shipped / "claims.json").read_text())
-    assert len(claims) == 8 and all(c["statement"].replace("'", "&#x27;") in page for c in claims)
+    assert len(claims) == 16 and all(c["statement"].replace("'", "&#x27;") in page for c in claims)
     assert len(re.findall(r'src="data:image/png;base64,', page)) == len(FIGURES)
     for pdf in re.findall(r'href="([^"]+\.pdf)"', page):
         assert (shipped / pdf).is_file(), pdf
