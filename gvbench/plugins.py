@@ -119,7 +119,9 @@ def requirements() -> Requirements:
 def ensure(required: Requirements) -> None:
     """Import ``required`` here (on a worker): the installed plugins, then each ``--import``
     module by name, or from its sent source where this machine does not have it."""
-    load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the driver said it already, once, in its own words
+        load()
     for name, source in required.modules:
         if name in sys.modules:
             continue

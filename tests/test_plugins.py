@@ -199,6 +199,8 @@ def test_an_installed_plugin_runs_on_workers(site, tmp_path):
         tmp_path,
     )
     assert swept.returncode == 0 and "Traceback" not in swept.stderr, swept.stderr
+    # The plugin's clashing 'toy' task is said once, by the driver, not by every worker.
+    assert swept.stderr.count("warning:") == 1 and "UserWarning" not in swept.stderr
 
 
 @pytest.mark.parametrize(
