@@ -310,7 +310,7 @@ def checkpoint_digest(
     digest = hashlib.sha256(json.dumps([dict(config), step], sort_keys=True).encode())
     for name in sorted(params):
         digest.update(name.encode())
-        digest.update(params[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(params[name].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
