@@ -186,16 +186,12 @@ def test_only_adds_an_experiment_to_an_earlier_reproduction(tiny_report, tmp_pat
     shutil.copytree(tiny_report, copy)
     reproduce("tiny", copy, experiments=("toy",), progress=False)  # finished: reused
     manifest = json.loads((copy / "reproduction.json").read_text())
-    assert set(manifest["files"]) == {"toy", "simplex", "listops", "vae"}
+    everything = {"toy", "simplex", "field-toy", "field-binary", "listops", "vae"}
+    assert set(manifest["files"]) == everything
     assert json.loads((copy / "claims.json").read_text()) == json.loads(
         (tiny_report / "claims.json").read_text()
     )
     # Another master seed is another experiment: refused in this folder, named, not mixed in.
     with pytest.raises(ValueError, match="holds a different experiment"):
         reproduce("tiny", copy, experiments=("listops",), seed=1, progress=False)
-    assert set(json.loads((copy / "reproduction.json").read_text())["files"]) == {
-        "toy",
-        "simplex",
-        "listops",
-        "vae",
-    }
+    assert set(json.loads((copy / "reproduction.json").read_text())["files"]) == everything
