@@ -172,9 +172,12 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
             yield connected
         return
     dashboard = dashboard_address()
-    # silence_logs: one line on Ctrl-C, not a page of worker tracebacks. Workers take the
-    # queued jobs eagerly (worker-saturation inf) instead of one round trip to the scheduler
-    # per job: jobs here are independent and their inputs were scattered already.
+    # silence_logs CRITICAL: one line on Ctrl-C, not a page of worker tracebacks, and no
+    # heartbeat traceback from a worker that races the scheduler's close at the end of a
+    # good run (logged at ERROR). A failing job still reaches the driver as its exception,
+    # which says it in one line. Workers take the queued jobs eagerly (worker-saturation
+    # inf) instead of one round trip to the scheduler per job: jobs here are independent
+    # and their inputs were scattered already.
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             dask.config.set({"distributed.scheduler.worker-saturation": float("inf")})
@@ -190,7 +193,7 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
                     # by default on 8787: a free local port instead, so that two sweeps at
                     # once neither clash nor warn.
                     scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
-                    silence_logs=logging.ERROR,
+                    silence_logs=logging.CRITICAL,
                 )
             )
         yield stack.enter_context(Client(cluster))

@@ -69,6 +69,9 @@ def vae_pair():
         relaxed_inputs=True,
         max_draws_per_pass=VAETask.max_draws_per_pass,
         reference_reps=200,
+        # vmap, not "auto": these tests compare its draw stream with the draw axis's, and
+        # on a busy machine "auto" may time the loop faster and draw another stream.
+        batched=True,
     )
     by_hand.reference_reps = 200
     return by_hand, by_module
