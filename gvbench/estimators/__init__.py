@@ -69,6 +69,7 @@ from gvbench.estimators.sampling import (
     one_hot_argmax,
     replace_gradient,
 )
+from gvbench.estimators.streams import RunStream, RunStreams
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
@@ -78,6 +79,8 @@ __all__ = [
     "Estimator",
     "EstimatorInfo",
     "Objective",
+    "RunStream",
+    "RunStreams",
     "RunningMean",
     "Sampler",
     "ScoreRecorder",

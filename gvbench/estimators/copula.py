@@ -22,7 +22,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.replay import check_binary, joint_runs, logit_surrogate
-from gvbench.estimators.sampling import uniform_like
+from gvbench.estimators.sampling import randint, uniform_like
 from gvbench.estimators.validation import check_count, check_objective
 
 # K copies of every choice per call; K runs of the objective.
@@ -135,7 +135,7 @@ def _boundaries(p: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
 def _carms_samples(p: Tensor, orders: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
     """K coupled draws per variable: one random order per variable, K copula uniforms placed
     on its intervals. Category indices, ``(k, *p.shape[:-1])``."""
-    pick = torch.randint(orders.shape[0], p.shape[:-1], generator=generator, device=p.device)
+    pick = randint(orders.shape[0], p.shape[:-1], p.device, generator)
     order = orders.to(p.device)[pick]
     right = p.gather(-1, order).cumsum(-1)
     right = right / right[..., -1:]

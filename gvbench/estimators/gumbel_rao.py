@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from gvbench.estimators.registry import register
-from gvbench.estimators.sampling import categorical_index
+from gvbench.estimators.sampling import categorical_index, uniform
 from gvbench.estimators.validation import check_count, check_logits, check_tau
 
 # Elements of one chunk of conditional draws (k_chunk × logits.numel()). On the CPU a chunk
@@ -90,7 +90,7 @@ def conditional_softmax_vjp(
     while done < k:
         size = min(chunk, k - done)
         # log(1 − U) = −E < 0; the sign cancels in E_j/E_d. Clamped so that E_d > 0.
-        w = torch.rand((size, m, n), dtype=dtype, device=logits.device, generator=generator)
+        w = uniform((size, m, n), dtype, logits.device, generator)
         w.neg_().log1p_().clamp_max_(-tiny)
         sampled = w.gather(-1, gather.expand(size, m, 1))  # −E_d, before the mask zeroes it
         w.mul_(inverse).div_(sampled)  # E_j/(E_d p_j)

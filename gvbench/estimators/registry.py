@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from gvbench.estimators.streams import RunStream
 from gvbench.estimators.validation import (
     MAX_K,
     check_count,
@@ -374,8 +375,10 @@ class Estimator:
 
     def __call__(self, objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
         check_objective(objective)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+        if generator is not None and not isinstance(generator, torch.Generator | RunStream):
+            raise TypeError(
+                f"generator must be a torch.Generator, a RunStream or None, got {generator!r}"
+            )
         if self.info.kind == "sample":
             return check_losses(objective(self.sampler(generator)))
         return self.info.function(objective, generator=generator, **self.options)

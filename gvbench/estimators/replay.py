@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import Objective
+from gvbench.estimators.sampling import uniform_like
 from gvbench.estimators.score_function import sum_to_examples
 from gvbench.estimators.validation import check_logits, check_losses, validate_args
 
@@ -204,7 +205,7 @@ def bernoulli_draws(
 
     def draw(theta: Tensor) -> Tensor:
         p = torch.sigmoid(check_binary(theta, name).to(torch.float64))
-        u = torch.rand((k, *p.shape), dtype=torch.float64, device=p.device, generator=generator)
+        u = uniform_like((k, *p.shape), p, generator)
         return (u < p).long()
 
     return draw

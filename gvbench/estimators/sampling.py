@@ -9,22 +9,47 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gvbench.estimators.streams import RunStream
 from gvbench.estimators.validation import check_count, check_logits, check_sample
+
+
+def uniform(
+    shape: torch.Size | tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | RunStream | None = None,
+) -> Tensor:
+    """Uniform draws on [0, 1): ``torch.rand``, or one run's from its :class:`RunStream`."""
+    if isinstance(generator, RunStream):
+        return generator.rand(shape, dtype, device)
+    return torch.rand(shape, dtype=dtype, device=device, generator=generator)
+
+
+def randint(
+    high: int,
+    shape: torch.Size | tuple[int, ...],
+    device: torch.device,
+    generator: torch.Generator | RunStream | None = None,
+) -> Tensor:
+    """Integers uniform on [0, high): ``torch.randint``, or one run's (see :func:`uniform`)."""
+    if isinstance(generator, RunStream):
+        return generator.randint(high, shape, device)
+    return torch.randint(high, shape, device=device, generator=generator)
 
 
 def uniform_like(
     shape: torch.Size | tuple[int, ...],
     like: Tensor,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RunStream | None = None,
 ) -> Tensor:
-    """Uniform draws on [0, 1) in float64 (53 bits), on ``like``'s device."""
-    return torch.rand(shape, dtype=torch.float64, device=like.device, generator=generator)
+    """Uniform draws on [0, 1) in float64 (53 bits), on ``like``'s device (see :func:`uniform`)."""
+    return uniform(shape, torch.float64, like.device, generator)
 
 
 def exponential_like(
     shape: torch.Size | tuple[int, ...],
     like: Tensor,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RunStream | None = None,
 ) -> Tensor:
     r"""Standard exponential draws :math:`E = -\log(1 - U) \sim \mathrm{Exp}(1)` with ``like``'s dtype and device.
 
