@@ -126,7 +126,7 @@ def _boundaries(p: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
     right = p.gather(-1, order).cumsum(-1)
     right = right / right[..., -1:]
     left = torch.cat([torch.zeros_like(right[..., :1]), right[..., :-1]], -1)
-    position = torch.empty_like(order).scatter_(
+    position = torch.empty_like(order).scatter(
         -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order)
     )
     return left.gather(-1, position), right.gather(-1, position)

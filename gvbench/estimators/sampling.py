@@ -167,4 +167,4 @@ def conditional_gumbel(
     gather_index = index.unsqueeze(0).expand(k, *index.shape)
     top = log_z - e.gather(cdim, gather_index).log()
     others = -torch.logaddexp(-top, e.log() - theta)
-    return others.scatter_(cdim, gather_index, top)
+    return others.scatter(cdim, gather_index, top)

@@ -1,13 +1,19 @@
 r"""One random stream per run: many training runs drawing their noise as if each were alone.
 
 Runs trained as one are a ``torch.func.vmap`` over their stacked parameters. Under vmap,
-``torch.rand(…, generator=g)`` draws every run's noise from the one ``g`` (or the same noise
-for all, ``randomness="same"``), so a run's samples would depend on which runs share its
-step. :class:`RunStreams` holds one ``torch.Generator`` per run; the estimator of run ``r``
-gets ``streams.stream(r)`` where it takes ``generator=``, and every draw it makes comes from
-run r's own generator — under vmap through a batching rule that draws each run's block in
-turn, outside it directly. A run's noise, and so its numbers, are the same in any group,
+``torch.rand(…, generator=g)`` draws every run's noise from the one ``g``, so a run's samples
+would depend on which runs share its step. :class:`RunStreams` holds one ``torch.Generator``
+per run. Before a step, each run draws a *pool* of uniforms from its own generator
+(:meth:`RunStreams.pools`); the pools are vmapped with the parameters, and the estimator of
+each run gets ``RunStream(pool)`` where it takes ``generator=``: every draw it makes is the
+next slice of its own pool. A run's noise — and so its numbers — are the same in any group,
 which is what lets a researcher train eight seeds at once and trust seed 3 to be seed 3.
+
+A pool holds a fixed number of uniforms per step; a step that needs more raises
+:class:`PoolExhausted` and is retried with a pool twice as large (the caller restores the
+generators first), so the size follows the step's needs alone, whatever the group. Uniforms
+asked for in a narrower type than float64 are rounded down below 1, so that ``1 − U`` never
+vanishes; integers are ``⌊U · high⌋``.
 
 Estimators draw through :func:`gvbench.estimators.sampling.uniform` and
 :func:`~gvbench.estimators.sampling.randint`, which accept a :class:`RunStream` wherever
@@ -16,11 +22,19 @@ they accept a ``torch.Generator``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
+
+
+class PoolExhausted(RuntimeError):
+    """A step asked a run's pool for more uniforms than it holds (``needed`` at least)."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"the run's pool of uniforms ran out: {needed} needed")
+        self.needed = needed
 
 
 class RunStreams:
@@ -45,69 +59,51 @@ class RunStreams:
     def device(self) -> torch.device:
         return self.generators[0].device
 
-    def runs(self) -> Tensor:
-        """The run indices ``0 … R − 1``, to vmap over with the runs' parameters."""
-        return torch.arange(len(self.generators))
+    def pools(self, size: int) -> Tensor:
+        """``(R, size)`` float64 uniforms, row r from run r's generator: vmap over them."""
+        return torch.stack(
+            [
+                torch.rand(size, dtype=torch.float64, device=self.device, generator=g)
+                for g in self.generators
+            ]
+        )
 
-    def stream(self, run: Tensor) -> RunStream:
-        """The stream of run ``run`` (a 0-d index tensor, batched under vmap)."""
-        return RunStream(self, run)
+    def get_state(self) -> list[Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states: Sequence[Tensor]) -> None:
+        for g, state in zip(self.generators, states, strict=True):
+            g.set_state(state)
 
     def __repr__(self) -> str:
         return f"RunStreams({len(self.generators)} runs on {self.device})"
 
 
 class RunStream:
-    """The random stream of one run of a :class:`RunStreams` (of each run, under vmap)."""
+    """One run's stream: successive slices of its pool (under vmap, each run's own pool)."""
 
-    def __init__(self, streams: RunStreams, run: Tensor) -> None:
-        self.streams, self.run = streams, run
+    def __init__(self, pool: Tensor) -> None:
+        self.pool, self.offset = pool, 0
 
     @property
     def device(self) -> torch.device:
-        return self.streams.device
+        return self.pool.device
+
+    def _next(self, shape: Sequence[int]) -> Tensor:
+        count = math.prod(shape)
+        if self.offset + count > self.pool.shape[-1]:
+            raise PoolExhausted(self.offset + count)
+        part = self.pool[self.offset : self.offset + count]
+        self.offset += count
+        return part.reshape(tuple(shape))
 
     def rand(self, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
-        """Uniforms on [0, 1) of ``shape`` (one run's shape), from the run's generator."""
-        return _Draw.apply(self.run, self.streams, "rand", (tuple(shape), dtype, device))
+        """Uniforms on [0, 1) of ``shape`` (one run's shape)."""
+        u = self._next(shape)
+        if dtype == torch.float64:
+            return u.clone()  # callers transform their draws in place
+        return u.to(dtype).clamp_max_(1 - torch.finfo(dtype).eps / 2)
 
     def randint(self, high: int, shape: Sequence[int], device: torch.device) -> Tensor:
-        """Integers uniform on [0, high) of ``shape``, from the run's generator."""
-        return _Draw.apply(self.run, self.streams, "randint", (high, tuple(shape), device))
-
-
-def _draw(generator: torch.Generator, kind: str, args: tuple[Any, ...]) -> Tensor:
-    if kind == "rand":
-        shape, dtype, device = args
-        return torch.rand(shape, dtype=dtype, device=device, generator=generator)
-    high, shape, device = args
-    return torch.randint(high, shape, device=device, generator=generator)
-
-
-class _Draw(torch.autograd.Function):
-    """A draw from run ``run``'s generator; under vmap, each run's from its own, stacked.
-
-    An autograd Function only for its ``vmap`` rule: the public way to give a random draw
-    a batching rule of its own. The draw carries no gradient.
-    """
-
-    @staticmethod
-    def forward(run: Tensor, streams: RunStreams, kind: str, args: tuple[Any, ...]) -> Tensor:
-        return _draw(streams.generators[int(run)], kind, args)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        ctx.mark_non_differentiable(output)
-
-    @staticmethod
-    def vmap(
-        info: Any,
-        in_dims: tuple[int | None, ...],
-        run: Tensor,
-        streams: RunStreams,
-        kind: str,
-        args: tuple[Any, ...],
-    ) -> tuple[Tensor, int]:
-        runs = run.movedim(in_dims[0], 0) if in_dims[0] is not None else run.expand(info.batch_size)
-        draws = [_draw(streams.generators[int(r)], kind, args) for r in runs.tolist()]
-        return torch.stack(draws), 0
+        """Integers uniform on [0, high) of ``shape``."""
+        return (self._next(shape) * high).floor_().long().clamp_max_(high - 1)

@@ -57,7 +57,7 @@ class _Probe:
         dim = check_logits(logits, dim)
         self.calls.append((logits.detach(), dim))
         index = logits.detach().argmax(dim, keepdim=True)
-        return torch.zeros_like(logits.detach()).scatter_(dim, index, 1.0)
+        return torch.zeros_like(logits.detach()).scatter(dim, index, 1.0)
 
 
 class _Member:
@@ -80,7 +80,7 @@ class _Member:
             )
         index = self.choices[call][..., self.j]  # (*example, *variables) in moved-dim layout
         moved = logits.movedim(dim, -1)
-        sample = torch.zeros_like(moved.detach()).scatter_(-1, index.unsqueeze(-1), 1.0)
+        sample = torch.zeros_like(moved.detach()).scatter(-1, index.unsqueeze(-1), 1.0)
         sample = sample.movedim(-1, dim)
         self.log_probs.append(log_prob(logits, sample, dim))
         return sample
