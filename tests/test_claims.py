@@ -198,3 +198,31 @@ def test_variance_ratio_and_its_log_se_by_the_delta_method():
     np.testing.assert_allclose(compared["ratio"], [2.0, 9.0])
     np.testing.assert_allclose(compared["log_se"], [np.hypot(0.1, 0.05), np.hypot(0.1, 0.2)])
     assert "estimator" not in compared.coords
+
+
+def test_an_unresolved_claim_says_how_many_seeds_would_decide_it():
+    """The seeds a z = 3 decision needs are the least n at which the measured difference and
+    spread would reach it; a decided claim carries no such statement."""
+    noisy = _listops(
+        [0.50, 0.53, 0.49, 0.52], [0.51, 0.52, 0.50, 0.545], [0.50, 0.52, 0.51, 0.53], [0.5] * 4
+    )
+    claim = listops_claims(noisy)[0]
+    assert claim.verdict == OPEN and "seeds per configuration" in claim.evidence
+    accuracy = noisy["test_accuracy"].sel(max_length=10)
+    drop = Estimate.over_seeds(accuracy.sel(run="ST-GS", tau=0.1)) - Estimate.over_seeds(
+        accuracy.sel(run="ST-GS", tau=0.01)
+    )
+    needed = drop.seeds_to_decide()
+    assert f"with {needed} seeds per configuration" in claim.evidence
+
+    def z_at(n):
+        return abs(Estimate(drop.value, tuple((v * 4 / n, n - 1.0) for v, _ in drop.parts)).z())
+
+    assert z_at(needed) >= 3 > z_at(needed - 1)
+    decided = _listops(
+        [0.30, 0.32, 0.31, 0.29], [0.70, 0.71, 0.69, 0.70], [0.68, 0.70, 0.69, 0.71], [0.7] * 4
+    )
+    assert "seeds per configuration" not in listops_claims(decided)[0].evidence
+    # No spread (seeds that agree exactly): nothing can be promised.
+    same = listops_claims(_listops([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]))[0]
+    assert "no number of seeds can be stated" in same.evidence

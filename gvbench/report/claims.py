@@ -166,6 +166,44 @@ class Estimate:
         tail = stats.t.sf(abs(t), self.df)
         return math.copysign(float(stats.norm.isf(tail)), t)
 
+    def seeds_to_decide(self, threshold: float = Z, most: int = 100_000) -> int | None:
+        """Seeds per configuration at which this difference, if it stayed at its measured
+        value with the measured spread, would be decided at z = ``threshold`` (the SE falls
+        as 1/√n and the degrees of freedom grow); ``None`` where it cannot be said (no
+        spread measured, no difference, or more than ``most``)."""
+        seeds = [round(d + 1) for _, d in self.parts]
+        if self.value == 0 or not math.isfinite(self.value) or not math.isfinite(self.se):
+            return None
+        if any(not math.isfinite(v) or n < 2 for (v, _), n in zip(self.parts, seeds, strict=True)):
+            return None
+
+        def z_at(n: int) -> float:
+            parts = tuple((v * m / n, n - 1.0) for (v, _), m in zip(self.parts, seeds, strict=True))
+            return abs(Estimate(self.value, parts).z())
+
+        low, high = min(seeds), min(seeds)
+        while z_at(high) < threshold:
+            low, high = high, high * 2
+            if high > most:
+                return None
+        while high - low > 1:  # the least n that reaches the threshold
+            middle = (low + high) // 2
+            low, high = (middle, high) if z_at(middle) < threshold else (low, middle)
+        return high if z_at(low) < threshold else low
+
+    def power(self, threshold: float = Z) -> str:
+        """What an undecided difference would take: its spread and the seeds a decision needs."""
+        spread = "; ".join(
+            f"sd {math.sqrt(v * (d + 1)):.3g} over {d + 1:.0f} seeds" for v, d in self.parts
+        )
+        needed = self.seeds_to_decide(threshold)
+        if needed is None:
+            return f" Not resolved ({spread}); no number of seeds can be stated from these runs."
+        return (
+            f" Not resolved ({spread}): at this spread, a difference of {self.value:.3g} "
+            f"would be decided (z = {threshold:g}) with {needed} seeds per configuration."
+        )
+
     def text(self, digits: int = 3) -> str:
         n = f", n = {self.n}" if self.n else ""
         return f"{self.value:.{digits}f} ± {self.se:.{digits}f}{n}"
@@ -177,6 +215,11 @@ class Estimate:
             f"{self.value:.{digits}f} ± {self.se:.{digits}f} (t = {t:.1f} on {self.df:.1f} "
             f"df, z = {self.z():.1f})"
         )
+
+
+def _undecided(difference: Estimate) -> str:
+    """The power statement of a difference left unresolved ("" where it is decided)."""
+    return difference.power() if verdict(difference.z()) == OPEN else ""
 
 
 SEED_RULE = (
@@ -210,7 +253,8 @@ def listops_claims(listops: xr.Dataset) -> list[Claim]:
                 verdict(drop.z()),
                 f"ST-GS at τ = {next_up:g}: {at('ST-GS', next_up).text()}; at τ = {low:g}: "
                 f"{at('ST-GS', low).text()}; drop {drop.test()}. For comparison {gr}: "
-                f"{at(gr, next_up).text()} and {at(gr, low).text()}, drop {gr_drop.test()}.",
+                f"{at(gr, next_up).text()} and {at(gr, low).text()}, drop {gr_drop.test()}."
+                + _undecided(drop),
                 SEED_RULE,
             )
         )
@@ -222,7 +266,7 @@ def listops_claims(listops: xr.Dataset) -> list[Claim]:
                 f"({gr} reaches a higher test accuracy than ST-GS).",
                 verdict(gain.z()),
                 f"at τ = {low:g}, {gr}: {at(gr, low).text()}; ST-GS: {at('ST-GS', low).text()}; "
-                f"difference {gain.test()}.",
+                f"difference {gain.test()}." + _undecided(gain),
                 SEED_RULE,
             )
         )
@@ -263,7 +307,7 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
             f"GR-MCK trains a better model than ST-GS at the small batch size (B = {small}).",
             verdict(gain_small.z()),
             f"test −log p(x) bound of ST-GS − {gr} at B = {small}, mean over arities, in nats: "
-            f"{gain_small.test(2)}; {text_small}.",
+            f"{gain_small.test(2)}; {text_small}." + _undecided(gain_small),
             SEED_RULE,
         )
     ]
@@ -278,13 +322,13 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
                 verdict(diff.z()),
                 f"advantage at B = {small}: {gain_small.value:.2f} ± {gain_small.se:.2f}; at "
                 f"B = {large}: {gain_large.value:.2f} ± {gain_large.se:.2f} nats ({text_large}); "
-                f"difference {diff.test(2)}.",
+                f"difference {diff.test(2)}." + _undecided(diff),
                 SEED_RULE,
             )
         )
     if "GS" in runs:
         arity = max(arities)
-        tests, texts = [], []
+        tests, texts, slacks = [], [], []
         for b in (int(b) for b in vae["batch_size"].values):
             worse = at(gr, arity, b) - at("GS", arity, b)
             allowed = margin * at("GS", arity, b).value
@@ -292,6 +336,7 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
             # `margin` worse than GS's; not competitive when resolved to be more than that.
             slack = worse.scaled(-1).shifted(allowed)
             tests.append(slack.z())
+            slacks.append(slack)
             texts.append(
                 f"B = {b}: {gr} {at(gr, arity, b).text(2)} vs GS {at('GS', arity, b).text(2)} "
                 f"nats, {gr} − GS = {worse.value:.2f} ± {worse.se:.2f} (allowed {allowed:.2f}; "
@@ -303,7 +348,9 @@ def vae_claims(vae: xr.Dataset, margin: float = 0.01) -> list[Claim]:
                 "vae",
                 f"GR-MCK is competitive with GS at the largest arity (a = {arity}).",
                 verdict(z),
-                "; ".join(texts) + f"; smallest z = {z:.1f}.",
+                "; ".join(texts)
+                + f"; smallest z = {z:.1f}."
+                + (_undecided(slacks[int(np.argmin(tests))]) if math.isfinite(z) else ""),
                 f"competitive: the bound of GR-MCK is at most {margin:.0%} of GS's above it; "
                 "z of (allowed − difference) as for the other claims; holds at z ≥ 3 in every "
                 "batch size",
