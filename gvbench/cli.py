@@ -207,6 +207,7 @@ def command_reproduce(args: argparse.Namespace) -> int:
                 experiments=tuple(args.only),
                 progress=not args.no_progress,
                 workers=args.scheduler or args.workers,
+                device=args.device,
             )
     except (KeyError, TypeError, ValueError, OSError, PathInUseError, TrainingDiverged) as error:
         raise SystemExit(f"gvbench: {error}") from None
@@ -238,32 +239,30 @@ def _print_claims(folder: Path) -> None:
 def _experiment(name: str) -> dict[str, Any]:
     """The pieces of an experiment the CLI dispatches to."""
     if name == "listops":
-        from gvbench.listops import presets, train
-
-        return {
-            "presets": presets,
-            "train": train,
-            "selection": "best_valid_accuracy",
-            "higher": True,
-        }
-    from gvbench.vae import presets, train
-
+        from gvbench.listops import presets
+        from gvbench.listops.experiment import LISTOPS as experiment
+    else:
+        from gvbench.vae import presets
+        from gvbench.vae.experiment import VAE_EXPERIMENT as experiment
     return {
+        "experiment": experiment,
         "presets": presets,
-        "train": train,
-        "selection": "best_valid_negative_elbo",
-        "higher": False,
+        "selection": f"best_{experiment.selection}",
+        "higher": experiment.higher_is_better,
     }
 
 
-def _config(args: argparse.Namespace, module: Any) -> Any:
-    """The experiment's TrainConfig from the options it has."""
+def _configs(args: argparse.Namespace, experiment: Any) -> list[Any]:
+    """The experiment's TrainConfig for each ``--seed``, from the options it has."""
     import dataclasses
 
-    fields = {f.name for f in dataclasses.fields(module.TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(experiment.Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    seeds = given.pop("seed", [0])
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"gvbench: --seed lists a seed twice: {' '.join(map(str, seeds))}")
     try:
-        return module.TrainConfig(**given)
+        return [experiment.Config(**given, seed=seed) for seed in seeds]
     except (KeyError, TypeError, ValueError) as error:
         raise SystemExit(f"gvbench: {error}") from None
 
@@ -288,12 +287,15 @@ def _train(args: argparse.Namespace) -> int:
     with engine.client(args.workers, args.scheduler) as pool:
         if args.preset:
             extra = {"data_dir": args.data_dir} if args.experiment == "vae" else {}
+            if len(args.seed) > 1:
+                raise SystemExit("gvbench: --preset takes one --seed (its first seed)")
             try:
                 summary = experiment["presets"].run_preset(
                     args.preset,
                     out_dir,
                     executor=pool,
-                    seed=args.seed or 0,
+                    seed=args.seed[0],
+                    device=args.device,
                     progress=not args.no_progress,
                     **extra,
                 )
@@ -304,12 +306,15 @@ def _train(args: argparse.Namespace) -> int:
                     print(f"\n{title}:\n{table.round(4).to_string()}")
             print(f"wrote {Path(out_dir) / (args.preset + '.nc')}")
             return 0
-        config = _config(args, experiment["train"])
+        configs = _configs(args, experiment["experiment"])
         if args.search:
             from gvbench.harness.store import write_atomic
 
+            if len(configs) > 1:
+                raise SystemExit("gvbench: --search takes one --seed (it seeds the search)")
+            config = configs[0]
             result = random_search(
-                experiment["train"].train,
+                experiment["experiment"].train,
                 config,
                 args.search,
                 selection=experiment["selection"],
@@ -323,12 +328,25 @@ def _train(args: argparse.Namespace) -> int:
             print(f"best: {result.attrs['best_config']}")
             write_atomic(result, Path(out_dir) / f"search-{config.name()}.nc")
             return 0
-        curves = experiment["train"].train(config, out_dir=out_dir, progress=not args.no_progress)
-    summary = {
-        k: v for k, v in curves.attrs.items() if k.startswith(("best_", "test_", "initial_"))
-    }
-    print(f"{config.name()}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
-    print(f"wrote {Path(out_dir) / config.name() / 'curves.nc'}")
+        # Every seed in one vectorised loop (see gvbench.run_group): seed 3 among eight is
+        # seed 3 alone, bit for bit.
+        results = experiment["experiment"].train(
+            configs, out_dir=out_dir, progress=not args.no_progress
+        )
+    diverged = []
+    for config, curves in zip(configs, results, strict=True):
+        if isinstance(curves, Exception):  # one run's divergence; the others went on
+            diverged.append(f"gvbench: {curves}")
+            continue
+        summary = {
+            k: v
+            for k, v in curves.attrs.items()
+            if k.startswith(("best_", "test_", "initial_")) and k != "best_step"
+        }
+        print(f"{config.name()}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        print(f"wrote {Path(out_dir) / config.name() / 'curves.nc'}")
+    if diverged:
+        raise SystemExit("\n".join(diverged))
     return 0
 
 
@@ -439,7 +457,9 @@ FIELD_HELP = {
     "eval_every": "steps between validation evaluations",
     "variance_every": "steps between gradient-variance measurements (0: never)",
     "variance_reps": "gradient draws per variance measurement",
-    "seed": "seed of the data order, the initialisation and the samples",
+    "seed": "seed of the data, the initialisation, the data order and the samples; several "
+    "train as one vectorised loop (each seed's numbers as if it ran alone)",
+    "device": "torch device to train on: cpu, cuda, cuda:1 (part of the run's name)",
     "threads": "torch threads of the run (fixed, so results do not depend on --workers)",
     "max_length": "maximum tokens L of an expression (10, 25, 50 in the paper)",
     "d_hidden": "Tree-LSTM hidden size",
@@ -456,7 +476,7 @@ def _add_experiment(experiments: Any, name: str, summary: str) -> None:
     """`gvbench train NAME`: its TrainConfig's fields as options, with their real defaults."""
     import dataclasses
 
-    module = _experiment(name)["train"]
+    config_type = _experiment(name)["experiment"].Config
     command = experiments.add_parser(
         name,
         help=summary,
@@ -484,15 +504,16 @@ def _add_experiment(experiments: Any, name: str, summary: str) -> None:
     run.add_argument("--out-dir", default=f"results/{name}", help="curves and checkpoints")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     options = command.add_argument_group(f"the {name} run")
-    for field in dataclasses.fields(module.TrainConfig):
+    for field in dataclasses.fields(config_type):
         if field.name not in FIELD_HELP:
             continue  # e.g. ListOps' split sizes: set in Python
         kind = {int: int, float: float}.get(type(field.default), str)
+        several = {"nargs": "+", "default": [field.default]} if field.name == "seed" else {}
         options.add_argument(
             "--" + field.name.replace("_", "-"),
             type=kind,
-            default=field.default,
             help=FIELD_HELP[field.name],
+            **({"default": field.default} | several),
         )
 
 
@@ -741,6 +762,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiments to run",
     )
     reproduce.add_argument("--seed", type=_at_least(0), default=0, help="first seed")
+    reproduce.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of ListOps' and the VAE's training and variance sweeps: cpu, cuda",
+    )
     reproduce.add_argument(
         "--data-dir",
         default=None,

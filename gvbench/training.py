@@ -4,12 +4,10 @@ checkpoints, learning curves as xarray, running many runs, and random search."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,8 +18,7 @@ from tqdm.auto import tqdm
 
 from gvbench import engine, provenance
 from gvbench.atomic_files import save_torch
-from gvbench.estimators.validation import NonFiniteLogits, check_count, check_real, check_tau
-from gvbench.threads import pinned_threads
+from gvbench.estimators.validation import check_count, check_real, check_tau
 
 
 class TrainingDiverged(ValueError):
@@ -39,7 +36,9 @@ class RunConfig:
     Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
     counts below their least value, a learning rate or momentum out of range) so that a bad run
     fails before any work. ``threads`` fixes torch's intra-op threads for the run: the same
-    configuration gives the same numbers however many runs share the machine.
+    configuration gives the same numbers however many runs share the machine. ``device``
+    is where it trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``); it is part of the run's name,
+    since another device gives other (equally valid) numbers.
     """
 
     estimator: str = "st_gumbel_softmax"
@@ -53,6 +52,7 @@ class RunConfig:
     variance_reps: int = 32
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"
 
     # Integer fields and their least value.
     COUNTS: ClassVar[dict[str, int]] = {
@@ -85,6 +85,11 @@ class RunConfig:
             raise ValueError(f"lr must be a number in (0, {largest:.3g}], got {self.lr!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+        from gvbench.tasks.base import check_device
+
+        check_device(self.device)
 
     def estimator_options(self) -> dict[str, Any]:
         """τ and K where the estimator takes them."""
@@ -106,23 +111,12 @@ class RunConfig:
         return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
 
 
-def pinned_threads_per_run(train: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
-    """Decorate an experiment's ``train(config, …)`` to run with ``config.threads`` torch threads."""
-
-    @functools.wraps(train)
-    def run(config: RunConfig, *args: Any, **kwargs: Any) -> xr.Dataset:
-        with pinned_threads(config.threads):
-            return train(config, *args, **kwargs)
-
-    return run
-
-
 def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]) -> str:
     """The best-parameters checkpoint of ``run`` in ``folder``, training it first if missing."""
     path = Path(folder) / f"{run.name()}.pt"
     if not path.exists():
         # Minutes on a CPU the first time: its own progress bar names what it trains.
-        train(run, out_dir=Path(folder) / "runs", progress=True, final_checkpoint=path)
+        train(run, out_dir=Path(folder) / "runs", progress=True, final_checkpoints=[path])
     return str(path)
 
 
@@ -179,124 +173,6 @@ def curves_dataset(
         for name in names
     }
     return xr.Dataset(data, coords={"step": steps}, attrs=dict(attrs))
-
-
-def fit(
-    run_dir: str | os.PathLike[str],
-    config: Mapping[str, Any],
-    params: dict[str, torch.Tensor],
-    estimator: Any,
-    loss: Any,
-    batch_at: Any,
-    evaluate: Any,
-    *,
-    steps: int,
-    lr: float,
-    momentum: float,
-    seed: int,
-    eval_every: int,
-    variance: Any = None,
-    variance_every: int = 0,
-    higher_is_better: bool = True,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The training loop every experiment shares: SGD with momentum, resumable, with model selection.
-
-    Args:
-        run_dir: where ``checkpoint.pt`` lives; a rerun with the same ``config`` resumes there
-            (parameters, optimiser, random state, curves) and reproduces an uninterrupted run.
-        config: the run's configuration (JSON-able); a checkpoint of another is refused.
-        params: leaf tensors, trained in place.
-        estimator: a :class:`gvbench.estimators.Estimator`.
-        loss: ``loss(params_with_draw_axis, batch, sample) -> (1, B)`` per-example losses.
-        batch_at: ``batch_at(step, generator) -> batch`` (deterministic given the generator).
-        evaluate: ``evaluate(params) -> {"selection": score, …}`` on validation data.
-        variance: ``variance(params, generator) -> (V, se)``, measured every ``variance_every``.
-
-    Returns:
-        ``{"rows": curve rows, "best": {"step", "params"}, "best_score": …}``.
-    """
-    run_dir = Path(run_dir)
-    checkpoint_path = run_dir / "checkpoint.pt"
-    optimizer = torch.optim.SGD(params.values(), lr=lr, momentum=momentum)
-    generator = torch.Generator().manual_seed(seed)
-    sign = 1.0 if higher_is_better else -1.0
-    state: dict[str, Any] = {"step": 0, "rows": [], "best": None, "best_score": -np.inf, "data": {}}
-    if checkpoint_path.exists():
-        saved = read_checkpoint(checkpoint_path, config, params)
-        with torch.no_grad():
-            for name, value in saved["params"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        estimator.load_state_dict(saved.get("estimator", {}))
-        state = saved["state"]
-    losses: list[float] = []
-    bar = tqdm(
-        total=steps, initial=state["step"], disable=not progress, desc=run_dir.name, unit="step"
-    )
-    with bar:
-        while state["step"] < steps:
-            batch = batch_at(state, generator)
-            with_axis = {name: value[None] for name, value in params.items()}
-            try:
-                surrogate = estimator(
-                    lambda sample, b=batch, w=with_axis: loss(w, b, sample), generator=generator
-                )
-            except NonFiniteLogits as error:  # parameters so large that the model overflows
-                raise TrainingDiverged(
-                    f"training diverged at step {state['step'] + 1}: the model's logits stopped "
-                    f"being finite ({error}) (lr {lr:g}, momentum {momentum:g}); the last "
-                    "checkpoint is kept: lower the learning rate or the momentum"
-                ) from None
-            optimizer.zero_grad()
-            surrogate.mean().backward()
-            norm = torch.nn.utils.clip_grad_norm_(params.values(), 5.0)
-            loss_value = float(surrogate.detach().mean())
-            if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
-                raise TrainingDiverged(
-                    f"training diverged at step {state['step'] + 1}: loss {loss_value:g}, "
-                    f"gradient norm {float(norm):g} (lr {lr:g}, momentum {momentum:g}); the last "
-                    "checkpoint is kept: lower the learning rate or the momentum"
-                )
-            optimizer.step()
-            losses.append(loss_value)
-            state["step"] += 1
-            bar.update()
-            step = state["step"]
-            if step % eval_every and step != steps:
-                continue
-            row: dict[str, float] = {"step": step, "train_loss": sum(losses) / len(losses)}
-            losses.clear()
-            row.update(evaluate(params))
-            if (
-                variance is not None
-                and variance_every
-                and (step % variance_every == 0 or step == steps)
-            ):
-                row["gradient_variance"], row["gradient_variance_se"] = variance(params, generator)
-            state["rows"].append(row)
-            if sign * row["selection"] > state["best_score"]:
-                state["best_score"] = sign * row["selection"]
-                state["best"] = {
-                    "step": step,
-                    "params": {k: v.detach().clone() for k, v in params.items()},
-                }
-            bar.set_postfix(selection=f"{row['selection']:.3f}")
-            saved_params = {k: v.detach() for k, v in params.items()}
-            save_torch(
-                {
-                    "config": dict(config),
-                    "digest": checkpoint_digest(config, saved_params, step),
-                    "params": saved_params,
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "estimator": estimator.state_dict(),
-                    "state": state,
-                },
-                checkpoint_path,
-            )
-    return {"rows": state["rows"], "best": state["best"], "best_score": sign * state["best_score"]}
 
 
 CHECKPOINT_KEYS = ("config", "digest", "params", "optimizer", "generator", "estimator", "state")
@@ -396,31 +272,42 @@ def read_checkpoint(
     return saved
 
 
-def epoch_batches(size: int, batch_size: int) -> Any:
-    """``batch_at`` for shuffled epochs: index tensors of ``batch_size`` from a seeded permutation.
-
-    The permutation of the current epoch lives in the fit state, so a resumed run continues
-    the same epoch in the same order.
-    """
-
-    def batch_at(state: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-        per_epoch = max(1, size // batch_size)
-        epoch, position = divmod(state["step"], per_epoch)
-        order = state["data"].get("order")
-        if order is None or order[0] != epoch:
-            order = state["data"]["order"] = (epoch, torch.randperm(size, generator=generator))
-        return order[1][position * batch_size : (position + 1) * batch_size]
-
-    return batch_at
+# Fields in which runs trained as one may differ.
+PER_RUN = ("seed", "lr", "momentum")
 
 
-def _train_one(train: Any, config: RunConfig, out_dir: str) -> dict[str, Any]:
-    try:
-        return dict(train(config, out_dir=out_dir, progress=False).attrs)
-    except TrainingDiverged as error:
-        # One run of a grid or a search that diverges is a result (that learning rate is too
-        # high), not a reason to stop the others; retrying would diverge again.
-        return {"diverged": str(error)}
+def group_key(config: RunConfig) -> str:
+    """What runs must share to train as one: every field but seed, lr and momentum."""
+    shared = {k: v for k, v in config.as_dict().items() if k not in PER_RUN}
+    return json.dumps([type(config).__qualname__, shared], sort_keys=True, default=str)
+
+
+def check_one_group(configs: Sequence[RunConfig]) -> None:
+    """A ValueError naming the fields where ``configs`` cannot train as one."""
+    if len({group_key(c) for c in configs}) > 1:
+        first = configs[0].as_dict()
+        differ = sorted(
+            {
+                k
+                for c in configs[1:]
+                for k, v in c.as_dict().items()
+                if k not in PER_RUN and first.get(k) != v
+            }
+            or {"type"}
+        )
+        raise ValueError(
+            "runs trained as one may differ only in seed, lr and momentum; these differ in "
+            + ", ".join(differ)
+        )
+
+
+def _train_group(train: Any, configs: list[RunConfig], out_dir: str) -> list[dict[str, Any]]:
+    # One run of a group, a grid or a search that diverges is a result (that learning rate is
+    # too high), not a reason to stop the others; retrying would diverge again.
+    return [
+        {"diverged": str(result)} if isinstance(result, TrainingDiverged) else dict(result.attrs)
+        for result in train(configs, out_dir=out_dir, progress=False)
+    ]
 
 
 def train_many(
@@ -432,21 +319,30 @@ def train_many(
     progress: bool = True,
     desc: str = "training runs",
 ) -> list[dict[str, Any]]:
-    """Run ``train`` on every configuration; their curves' attrs, in order (``{"diverged":
-    message}`` for a run whose training diverged).
+    """Run every configuration, those that differ only in seed, lr and momentum as one
+    (``train``: an experiment's :meth:`~gvbench.experiment.Experiment.train`); their curves'
+    attrs, in order (``{"diverged": message}`` for a run whose training diverged).
 
     ``executor``: ``None`` (in-process), a ``concurrent.futures`` executor or a
-    ``distributed.Client`` (see :mod:`gvbench.engine`).
+    ``distributed.Client`` (see :mod:`gvbench.engine`): one job per group.
     """
-    jobs = [(index, (train, config, str(out_dir))) for index, config in enumerate(configs)]
-    # Each run checkpoints as it goes: one whose worker dies is rerun by the engine and
-    # resumes from its last checkpoint.
-    results = {}
-    with tqdm(total=len(jobs), disable=not progress, unit="run", desc=desc) as bar:
-        for index, attrs in engine.run(_train_one, jobs, executor):
-            results[index] = attrs
-            bar.set_postfix_str(configs[index].name())
-            bar.update()
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        groups.setdefault(group_key(config), []).append(index)
+    members = list(groups.values())
+    jobs = [
+        (number, (train, [configs[i] for i in group], str(out_dir)))
+        for number, group in enumerate(members)
+    ]
+    # Each run checkpoints as it goes: a group whose worker dies is rerun by the engine and
+    # resumes from its runs' last checkpoints.
+    results: dict[int, dict[str, Any]] = {}
+    with tqdm(total=len(configs), disable=not progress, unit="run", desc=desc) as bar:
+        for number, attrs in engine.run(_train_group, jobs, executor):
+            for index, run_attrs in zip(members[number], attrs, strict=True):
+                results[index] = run_attrs
+            bar.set_postfix_str(configs[members[number][0]].name())
+            bar.update(len(members[number]))
     return [results[index] for index in range(len(configs))]
 
 

@@ -15,8 +15,8 @@ import gvbench
 import gvbench.estimators as E
 from gvbench import engine
 from gvbench.cli import main
-from gvbench.listops import train as listops_train
-from gvbench.listops.train import TrainConfig as ListOpsConfig
+from gvbench.listops.experiment import LISTOPS as listops_train
+from gvbench.listops.experiment import TrainConfig as ListOpsConfig
 from gvbench.path_lock import PathInUseError, PathLock
 from gvbench.tasks import ModuleTask, Toy
 from gvbench.training import CheckpointError, checkpoint_digest, read_parameters

@@ -10,7 +10,9 @@ import pytest
 from gvbench.listops import presets as listops_presets
 from gvbench.training import TrainingDiverged, random_searches, train_grid
 from gvbench.vae import presets as vae_presets
-from gvbench.vae.train import TrainConfig, train
+from gvbench.vae.experiment import VAE_EXPERIMENT, TrainConfig
+
+train = VAE_EXPERIMENT.train
 
 
 def test_listops_preset_pipeline(tmp_path):
@@ -65,10 +67,14 @@ def _small_vae(**fields):
 def diverging_above(lr: float):
     """``train``, except that a run with a learning rate above ``lr`` diverges."""
 
-    def run(config, **options):
-        if config.lr > lr:
-            raise TrainingDiverged(f"training diverged at step 1 (lr {config.lr:g})")
-        return train(config, **options)
+    def run(configs, **options):
+        kept = iter(train([c for c in configs if c.lr <= lr], **options))
+        return [
+            TrainingDiverged(f"training diverged at step 1 (lr {c.lr:g})")
+            if c.lr > lr
+            else next(kept)
+            for c in configs
+        ]
 
     return run
 

@@ -11,12 +11,13 @@ import xarray as xr
 
 import gvbench.estimators as E
 from gvbench.cli import main
-from gvbench.listops.train import TrainConfig as ListOpsConfig
-from gvbench.vae.train import TrainConfig as VAEConfig
+from gvbench.listops.experiment import LISTOPS as listops_train
+from gvbench.listops.experiment import TrainConfig as ListOpsConfig
+from gvbench.vae.experiment import VAE_EXPERIMENT as vae_train
+from gvbench.vae.experiment import TrainConfig as VAEConfig
 
 STATEFUL = [name for name, info in E.available().items() if info.state is not None]
-listops_train = importlib.import_module("gvbench.listops.train")
-vae_train = importlib.import_module("gvbench.vae.train")
+run_group = importlib.import_module("gvbench.run_group")
 
 
 def _tiny(experiment, estimator):
@@ -24,7 +25,6 @@ def _tiny(experiment, estimator):
     if experiment == "listops":
         return (
             listops_train,
-            "accuracy",
             ListOpsConfig(
                 estimator=estimator,
                 max_length=8,
@@ -41,7 +41,6 @@ def _tiny(experiment, estimator):
         )
     return (
         vae_train,
-        "mean_negative_elbo",
         VAEConfig(
             estimator=estimator,
             arity=2 if E.info(estimator).binary_only else 4,
@@ -72,21 +71,21 @@ def test_a_killed_run_with_estimator_state_resumes_bit_for_bit(
         pytest.skip(f"{estimator} feeds relaxed samples; ListOps needs hard merges")
     if experiment == "listops" and E.info(estimator).binary_only:
         pytest.skip(f"{estimator} is for binary choices; ListOps merges are categorical")
-    module, evaluation, config = _tiny(experiment, estimator)
+    module, config = _tiny(experiment, estimator)
     fresh = module.train(config, out_dir=tmp_path / "fresh", progress=False)
-    real = getattr(module, evaluation)
+    real = run_group._scores
     calls = []
 
     def killed_at_the_second_evaluation(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # after the step-20 checkpoint (the VAE also evaluates at step 0)
+        if len(calls) == 3:  # after the step-20 checkpoint (the first scores step 0)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(module, evaluation, killed_at_the_second_evaluation)
+    monkeypatch.setattr(run_group, "_scores", killed_at_the_second_evaluation)
     with pytest.raises(KeyboardInterrupt):
         module.train(config, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(module, evaluation, real)
+    monkeypatch.setattr(run_group, "_scores", real)
     resumed = module.train(config, out_dir=tmp_path / "resumed", progress=False)
     xr.testing.assert_identical(fresh.drop_attrs(), resumed.drop_attrs())
     a, b = (
@@ -98,14 +97,14 @@ def test_a_killed_run_with_estimator_state_resumes_bit_for_bit(
 
 
 def test_the_checkpoint_holds_the_running_baseline(tmp_path):
-    _, _, config = _tiny("listops", "reinforce")
+    _, config = _tiny("listops", "reinforce")
     listops_train.train(config, out_dir=tmp_path, progress=False)
     saved = torch.load(tmp_path / config.name() / "checkpoint.pt", weights_only=False)
     assert saved["estimator"]["baseline"]["value"] is not None
 
 
 def test_results_do_not_depend_on_the_callers_thread_count(tmp_path):
-    _, _, config = _tiny("vae", "st_gumbel_softmax")
+    _, config = _tiny("vae", "st_gumbel_softmax")
     outcomes = []
     previous = torch.get_num_threads()
     try:

@@ -19,8 +19,7 @@ import xarray as xr
 from gvbench import provenance
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
-from gvbench.listops.task import listops
-from gvbench.listops.train import TrainConfig, train
+from gvbench.listops.experiment import LISTOPS, TrainConfig, listops
 from gvbench.training import train_grid
 
 VARIANCE_METRICS = ["variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se"]
@@ -120,6 +119,7 @@ def run_preset(
     executor: Any = None,
     seed: int = 0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> xr.Dataset:
     """Train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``.
 
@@ -154,6 +154,7 @@ def run_preset(
         seed=seed,
         executor=executor,
         reference_reps=preset.reference_reps,
+        device=device,
     ).swap_dims(point="max_length")
     configs = {
         (label, tau, length, s): TrainConfig(
@@ -168,6 +169,7 @@ def run_preset(
             eval_every=preset.eval_every,
             variance_every=preset.variance_every,
             seed=s,
+            device=device,
         )
         for length in preset.max_lengths
         for tau in preset.taus
@@ -175,7 +177,7 @@ def run_preset(
         for s in seeds
     }
     trained = train_grid(
-        train,
+        LISTOPS.train,
         configs,
         ("run", "tau", "max_length", "seed"),
         {

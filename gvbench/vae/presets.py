@@ -23,8 +23,7 @@ from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
 from gvbench.listops.presets import VARIANCE_METRICS
 from gvbench.training import random_searches, train_grid
-from gvbench.vae.task import vae
-from gvbench.vae.train import TrainConfig, train
+from gvbench.vae.experiment import VAE_EXPERIMENT, TrainConfig, vae
 
 CURVES = ["gradient_variance", "gradient_variance_se", "valid_negative_elbo"]
 
@@ -160,6 +159,7 @@ def tune(
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> xr.Dataset:
     """Random search of lr and τ per (run, batch size) at ``search_arity``: the tuned values
     and the best trial's validation negative ELBO, over ``(run, batch_size)``."""
@@ -175,12 +175,13 @@ def tune(
             variance_every=0,
             seed=seed,
             data_dir=data_dir,
+            device=device,
         )
         for _, estimator, k in preset.runs
         for batch_size in preset.batch_sizes
     ]
     searches = random_searches(
-        train,
+        VAE_EXPERIMENT.train,
         bases,
         preset.search_trials,
         lr=preset.lr_range,
@@ -225,6 +226,7 @@ def run_preset(
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> xr.Dataset:
     """Tune, train and measure every configuration of preset ``name``; write ``out_dir/NAME.nc``.
 
@@ -260,8 +262,9 @@ def run_preset(
         seed=seed,
         executor=executor,
         reference_reps=preset.reference_reps,
+        device=device,
     ).swap_dims(point="arity")
-    tuned = tune(preset, out_dir, executor, seed, data_dir, progress)
+    tuned = tune(preset, out_dir, executor, seed, data_dir, progress, device)
     configs = {
         (label, a, b, s): _config(
             preset,
@@ -275,6 +278,7 @@ def run_preset(
             variance_every=preset.variance_every,
             seed=s,
             data_dir=data_dir,
+            device=device,
         )
         for label, estimator, k in preset.runs
         for a in preset.arities
@@ -282,7 +286,7 @@ def run_preset(
         for s in range(seed, seed + preset.seeds)
     }
     trained = train_grid(
-        train,
+        VAE_EXPERIMENT.train,
         configs,
         ("run", "arity", "batch_size", "seed"),
         {

@@ -11,11 +11,11 @@ import xarray as xr
 import gvbench
 import gvbench.estimators as E
 from gvbench.cli import main
-from gvbench.listops.task import listops
-from gvbench.listops.train import TrainConfig, train
+from gvbench.listops.experiment import LISTOPS, TrainConfig, listops
 from tests.stats import Z
 
-train_module = importlib.import_module("gvbench.listops.train")
+run_group = importlib.import_module("gvbench.run_group")
+train = LISTOPS.train
 
 
 @pytest.mark.parametrize(("estimator", "k"), [("st_gumbel_softmax", 1), ("gumbel_rao", 10)])
@@ -53,19 +53,19 @@ def test_an_interrupted_run_resumes_to_the_same_curves(tmp_path, monkeypatch):
         seed=1,
     )
     fresh = train(config, out_dir=tmp_path / "fresh", progress=False)
-    real_accuracy = train_module.accuracy
+    real_scores = run_group._scores
     evaluations = []
 
     def killed_at_the_second_evaluation(*args):
-        if len(evaluations) == 2:
+        if len(evaluations) == 2:  # the initial score, step 20, then killed at step 40
             raise KeyboardInterrupt
         evaluations.append(1)
-        return real_accuracy(*args)
+        return real_scores(*args)
 
-    monkeypatch.setattr(train_module, "accuracy", killed_at_the_second_evaluation)
+    monkeypatch.setattr(run_group, "_scores", killed_at_the_second_evaluation)
     with pytest.raises(KeyboardInterrupt):
         train(config, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_module, "accuracy", real_accuracy)
+    monkeypatch.setattr(run_group, "_scores", real_scores)
     resumed = train(config, out_dir=tmp_path / "resumed", progress=False)
     xr.testing.assert_equal(fresh, resumed)
     assert fresh.attrs["test_accuracy"] == resumed.attrs["test_accuracy"]

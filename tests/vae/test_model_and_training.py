@@ -12,26 +12,36 @@ import gvbench
 import gvbench.estimators as E
 from gvbench.training import random_search
 from gvbench.vae.data import load
-from gvbench.vae.model import (
+from gvbench.vae.experiment import (
+    VAE_EXPERIMENT,
+    CategoricalVAE,
+    TrainConfig,
     importance_weighted_nll,
-    init_parameters,
     kl_uniform,
     negative_elbo,
-    reconstruction,
+    vae,
 )
-from gvbench.vae.task import vae
-from gvbench.vae.train import TrainConfig, train
 
 ARITY, LATENT = 3, 6  # m = 2 latents of arity 3: 9 joint configurations
 IMAGES = load(None, 0)[0]["valid"][:5].double()
+train = VAE_EXPERIMENT.train
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    encoder, decoder = init_parameters(ARITY, LATENT, hidden=16, seed=0)
-    encoder = {k: v.double() * 3 for k, v in encoder.items()}  # sharper posteriors
-    decoder = {k: v.double() for k, v in decoder.items()}
-    return encoder, decoder
+    model = CategoricalVAE(ARITY, LATENT, hidden=16, seed=0).double()
+    with torch.no_grad():
+        for layer in model.encoder[::2]:
+            layer.weight.mul_(3)  # sharper posteriors
+    return model
+
+
+def reconstruction(model, x, z):
+    """−log p(x | z) for latent samples z (..., B, m, a)."""
+    pixel_logits = model.decoder(z.flatten(-2))
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        pixel_logits, x.expand_as(pixel_logits), reduction="none"
+    ).sum(-1)
 
 
 def all_configurations():
@@ -40,31 +50,25 @@ def all_configurations():
 
 
 def test_analytic_kl_equals_enumerated_kl(tiny):
-    encoder, _ = tiny
-    logits = torch.einsum(
-        "bi,io->bo", torch.tanh(IMAGES @ encoder["w1"] + encoder["b1"]), encoder["w2"]
-    )
-    logits = (logits + encoder["b2"]).reshape(1, len(IMAGES), -1, ARITY)
-    log_q = torch.log_softmax(logits[0], -1)  # (B, m, a)
+    with torch.no_grad():
+        logits = tiny.encoder(IMAGES).reshape(len(IMAGES), -1, ARITY)
+    log_q = torch.log_softmax(logits, -1)  # (B, m, a)
     z = all_configurations()
     log_q_z = torch.einsum("zma,bma->bz", z, log_q)
     # KL = Σ_z q(z) (log q(z) − log p(z)), p uniform over the 3² configurations.
     enumerated = (log_q_z.exp() * (log_q_z + 2 * math.log(ARITY))).sum(-1)
-    torch.testing.assert_close(kl_uniform(logits)[0], enumerated)
+    torch.testing.assert_close(kl_uniform(logits), enumerated)
 
 
 def test_negative_elbo_bounds_the_exact_log_likelihood(tiny):
-    encoder, decoder = tiny
-    enc = {k: v[None] for k, v in encoder.items()}
-    expected_elbo = E.exact(lambda sample: negative_elbo(enc, decoder, IMAGES, ARITY, sample))[0]
-    z = all_configurations()[:, None].expand(9, len(IMAGES), -1, -1)
-    log_joint = -reconstruction(decoder, IMAGES, z) + 2 * math.log(1 / ARITY)  # (9, B)
+    with torch.no_grad():
+        expected_elbo = E.exact(lambda sample: negative_elbo(tiny(IMAGES, sample=sample), IMAGES))
+        z = all_configurations()[:, None].expand(9, len(IMAGES), -1, -1)
+        log_joint = -reconstruction(tiny, IMAGES, z) + 2 * math.log(1 / ARITY)  # (9, B)
     exact_nll = -torch.logsumexp(log_joint, 0)
     assert (expected_elbo >= exact_nll - 1e-9).all()
     assert (expected_elbo - exact_nll > 1e-3).any()  # the bound is not trivially tight
-    iw = importance_weighted_nll(
-        encoder, decoder, IMAGES, ARITY, 4000, torch.Generator().manual_seed(0)
-    )
+    iw = importance_weighted_nll(tiny, IMAGES, 4000, torch.Generator().manual_seed(0))
     # The IWAE bound lies between: close to the exact value with 4000 samples.
     assert (iw >= exact_nll - 0.05).all() and (iw <= expected_elbo + 1e-6).all()
 
@@ -104,6 +108,8 @@ def binary_task(tmp_path_factory):
     )
 
 
+# Estimators that branch on values or train inside a call: one draw per pass, as they say.
+@pytest.mark.filterwarnings("ignore:vae. .* cannot be measured under torch.func.vmap")
 def test_every_estimator_runs_on_the_vae_task(binary_task):
     ds = gvbench.sweep(
         binary_task,

@@ -1,0 +1,233 @@
+r"""ListOps (paper §5.2): the Gumbel Tree-LSTM of Choi, Yoo & Lee (2018), an ordinary
+``nn.Module`` whose merge choices are made by any sampler.
+
+Leaves are :math:`(h, c) = W_{leaf} e + b`. While more than one node remains, every adjacent
+pair is composed by a binary Tree-LSTM cell,
+:math:`[i, f_l, f_r, o, g] = W[h_l; h_r] + b`,
+:math:`c = \sigma(f_l + 1) c_l + \sigma(f_r + 1) c_r + \sigma(i)\tanh g`, :math:`h = \sigma(o)\tanh c`,
+each candidate parent is scored by :math:`q^\top h`, and one is *chosen by the sampler*
+(masked to the sequence's real nodes). With the one-hot choice :math:`s`, the next row is
+:math:`(1 - \mathrm{cumsum}\,s)\odot\text{left} + s\odot\text{parent} + (\mathrm{cumsum}\,s - s)\odot\text{right}`.
+The root's :math:`h` feeds an MLP over the 10 classes; the loss is the cross-entropy, the
+validation score the accuracy with greedy (argmax) merges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+import gvbench.estimators as E
+from gvbench.estimators import Sampler
+from gvbench.estimators.validation import check_count
+from gvbench.experiment import Experiment, Splits
+from gvbench.listops.data import CLASSES, PAD, VOCABULARY, generate_splits
+from gvbench.tasks.module import ModuleTask
+from gvbench.training import RunConfig
+
+CHECKPOINTS = Path("results/listops/checkpoints")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """One ListOps run. ``batch_size`` 0 means the maximum length L, as in the paper."""
+
+    max_length: int = 10
+    d_hidden: int = 32
+    batch_size: int = 0
+    lr: float = 0.02
+    sizes: tuple[int, int, int] = (5000, 500, 500)
+
+    COUNTS: ClassVar[dict[str, int]] = {
+        **RunConfig.COUNTS,
+        "max_length": 4,
+        "d_hidden": 1,
+        "batch_size": 0,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if E.info(self.estimator).relaxed:
+            raise ValueError(f"{self.estimator} feeds relaxed samples; ListOps needs hard merges")
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or self.max_length
+
+    def prefix(self) -> str:
+        return f"L{self.max_length}"
+
+
+def greedy(logits: Tensor, *, dim: int = -1) -> Tensor:
+    """The deterministic choice used for evaluation: the highest-scoring merge."""
+    index = logits.argmax(dim, keepdim=True)
+    return torch.zeros_like(logits).scatter(dim, index, 1.0)
+
+
+class GumbelTreeLSTM(nn.Module):
+    """``model(tokens, lengths, sample=…) -> (B, 10)`` class logits for token ids ``(B, L)``.
+
+    ``sample`` is called L − 2 times with merge logits ``(B, n − 1)`` (the last merge has a
+    single candidate); a sequence that is already one node sees one valid candidate.
+    """
+
+    def __init__(self, d_hidden: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+
+        def weight(fan_in: int, fan_out: int) -> Tensor:
+            # (out, in), scaled by 1/sqrt(fan-in), from the run's own seed alone.
+            return (torch.randn(fan_in, fan_out, generator=generator) / math.sqrt(fan_in)).T
+
+        self.embedding = nn.Embedding(len(VOCABULARY), d_hidden)
+        self.leaf = nn.Linear(d_hidden, 2 * d_hidden)
+        self.compose = nn.Linear(2 * d_hidden, 5 * d_hidden)
+        self.query = nn.Parameter(torch.empty(d_hidden))
+        self.hidden = nn.Linear(d_hidden, d_hidden)
+        self.classes = nn.Linear(d_hidden, CLASSES)
+        with torch.no_grad():
+            self.embedding.weight.copy_(torch.randn(len(VOCABULARY), d_hidden, generator=generator))
+            for layer in (self.leaf, self.compose):
+                layer.weight.copy_(weight(layer.in_features, layer.out_features))
+                layer.bias.zero_()
+            self.query.copy_(torch.randn(d_hidden, generator=generator) / math.sqrt(d_hidden))
+            for layer in (self.hidden, self.classes):
+                layer.weight.copy_(weight(layer.in_features, layer.out_features))
+                layer.bias.zero_()
+
+    def forward(
+        self, tokens: Tensor, lengths: Tensor, labels: Tensor | None = None, *, sample: Sampler
+    ) -> Tensor:
+        # ``labels`` is read by the loss, not here: a ModuleTask hands every input to both.
+        width = tokens.shape[-1]
+        h, c = self.leaf(self.embedding(tokens)).chunk(2, -1)
+        positions = torch.arange(width, device=tokens.device)
+        for step in range(width - 1):
+            left_h, right_h, left_c, right_c = h[:, :-1], h[:, 1:], c[:, :-1], c[:, 1:]
+            i, f_left, f_right, o, g = self.compose(torch.cat([left_h, right_h], -1)).chunk(5, -1)
+            parent_c = (
+                torch.sigmoid(f_left + 1) * left_c
+                + torch.sigmoid(f_right + 1) * right_c
+                + torch.sigmoid(i) * torch.tanh(g)
+            )
+            parent_h = torch.sigmoid(o) * torch.tanh(parent_c)
+            nodes = (lengths - step).clamp_min(1)
+            done = nodes <= 1
+            candidates = width - step - 1
+            valid = positions[:candidates] < (nodes - 1)[:, None]
+            valid = valid | (done[:, None] & (positions[:candidates] == 0))
+            if candidates > 1:
+                scores = (parent_h * self.query).sum(-1)
+                select = sample(scores.masked_fill(~valid, -torch.inf))
+            else:  # one pair left: merging it is certain, there is nothing to sample
+                select = parent_h.new_ones(parent_h.shape[:-1])
+            cumulative = select.cumsum(-1)
+            left, right = (1 - cumulative)[..., None], (cumulative - select)[..., None]
+            select = select[..., None]
+            new_h = left * left_h + select * parent_h + right * right_h
+            new_c = left * left_c + select * parent_c + right * right_c
+            keep = done[:, None, None]
+            h, c = torch.where(keep, left_h, new_h), torch.where(keep, left_c, new_c)
+        return self.classes(torch.relu(self.hidden(h[:, 0])))
+
+
+def _padded(tokens: Tensor, width: int) -> Tensor:
+    """Tokens padded to ``width``: every batch of every run has one shape (runs stack)."""
+    return F.pad(tokens, (0, width - tokens.shape[-1]), value=PAD)
+
+
+class ListOps(Experiment):
+    name = "listops"
+    Config = TrainConfig
+    selection = "valid_accuracy"
+    higher_is_better = True
+    sequential_choices = True  # each merge's candidates depend on the merges before it
+    max_draws_per_pass = 32  # R × B × L × 5d activations per merge step stay small
+    reference_reps = 4000
+
+    def data(self, config: TrainConfig) -> tuple[Splits, str]:  # type: ignore[override]
+        splits = generate_splits(config.max_length, config.sizes, seed=config.seed)
+        return {
+            name: (_padded(s.tokens, config.max_length), s.lengths, s.labels)
+            for name, s in splits.items()
+        }, f"generated ListOps, L <= {config.max_length}, seed {config.seed}, sizes {config.sizes}"
+
+    def model(self, config: TrainConfig) -> nn.Module:  # type: ignore[override]
+        return GumbelTreeLSTM(config.d_hidden, seed=config.seed)
+
+    def loss(self, output: Tensor, tokens: Tensor, lengths: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(output, labels, reduction="none")
+
+    def score(self, output: Tensor, tokens: Tensor, lengths: Tensor, labels: Tensor) -> Tensor:
+        return (output.argmax(-1) == labels).to(output.dtype)
+
+    def evaluation_sampler(self, generator: Any) -> Sampler:
+        return greedy
+
+    def batch_size(self, config: TrainConfig) -> int:  # type: ignore[override]
+        return config.batch
+
+    def report(self, model: nn.Module, splits: Splits, config: TrainConfig) -> dict[str, Any]:  # type: ignore[override]
+        tokens, lengths, labels = splits["test"]
+        with torch.no_grad():
+            predicted = torch.cat(
+                [
+                    model(tokens[i : i + 500], lengths[i : i + 500], sample=greedy).argmax(-1)
+                    for i in range(0, len(labels), 500)
+                ]
+            )
+        return {
+            "test_accuracy": float((predicted == labels).double().mean()),
+            "test_majority_accuracy": float(torch.bincount(labels, minlength=CLASSES).max())
+            / len(labels),
+        }
+
+
+LISTOPS = ListOps()
+
+
+def listops(
+    max_length: int = 10,
+    d_hidden: int = 32,
+    train_steps: int = 300,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    batch_pool: int = 64,
+    checkpoint_dir: str = str(CHECKPOINTS),
+) -> ModuleTask:
+    """The ListOps task at a briefly trained checkpoint (trained once, then cached on disk).
+
+    Without ``checkpoint``, a model is trained for ``train_steps`` SGD steps with ST-GS
+    (τ = 1) on generated data and saved under ``checkpoint_dir``; the harness then measures
+    the gradient of the cross-entropy, w.r.t. all weights, on the first B of ``batch_pool``
+    validation expressions. Every merge is a discrete choice (L − 1 per sequence, each
+    depending on the previous ones); relaxed samples do not apply (the tree needs hard
+    merges); the reference is the harness's high-sample RLOO estimate.
+    """
+    config = {
+        "task": "listops",
+        "max_length": max_length,
+        "d_hidden": d_hidden,
+        "train_steps": train_steps,
+        "seed": seed,
+        "checkpoint": checkpoint,
+        "batch_pool": batch_pool,
+    }
+    check_count(train_steps, "train_steps", 1)
+    brief = TrainConfig(
+        estimator="st_gumbel_softmax",
+        tau=1.0,
+        max_length=max_length,
+        d_hidden=d_hidden,
+        steps=train_steps,
+        seed=seed,
+        eval_every=max(1, train_steps),
+        variance_every=0,
+    )
+    return LISTOPS.checkpoint_task(checkpoint, brief, checkpoint_dir, batch_pool, config)

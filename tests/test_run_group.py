@@ -1,0 +1,255 @@
+"""Many runs as one: a run's numbers do not depend on the runs it trains with, bit for bit;
+divergence, checkpoints and resume stay per run; every estimator trains in a group."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch.func import grad, vmap
+
+import gvbench.estimators as E
+from gvbench.cli import main
+from gvbench.estimators import RunStream, RunStreams
+from gvbench.estimators.streams import PoolExhausted
+from gvbench.estimators.validation import set_validate_args
+from gvbench.listops.experiment import LISTOPS
+from gvbench.listops.experiment import TrainConfig as ListOpsConfig
+from gvbench.training import TrainingDiverged, check_one_group
+from gvbench.vae.experiment import VAE_EXPERIMENT
+from gvbench.vae.experiment import TrainConfig as VAEConfig
+
+run_group = importlib.import_module("gvbench.run_group")
+
+LISTOPS_RUN = dict(max_length=8, d_hidden=8, steps=30, sizes=(200, 40, 40), eval_every=10)
+LISTOPS_RUN |= dict(variance_every=20, variance_reps=4, tau=0.5)
+VAE_RUN = dict(arity=4, latent_dim=8, hidden=16, steps=20, eval_every=10, variance_every=20)
+VAE_RUN |= dict(variance_reps=4, iw_samples=3, tau=0.5)
+
+
+def assert_same_run(a: xr.Dataset, b: xr.Dataset) -> None:
+    """Curves, figures and the best parameters' checkpoint equal bit for bit."""
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    for key, value in a.attrs.items():
+        if key.startswith(("best_", "test_", "initial_")):
+            assert value == b.attrs[key], key
+
+
+def checkpoint(out, config):
+    return torch.load(out / config.name() / "checkpoint.pt", weights_only=False)
+
+
+def test_seed_3_among_eight_is_seed_3_alone(tmp_path):
+    configs = [ListOpsConfig(seed=seed, **LISTOPS_RUN) for seed in range(8)]
+    group = LISTOPS.train(configs, out_dir=tmp_path / "group", progress=False)
+    alone = LISTOPS.train(configs[3], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(group[3], alone)
+    a, b = checkpoint(tmp_path / "group", configs[3]), checkpoint(tmp_path / "alone", configs[3])
+    for name in a["params"]:
+        assert torch.equal(a["params"][name], b["params"][name]), name
+        assert torch.equal(a["optimizer"]["momentum"][name], b["optimizer"]["momentum"][name])
+    assert torch.equal(a["generator"], b["generator"])
+    # Different seeds are different runs: the test could fail.
+    assert not np.array_equal(group[2].train_loss.values, group[3].train_loss.values)
+    assert np.isfinite(alone.gradient_variance.sel(step=20))
+
+
+def test_trials_of_a_random_search_train_as_one_and_as_alone(tmp_path):
+    configs = [
+        VAEConfig(seed=0, lr=lr, momentum=momentum, **VAE_RUN)
+        for lr, momentum in ((0.01, 0.9), (0.003, 0.5), (0.03, 0.0))
+    ]
+    group = VAE_EXPERIMENT.train(configs, out_dir=tmp_path / "group", progress=False)
+    for index in (0, 2):
+        alone = VAE_EXPERIMENT.train(configs[index], out_dir=tmp_path / "alone", progress=False)
+        assert_same_run(group[index], alone)
+
+
+# One of each way an estimator trains: vectorised without state, vectorised in groups of one
+# (a running baseline), one run per pass (state that trains inside a call; values branched on).
+@pytest.mark.parametrize(
+    ("estimator", "arity", "k"),
+    [
+        ("gumbel_rao", 4, 3),
+        ("reinforce", 4, 1),
+        ("rebar", 4, 1),
+        ("double_cv", 2, 3),
+        ("disarm", 2, 1),
+        ("unordered_set", 4, 2),
+    ],
+)
+def test_every_kind_of_estimator_gives_a_run_its_own_numbers(tmp_path, estimator, arity, k):
+    run = {**VAE_RUN, "steps": 10, "eval_every": 5, "variance_every": 10}
+    configs = [
+        VAEConfig(estimator=estimator, k=k, seed=s, **{**run, "arity": arity}) for s in (0, 1)
+    ]
+    group = VAE_EXPERIMENT.train(configs, out_dir=tmp_path / "group", progress=False)
+    alone = VAE_EXPERIMENT.train(configs[1], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(group[1], alone)
+
+
+def test_a_diverging_run_is_recorded_and_the_others_go_on(tmp_path):
+    configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
+    configs[1] = ListOpsConfig(seed=1, **{**LISTOPS_RUN, "lr": 1e38})
+    group = LISTOPS.train(configs, out_dir=tmp_path / "group", progress=False)
+    assert isinstance(group[1], TrainingDiverged)
+    assert "training diverged at step" in str(group[1]) and "lower the learning rate" in str(
+        group[1]
+    )
+    alone = LISTOPS.train(configs[2], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(group[2], alone)
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        LISTOPS.train(configs[1], out_dir=tmp_path / "alone", progress=False)
+
+
+def test_a_killed_group_resumes_every_run_bit_for_bit(tmp_path, monkeypatch):
+    configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
+    fresh = LISTOPS.train(configs, out_dir=tmp_path / "fresh", progress=False)
+    real = run_group._scores
+    calls = []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # initial scores, step 10, then killed at step 20
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_group, "_scores", killed)
+    with pytest.raises(KeyboardInterrupt):
+        LISTOPS.train(configs, out_dir=tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(run_group, "_scores", real)
+    resumed = LISTOPS.train(configs, out_dir=tmp_path / "resumed", progress=False)
+    for a, b in zip(fresh, resumed, strict=True):
+        assert_same_run(a, b)
+
+
+def test_runs_at_different_steps_resume_apart_to_the_same_numbers(tmp_path):
+    """A run finished alone, then trained again in a group with fresh runs: it is reused."""
+    configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
+    first = LISTOPS.train(configs[0], out_dir=tmp_path, progress=False)
+    group = LISTOPS.train(configs, out_dir=tmp_path, progress=False)
+    assert_same_run(first, group[0])
+    alone = LISTOPS.train(configs[2], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(group[2], alone)
+
+
+def test_only_seed_lr_and_momentum_may_differ_within_a_group():
+    a, b = ListOpsConfig(seed=0), ListOpsConfig(seed=1, tau=0.5, lr=0.1)
+    check_one_group([a, ListOpsConfig(seed=1, lr=0.1, momentum=0.5)])
+    with pytest.raises(
+        ValueError, match="may differ only in seed, lr and momentum; these differ in tau"
+    ):
+        check_one_group([a, b])
+
+
+def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
+    argv = ["train", "listops", "--max-length", "8", "--d-hidden", "8", "--steps", "10"]
+    argv += ["--eval-every", "5", "--variance-every", "0", "--no-progress"]
+    assert main([*argv, "--seed", "0", "1", "2", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("test_accuracy") == 3 and out.count("wrote ") == 3
+    with pytest.raises(SystemExit, match="lists a seed twice"):
+        main([*argv, "--seed", "1", "1", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="device must name a torch device"):
+        main([*argv, "--device", "tpu9", "--out-dir", str(tmp_path)])
+
+
+def test_the_device_is_part_of_the_run_and_its_provenance(tmp_path):
+    config = ListOpsConfig(device="cpu", **LISTOPS_RUN)
+    curves = LISTOPS.train(config, out_dir=tmp_path, progress=False)
+    assert '"device": "cpu"' in curves.attrs["config"]
+    with pytest.raises(TypeError, match="device must be a string"):
+        ListOpsConfig(device=torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_runs_train_as_one_on_cuda(tmp_path):
+    configs = [ListOpsConfig(seed=s, device="cuda", **LISTOPS_RUN) for s in range(3)]
+    group = LISTOPS.train(configs, out_dir=tmp_path / "group", progress=False)
+    alone = LISTOPS.train(configs[1], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(group[1], alone)
+    assert curves_on_cuda(group[0])
+
+
+def curves_on_cuda(curves: xr.Dataset) -> bool:
+    return '"device": "cuda"' in curves.attrs["config"]
+
+
+# -- the noise itself ----------------------------------------------------------------------
+
+
+def _vmapped_gradients(name, logits, weights, streams):
+    frozen, _ = E.get(name, **_options(name)).frozen()
+
+    def f(lg, pool):
+        def objective(sample):
+            return ((sample(lg) * weights).sum(-1) - 0.3).pow(2).sum(-1)
+
+        surrogate = frozen(objective, generator=RunStream(pool))
+        return surrogate.sum(), surrogate.detach()
+
+    set_validate_args(False)
+    try:
+        return vmap(grad(f, has_aux=True), randomness="error")(logits, streams.pools(4096))
+    finally:
+        set_validate_args(True)
+
+
+def _options(name):
+    info = E.info(name)
+    return {name: value for name, value in (("k", 3), ("tau", 0.5)) if name in info.hyper}
+
+
+VECTORISED = [
+    name
+    for name, info in E.available().items()
+    if not info.exact
+    and run_group.vectorised(E.get(name, **_options(name)))
+    and name not in ("unordered_set", "foust_reconstruction")  # they branch on values
+]
+
+
+@pytest.mark.parametrize("name", VECTORISED)
+def test_every_vectorised_estimator_draws_a_run_s_noise_from_its_own_generator(name):
+    arity = 2 if E.info(name).binary_only else 3
+    logits = torch.randn(
+        9, 3, 4, arity, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    weights = torch.randn(arity, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def gradients(runs):
+        streams = RunStreams([torch.Generator().manual_seed(100 + r) for r in runs])
+        return _vmapped_gradients(name, logits[runs], weights, streams)
+
+    # Eight runs and a spare against run 3 and a spare.
+    (many, many_losses), (few, few_losses) = gradients([*range(8), 8]), gradients([3, 8])
+    assert torch.equal(many[3], few[0]) and torch.equal(many_losses[3], few_losses[0])
+    assert not torch.equal(many_losses[2], many_losses[3])  # runs draw different noise
+
+
+def test_run_streams_are_checked_at_the_door():
+    with pytest.raises(TypeError, match=r"non-empty sequence of torch\.Generator"):
+        RunStreams([])
+    with pytest.raises(TypeError, match=r"non-empty sequence of torch\.Generator"):
+        RunStreams([0])
+    with pytest.raises(TypeError, match="a RunStream or None"):
+        E.get("st_gumbel_softmax")(
+            lambda s: s(torch.zeros(2, 3)).sum(-1), generator=RunStreams([torch.Generator()])
+        )
+
+
+def test_a_run_stream_hands_out_its_pool_in_order_and_says_when_it_runs_out():
+    pool = torch.rand(10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    stream = RunStream(pool)
+    assert torch.equal(stream.rand((2, 3), torch.float64, pool.device).flatten(), pool[:6])
+    low = stream.rand((2,), torch.float32, pool.device)
+    assert low.dtype == torch.float32 and bool((low < 1).all())
+    assert bool(((0 <= stream.randint(3, (2,), pool.device)) < 3).all())
+    with pytest.raises(PoolExhausted, match="11 needed"):
+        stream.rand((1,), torch.float64, pool.device)
+    # A float32 draw never rounds up to 1: 1 − U stays positive.
+    top = RunStream(torch.full((4,), 1 - 2.0**-40, dtype=torch.float64))
+    assert float(top.rand((4,), torch.float32, pool.device).max()) < 1.0
