@@ -1,0 +1,55 @@
+"""Training: many runs as one against one run, in the same process, interleaved."""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+
+from benchmarks.workloads import interleaved_ratio
+from gvbench.listops.experiment import LISTOPS
+from gvbench.listops.experiment import TrainConfig as ListOpsConfig
+from gvbench.vae.experiment import VAE_EXPERIMENT
+from gvbench.vae.experiment import TrainConfig as VAEConfig
+
+
+class RunsAsOne:
+    """Eight ListOps seeds (or eight VAE trials of a learning-rate search) trained as one,
+    over one of them alone: what the seven others add (the goal: at most 2×). A run alone
+    pays for the spare run every stack carries (see gvbench.run_group)."""
+
+    params = (["listops", "vae"],)
+    quick_params = (["listops-quick", "vae-quick"],)
+    param_names = ("experiment",)
+    number = 1
+    repeat = 1
+    timeout = 1800
+
+    def setup(self, experiment):
+        torch.set_num_threads(1)
+        steps = 20 if experiment.endswith("-quick") else 400
+        if experiment.startswith("listops"):
+            self.experiment = LISTOPS
+            self.runs = [
+                ListOpsConfig(tau=0.5, steps=steps, seed=seed, variance_every=0)
+                for seed in range(8)
+            ]
+            self.alone = self.runs[3]
+        else:
+            self.experiment = VAE_EXPERIMENT
+            self.runs = [
+                VAEConfig(tau=0.5, steps=steps, lr=10 ** (-3 + trial / 4), variance_every=0)
+                for trial in range(8)
+            ]
+            self.alone = self.runs[3]
+
+    def train(self, configs):
+        with tempfile.TemporaryDirectory() as folder:
+            self.experiment.train(configs, out_dir=folder, progress=False)
+
+    def track_eight_over_one(self, experiment):
+        return interleaved_ratio(
+            lambda: self.train(self.runs), lambda: self.train(self.alone), rounds=3
+        )
+
+    track_eight_over_one.unit = "× one run"
