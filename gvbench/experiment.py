@@ -164,6 +164,10 @@ class Experiment:
         out_dir = Path(out_dir) if out_dir is not None else Path("results") / self.name
         final_checkpoints = list(final_checkpoints or [None] * len(configs))
         check_one_group(configs)
+        names = [config.name() for config in configs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # one folder, one checkpoint: the two would overwrite each other
+            raise ValueError(f"configs lists a run twice: {', '.join(twice)}")
         first = configs[0]
         device = torch.device(first.device)
         with pinned_threads(first.threads):

@@ -1,5 +1,6 @@
-"""What every training run needs: a configuration base, the resumable SGD loop, atomic
-checkpoints, learning curves as xarray, running many runs, and random search."""
+"""What every training run needs around its loop (:mod:`gvbench.run_group`): a
+configuration base, which runs may train as one, atomic checkpoints with digests, learning
+curves as xarray, grids of runs and random search."""
 
 from __future__ import annotations
 
@@ -441,8 +442,11 @@ def random_searches(
     base's value. All trials run through one :func:`train_many` (a cluster sees every trial at
     once) and are resumable like any run.
 
-    ``train(config, out_dir=…, progress=False)`` must return curves whose attrs hold
-    ``selection``; a base is a frozen dataclass config with ``lr``, ``momentum`` and ``tau``.
+    ``train(configs, out_dir=…, progress=False)`` (an experiment's
+    :meth:`~gvbench.experiment.Experiment.train`) must return, per configuration, curves
+    whose attrs hold ``selection`` or a :class:`TrainingDiverged`; a base is a frozen
+    dataclass config with ``lr``, ``momentum`` and ``tau``. Trials that differ only in lr and
+    momentum train as one.
     A trial whose training diverges scores NaN and is never chosen.
 
     Returns:

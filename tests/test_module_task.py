@@ -475,3 +475,22 @@ def test_the_reference_noise_is_stored_and_sized_from_the_cells(tmp_path):
     if "capped" not in small.attrs["reference_sizing"]:
         resolved = float(small.attrs["reference_sizing"].split("× ")[1].split(",")[0])
         assert float(small.reference_variance.max()) <= 0.1 * resolved * (1 + 1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:module. .* cannot be measured under torch.func.vmap")
+def test_a_control_variate_first_called_under_vmap_falls_back_cleanly():
+    """REBAR's control variate is built at its first call: under vmap that call must fail
+    cleanly (measured one draw per pass), never leave vmap's tensors in the estimator."""
+    task = tiny_model_task(relaxed_inputs=True, reference_reps=50, batched=True)
+    ds = gvbench.sweep(
+        task,
+        estimators=["rebar", "relax"],
+        tau=[1.0],
+        k=[1],
+        batch_size=[2],
+        reps=8,
+        warmup=0,
+        progress=False,
+    )
+    assert (ds.status == "done").all()
+    assert any("rebar cannot be measured under torch.func.vmap" in note for note in task.notes)

@@ -136,6 +136,12 @@ def test_runs_at_different_steps_resume_apart_to_the_same_numbers(tmp_path):
     assert_same_run(group[2], alone)
 
 
+def test_a_run_listed_twice_is_refused(tmp_path):
+    config = ListOpsConfig(seed=0, **LISTOPS_RUN)
+    with pytest.raises(ValueError, match="configs lists a run twice: L8-st_gumbel_softmax"):
+        LISTOPS.train([config, config], out_dir=tmp_path, progress=False)
+
+
 def test_only_seed_lr_and_momentum_may_differ_within_a_group():
     a, b = ListOpsConfig(seed=0), ListOpsConfig(seed=1, tau=0.5, lr=0.1)
     check_one_group([a, ListOpsConfig(seed=1, lr=0.1, momentum=0.5)])

@@ -42,6 +42,12 @@ from gvbench.estimators.validation import (
 __all__ = ["ControlVariate", "rebar", "relax"]
 
 
+def _under_transform(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is one of a ``torch.func`` transform's (vmap's, grad's)."""
+    functorch = torch._C._functorch
+    return bool(functorch.is_functorch_wrapped_tensor(tensor) or functorch.is_batchedtensor(tensor))
+
+
 class ControlVariate:
     r""":math:`c(z) = \eta\,f(\mathrm{softmax}(z/\lambda)) + b + \sum_v \mathrm{MLP}_\phi(\mathrm{softmax}(z_v/\lambda))`.
 
@@ -84,7 +90,24 @@ class ControlVariate:
         return [self.eta, self.offset, self.log_temperature, *network]
 
     def prepare(self, arity: int, like: Tensor) -> None:
-        """Build the network and optimiser for ``arity`` categories in ``like``'s dtype/device."""
+        """Build the network and optimiser for ``arity`` categories in ``like``'s dtype/device.
+
+        Only outside ``torch.func`` transforms: a tensor made under vmap or grad and kept as
+        state would outlive its transform (unusable, not even copyable). Under a transform,
+        a control variate that is not yet in ``like``'s dtype and device raises TypeError,
+        which a caller such as ``ModuleTask`` reads as "measure this one draw per pass".
+        """
+        ready = self.network is not None and all(
+            t.dtype == like.dtype and t.device == like.device
+            for t in (self.eta, self.offset, self.log_temperature, *self.network.parameters())
+        )
+        if ready and (self.optimizer is not None or self.lr == 0):
+            return
+        if _under_transform(like):
+            raise TypeError(
+                "a REBAR/RELAX control variate is built at its first call, which cannot be "
+                "made under torch.func transforms; call the estimator once outside them first"
+            )
         if self.network is None:
             if self.hidden:
                 with torch.random.fork_rng(devices=[]):
