@@ -9,6 +9,7 @@ choice. ``tests/test_experiment.py`` writes a third experiment in one short file
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 import warnings
@@ -40,8 +41,10 @@ from gvbench.training import (
 Splits = dict[str, tuple[Tensor, ...]]
 
 
-class Experiment:
-    """An experiment: what to train and how to judge it. Subclass and fill in the hooks.
+class Experiment(abc.ABC):
+    """An experiment: what to train and how to judge it. Subclass and fill in the hooks
+    (``data``, ``model``, ``loss`` and ``score`` are abstract: a subclass without one
+    cannot be made).
 
     Class attributes:
         name: the experiment's name (``gvbench train NAME``, the harness task's name).
@@ -64,21 +67,25 @@ class Experiment:
     reference_reps: ClassVar[int] = 4000
 
     # -- the hooks ---------------------------------------------------------------------------
+    @abc.abstractmethod
     def data(self, config: RunConfig) -> tuple[Splits, str]:
         """``{"train", "valid", "test"}`` → the module's input tensors, and where they came from."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def model(self, config: RunConfig) -> nn.Module:
         """A fresh model, initialised from ``config.seed`` alone."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def loss(self, output: Any, *inputs: Tensor) -> Tensor:
         """Per-example training losses, shape ``(B,)``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def score(self, output: Any, *inputs: Tensor) -> Tensor:
         """Per-example validation scores ``(B,)``; their mean is the selection figure."""
-        raise NotImplementedError
+        ...
 
     def evaluation_sampler(self, generator: Any) -> Sampler:
         """The sampler scores are computed with (greedy, or hard samples from ``generator``)."""

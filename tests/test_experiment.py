@@ -87,3 +87,16 @@ def test_a_third_experiment_trains_runs_as_one_and_is_measured(tmp_path):
         progress=False,
     )
     assert (ds.status == "done").all() and np.isfinite(ds.variance).all()
+
+
+def test_an_experiment_without_a_hook_cannot_be_made():
+    class NoScore(Experiment):
+        name = "no-score"
+        data, model, loss = Clusters.data, Clusters.model, Clusters.loss
+
+    try:
+        NoScore()
+    except TypeError as error:
+        assert "score" in str(error)
+    else:
+        raise AssertionError("an experiment without score was made")
