@@ -485,7 +485,10 @@ def _add_experiment(experiments: Any, name: str, summary: str) -> None:
     )
     run = command.add_argument_group("what to run")
     run.add_argument(
-        "--preset", default=None, help="a named grid: small (2 CPU cores, minutes) or paper (GPU)"
+        "--preset",
+        default=None,
+        help="a named grid: tiny (seconds), small (2 CPU cores, minutes), medium (2 CPU cores, "
+        "longer) or paper (GPU)",
     )
     run.add_argument(
         "--search",
@@ -748,10 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--preset",
-        choices=("tiny", "small", "paper"),
+        choices=("tiny", "small", "medium", "paper"),
         default="small",
-        help="tiny: a pipeline check in about a minute; small: ~17 min on 2 CPU cores; "
-        "paper: the paper's grids, for a cluster",
+        help="tiny: a pipeline check in about a minute; small: minutes on 2 CPU cores; "
+        "medium: further, about an hour or two on 2 CPU cores; paper: the paper's grids, for "
+        "a GPU or a cluster",
     )
     reproduce.add_argument("--out", default="results/report", help="folder of results and report")
     reproduce.add_argument(

@@ -186,6 +186,7 @@ class Experiment(abc.ABC):
                     seed=config.seed,
                     lr=config.lr,
                     momentum=config.momentum,
+                    tau=config.estimator_options().get("tau"),
                     model=self.model(config).to(device),
                     train=_on(splits["train"], device),
                     valid=_on(splits["valid"], device),
@@ -259,7 +260,7 @@ class Experiment(abc.ABC):
                 return trace_variance(draws)
 
         return Steps(
-            estimator=lambda: E.get(config.estimator, **options),
+            estimator=lambda **run: E.get(config.estimator, **{**options, **run}),
             loss=self.loss,
             score=self.score,
             evaluation_sampler=self.evaluation_sampler,

@@ -82,6 +82,8 @@ class ToyPreset:
 TOY_PRESETS = {
     "tiny": ToyPreset((0.01, 0.1, 1.0), (1, 10, 100), 400, 4, (0.1, 1.0), 100, 200, 50),
     "small": ToyPreset(DEFAULT_TAU, DEFAULT_K, 10_000, 12, (0.1, 0.5, 1.0), 1000, 2000, 1000),
+    # The toy's claims are decided at small; medium trains further, not the toy.
+    "medium": ToyPreset(DEFAULT_TAU, DEFAULT_K, 10_000, 12, (0.1, 0.5, 1.0), 1000, 2000, 1000),
     "paper": ToyPreset(DEFAULT_TAU, DEFAULT_K, 100_000, 30, (0.1, 0.5, 1.0), 1000, 10_000, 1000),
 }
 PRESETS = tuple(TOY_PRESETS)

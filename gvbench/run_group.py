@@ -1,7 +1,7 @@
 r"""Many training runs as one: SGD over parameters stacked on a run axis, under ``vmap``.
 
-Runs of one experiment that differ only in seed, learning rate and momentum train as one
-loop: their parameters are stacked (``torch.func.stack_module_state``) and every step is a
+Runs of one experiment that differ only in seed, learning rate, momentum and temperature τ
+train as one loop: their parameters are stacked (``torch.func.stack_module_state``) and every step is a
 ``torch.func.vmap`` of the run's ``grad`` over the stack, so eight runs cost little more
 than one where a step is dispatch overhead (ListOps at batch 10). Each run keeps its own
 data order, its own samples (:class:`~gvbench.estimators.RunStreams`), its own checkpoint,
@@ -65,6 +65,10 @@ class Run:
         config: its JSON-able configuration (a checkpoint of another is refused).
         seed: seeds its generator (data order and samples).
         lr, momentum: its SGD settings.
+        tau: its estimator's temperature (``None`` where the estimator takes none). Under
+            vmap each run's τ is a tensor, float64 where τ > 1 or the parameters are float64
+            (GR-MCK's working precision, read from it), float32 otherwise; runs on both sides
+            of τ = 1 do not train as one.
         model: its freshly initialised module (the template every run shares in shape).
         train, valid: its input tensors (first dimension: examples), as the module takes them.
     """
@@ -77,6 +81,7 @@ class Run:
     model: nn.Module
     train: tuple[Tensor, ...]
     valid: tuple[Tensor, ...]
+    tau: float | None = None
 
 
 @dataclasses.dataclass
@@ -84,7 +89,8 @@ class Steps:
     """What every run of a group shares: the estimator, the loss and the schedule.
 
     Args:
-        estimator: a fresh estimator (one is made per run where it holds state).
+        estimator: ``estimator(**options)`` a fresh estimator, ``options`` overriding its
+            hyper-parameters (a run's τ); one is made per run.
         loss: ``loss(output, *inputs) -> (B,)`` per-example training losses.
         score: ``score(output, *inputs) -> (B,)`` per-example validation scores; their mean
             is the run's selection figure.
@@ -95,7 +101,7 @@ class Steps:
             estimator as adapted so far, or ``None``.
     """
 
-    estimator: Callable[[], Estimator]
+    estimator: Callable[..., Estimator]
     loss: Callable[..., Tensor]
     score: Callable[..., Tensor]
     evaluation_sampler: Callable[[Any], Any]
@@ -174,7 +180,7 @@ class _RunState:
         self.buffers = {n: b.detach().clone() for n, b in run.model.named_buffers()}
         self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
-        self.estimator = steps.estimator()
+        self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
         self.sign = 1.0 if steps.higher_is_better else -1.0
         self.fit: dict[str, Any] = {
             "step": 0,
@@ -401,19 +407,25 @@ def _vectorised_step(
     inputs = [torch.stack([*column, column[0]]) for column in zip(*batches, strict=True)]
     streams = RunStreams([*(m.generator for m in live), spare.generator])
     pools = streams.pools(max(m.fit["data"].get("pool", INITIAL_POOL) for m in live))
+    taus = _temperatures(live, params)
     # Read afresh each step: a running baseline is a constant within the step, the run's own
     # (a stateful estimator trains in a group of one), and moves after it.
     estimator, update = live[0].estimator.frozen()
 
     def gradient(
-        p: dict[str, Tensor], b: dict[str, Tensor], pool: Tensor, *batch: Tensor
+        p: dict[str, Tensor], b: dict[str, Tensor], pool: Tensor, tau: Tensor, *batch: Tensor
     ) -> tuple[Tensor, Tensor]:
         def objective(sample: Any) -> Tensor:
             return steps.loss(
                 functional_call(template, {**p, **b}, batch, {"sample": sample}), *batch
             )
 
-        surrogate = estimator(objective, generator=RunStream(pool))
+        run_estimator = estimator
+        if live[0].run.tau is not None:
+            run_estimator = dataclasses.replace(
+                estimator, options={**estimator.options, "tau": tau}
+            )
+        surrogate = run_estimator(objective, generator=RunStream(pool))
         return surrogate.mean(), surrogate.detach()
 
     checking = validate_args()
@@ -421,7 +433,7 @@ def _vectorised_step(
     try:
         with torch.no_grad():
             grads, surrogates = vmap(grad(gradient, has_aux=True), randomness="error")(
-                params, buffers, pools, *inputs
+                params, buffers, pools, taus, *inputs
             )
     except PoolExhausted:
         raise
@@ -434,6 +446,18 @@ def _vectorised_step(
     if len(live) == 1:
         update(surrogates[0])
     return {n: g[: len(live)] for n, g in grads.items()}, surrogates[: len(live)]
+
+
+def _temperatures(live: list[_RunState], params: Mapping[str, Tensor]) -> Tensor:
+    """Each run's τ, the spare's (the first run's) last, in the precision it asks for (see
+    :class:`Run`); zeros where the estimator takes no τ."""
+    taus = [m.run.tau for m in live]
+    device = live[0].generator.device
+    if taus[0] is None:
+        return torch.zeros(len(live) + 1, device=device)
+    wide = any(p.dtype == torch.float64 for p in params.values()) or taus[0] > 1.0
+    dtype = torch.float64 if wide else torch.float32
+    return torch.tensor([*taus, taus[0]], dtype=dtype, device=device)
 
 
 def _evaluate_due(live: list[_RunState], steps: Steps, template: nn.Module, bar: tqdm) -> None:

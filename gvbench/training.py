@@ -273,32 +273,34 @@ def read_checkpoint(
     return saved
 
 
-# Fields in which runs trained as one may differ.
+# Fields in which runs trained as one may differ; τ too where the estimator takes it, on one
+# side of τ = 1 (GR-MCK works in float64 above it).
 PER_RUN = ("seed", "lr", "momentum")
 
 
-def group_key(config: RunConfig) -> str:
-    """What runs must share to train as one: every field but seed, lr and momentum."""
+def _shared(config: RunConfig) -> dict[str, Any]:
     shared = {k: v for k, v in config.as_dict().items() if k not in PER_RUN}
-    return json.dumps([type(config).__qualname__, shared], sort_keys=True, default=str)
+    if "tau" in config.estimator_options():
+        shared["tau"] = "above 1" if config.tau > 1.0 else "at most 1"
+    return shared
+
+
+def group_key(config: RunConfig) -> str:
+    """What runs must share to train as one: every field but seed, lr, momentum and τ (its
+    side of τ = 1 where the estimator takes a τ, all of it where it takes none)."""
+    return json.dumps([type(config).__qualname__, _shared(config)], sort_keys=True, default=str)
 
 
 def check_one_group(configs: Sequence[RunConfig]) -> None:
     """A ValueError naming the fields where ``configs`` cannot train as one."""
     if len({group_key(c) for c in configs}) > 1:
-        first = configs[0].as_dict()
+        first = _shared(configs[0])
         differ = sorted(
-            {
-                k
-                for c in configs[1:]
-                for k, v in c.as_dict().items()
-                if k not in PER_RUN and first.get(k) != v
-            }
-            or {"type"}
+            {k for c in configs[1:] for k, v in _shared(c).items() if first.get(k) != v} or {"type"}
         )
         raise ValueError(
-            "runs trained as one may differ only in seed, lr and momentum; these differ in "
-            + ", ".join(differ)
+            "runs trained as one may differ only in seed, lr, momentum and τ (on one side of "
+            "τ = 1, where the estimator takes one); these differ in " + ", ".join(differ)
         )
 
 
@@ -320,7 +322,7 @@ def train_many(
     progress: bool = True,
     desc: str = "training runs",
 ) -> list[dict[str, Any]]:
-    """Run every configuration, those that differ only in seed, lr and momentum as one
+    """Run every configuration, those that differ only in seed, lr, momentum and τ as one
     (``train``: an experiment's :meth:`~gvbench.experiment.Experiment.train`); their curves'
     attrs, in order (``{"diverged": message}`` for a run whose training diverged).
 

@@ -3,6 +3,7 @@ divergence, checkpoints and resume stay per run; every estimator trains in a gro
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -142,13 +143,37 @@ def test_a_run_listed_twice_is_refused(tmp_path):
         LISTOPS.train([config, config], out_dir=tmp_path, progress=False)
 
 
-def test_only_seed_lr_and_momentum_may_differ_within_a_group():
-    a, b = ListOpsConfig(seed=0), ListOpsConfig(seed=1, tau=0.5, lr=0.1)
-    check_one_group([a, ListOpsConfig(seed=1, lr=0.1, momentum=0.5)])
-    with pytest.raises(
-        ValueError, match="may differ only in seed, lr and momentum; these differ in tau"
-    ):
-        check_one_group([a, b])
+@pytest.mark.parametrize(("estimator", "k"), [("st_gumbel_softmax", 1), ("gumbel_rao", 3)])
+def test_runs_over_tau_train_as_one_and_as_alone(tmp_path, estimator, k):
+    """A preset's cell: its temperatures and seeds as one stack, on each side of τ = 1."""
+    run = {**LISTOPS_RUN, "estimator": estimator, "k": k}
+    configs = [
+        ListOpsConfig(seed=s, **{**run, "tau": tau}) for tau in (0.01, 0.1, 1.0) for s in (0, 1)
+    ]
+    above = [ListOpsConfig(seed=s, **{**run, "tau": tau}) for tau in (2.0, 5.0) for s in (0, 1)]
+    group = LISTOPS.train(configs, out_dir=tmp_path / "group", progress=False)
+    wide = LISTOPS.train(above, out_dir=tmp_path / "group", progress=False)
+    for index in (1, 4):
+        alone = LISTOPS.train(configs[index], out_dir=tmp_path / "alone", progress=False)
+        assert_same_run(group[index], alone)
+    alone = LISTOPS.train(above[3], out_dir=tmp_path / "alone", progress=False)
+    assert_same_run(wide[3], alone)
+    # Each run's τ is its own: the same seed at another τ trains otherwise.
+    assert not np.array_equal(group[1].train_loss.values, group[3].train_loss.values)
+
+
+def test_only_seed_lr_momentum_and_tau_may_differ_within_a_group():
+    a = ListOpsConfig(seed=0)
+    check_one_group([a, ListOpsConfig(seed=1, lr=0.1, momentum=0.5, tau=0.01)])
+    message = "may differ only in seed, lr, momentum and τ .*; these differ in "
+    with pytest.raises(ValueError, match=message + "tau"):
+        check_one_group([a, ListOpsConfig(seed=1, tau=2.0)])  # GR-MCK's precision changes
+    with pytest.raises(ValueError, match=message + "d_hidden"):
+        check_one_group([a, ListOpsConfig(seed=1, d_hidden=4)])
+    # REINFORCE takes no τ: runs at two τ are two configurations of one estimator.
+    reinforce = ListOpsConfig(estimator="reinforce", seed=0)
+    with pytest.raises(ValueError, match=message + "tau"):
+        check_one_group([reinforce, ListOpsConfig(estimator="reinforce", seed=0, tau=0.5)])
 
 
 def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
@@ -187,19 +212,27 @@ def curves_on_cuda(curves: xr.Dataset) -> bool:
 # -- the noise itself ----------------------------------------------------------------------
 
 
-def _vmapped_gradients(name, logits, weights, streams):
-    frozen, _ = E.get(name, **_options(name)).frozen()
+def _vmapped_gradients(name, logits, weights, streams, taus=None, tau=None):
+    """Each run's gradient under vmap, at ``taus`` (one per run) or at ``tau`` (a number)."""
+    options = _options(name) | ({"tau": tau} if tau is not None else {})
+    frozen, _ = E.get(name, **options).frozen()
+    per_run = taus is not None
+    taus = torch.zeros(len(logits)) if taus is None else taus
 
-    def f(lg, pool):
+    def f(lg, pool, run_tau):
         def objective(sample):
             return ((sample(lg) * weights).sum(-1) - 0.3).pow(2).sum(-1)
 
-        surrogate = frozen(objective, generator=RunStream(pool))
+        estimator = frozen
+        if per_run:
+            estimator = dataclasses.replace(frozen, options={**frozen.options, "tau": run_tau})
+        surrogate = estimator(objective, generator=RunStream(pool))
         return surrogate.sum(), surrogate.detach()
 
     set_validate_args(False)
     try:
-        return vmap(grad(f, has_aux=True), randomness="error")(logits, streams.pools(4096))
+        pools = streams.pools(4096)
+        return vmap(grad(f, has_aux=True), randomness="error")(logits, pools, taus)
     finally:
         set_validate_args(True)
 
@@ -234,6 +267,33 @@ def test_every_vectorised_estimator_draws_a_run_s_noise_from_its_own_generator(n
     (many, many_losses), (few, few_losses) = gradients([*range(8), 8]), gradients([3, 8])
     assert torch.equal(many[3], few[0]) and torch.equal(many_losses[3], few_losses[0])
     assert not torch.equal(many_losses[2], many_losses[3])  # runs draw different noise
+
+
+TEMPERED = [name for name in VECTORISED if "tau" in E.info(name).hyper]
+
+
+@pytest.mark.parametrize("name", TEMPERED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_vectorised_estimator_takes_a_tau_per_run(name, dtype):
+    """Runs over τ in one stack: each run's gradient is its own, bit for bit, and is the
+    estimator's at that τ given as a number (to rounding: another kernel divides)."""
+    arity = 2 if E.info(name).binary_only else 3
+    logits = torch.randn(9, 3, 4, arity, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(arity, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    taus = [0.1, 0.3, 0.5, 1.0, 0.05, 0.7, 0.2, 0.9, 0.1]
+
+    def gradients(runs, tau=None):
+        streams = RunStreams([torch.Generator().manual_seed(100 + r) for r in runs])
+        per_run = torch.tensor([taus[r] for r in runs], dtype=dtype) if tau is None else None
+        return _vmapped_gradients(name, logits[runs], weights, streams, per_run, tau)
+
+    (many, _), (few, _) = gradients([*range(8), 8]), gradients([3, 8])
+    assert torch.equal(many[3], few[0])
+    (number, _) = gradients([3, 8], tau=taus[3])
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(many[3], number[0], rtol=tolerance, atol=tolerance)
+    (other, _) = gradients([3, 8], tau=taus[1])
+    assert not torch.allclose(many[3], other[0], rtol=tolerance, atol=tolerance)
 
 
 def test_run_streams_are_checked_at_the_door():

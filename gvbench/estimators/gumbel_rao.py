@@ -51,9 +51,15 @@ ACCELERATOR_CHUNK_ELEMENTS = 1 << 22
 MAX_CONDITIONAL_DRAWS = 1 << 36
 
 
-def working_dtype(dtype: torch.dtype, tau: float) -> torch.dtype:
-    """float64 for float64 logits, and for float32 at τ > 1 (see the module docstring); else float32."""
-    if dtype == torch.float64 or tau > 1.0:
+def working_dtype(dtype: torch.dtype, tau: float | Tensor) -> torch.dtype:
+    """float64 for float64 logits, and for float32 at τ > 1 (see the module docstring); else
+    float32. A τ given as a tensor (one per run under ``vmap``) cannot be compared there: its
+    dtype is the precision asked for (:mod:`gvbench.run_group` makes it float64 at τ > 1)."""
+    if isinstance(tau, Tensor):
+        above_one = tau.dtype == torch.float64
+    else:
+        above_one = tau > 1.0
+    if dtype == torch.float64 or above_one:
         return torch.float64
     return torch.float32
 
@@ -62,7 +68,7 @@ def conditional_softmax_vjp(
     logits: Tensor,
     index: Tensor,
     grad: Tensor,
-    tau: float,
+    tau: float | Tensor,
     k: int,
     generator: torch.Generator | None,
 ) -> Tensor:
@@ -94,7 +100,10 @@ def conditional_softmax_vjp(
         w.neg_().log1p_().clamp_max_(-tiny)
         sampled = w.gather(-1, gather.expand(size, m, 1))  # −E_d, before the mask zeroes it
         w.mul_(inverse).div_(sampled)  # E_j/(E_d p_j)
-        q = w.add_(1.0).pow_(-1.0 / tau)  # unnormalised s: 1 at the sample
+        exponent = -1.0 / tau
+        # Unnormalised s: 1 at the sample. Out of place for a per-run τ: vmap has no rule
+        # for an in-place power with a tensor exponent.
+        q = w.add_(1.0).pow(exponent) if isinstance(tau, Tensor) else w.add_(1.0).pow_(exponent)
         scale = (q @ ones).reciprocal_()  # 1/Σ_j q_j, (size, m, 1)
         dot = ((q * u) @ ones).mul_(scale).mul_(scale)  # ⟨s, u⟩/Σ_j q_j
         sum_s += (q * scale).sum(0)
@@ -114,7 +123,7 @@ class _GumbelRaoSample(torch.autograd.Function):
     def forward(
         logits: Tensor,
         index: Tensor,
-        tau: float,
+        tau: float | Tensor,
         k: int,
         generator: torch.Generator | None,
     ) -> Tensor:
@@ -123,14 +132,17 @@ class _GumbelRaoSample(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:
         logits, index, tau, k, generator = inputs
-        ctx.save_for_backward(logits, index)
-        ctx.tau, ctx.k, ctx.generator = tau, k, generator
+        per_run = isinstance(tau, Tensor)  # one τ per run (see working_dtype)
+        ctx.save_for_backward(logits, index, *([tau] if per_run else []))
+        ctx.tau = None if per_run else tau
+        ctx.k, ctx.generator = k, generator
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        logits, index = ctx.saved_tensors
-        vjp = conditional_softmax_vjp(logits, index, grad, ctx.tau, ctx.k, ctx.generator)
+        logits, index, *tau = ctx.saved_tensors
+        tau = tau[0] if tau else ctx.tau
+        vjp = conditional_softmax_vjp(logits, index, grad, tau, ctx.k, ctx.generator)
         return vjp, None, None, None, None
 
 

@@ -87,9 +87,22 @@ def check_real(value: object, name: str) -> float:
     return float(value)
 
 
-def check_tau(tau: float, dtype: torch.dtype | None = None) -> float:
+def check_tau(tau: float | Tensor, dtype: torch.dtype | None = None) -> float | Tensor:
     """Temperature τ: a finite number > 0 and, given the logits' dtype, between its smallest
-    normal number (below it ``x/τ`` overflows for every logit of order one) and its largest."""
+    normal number (below it ``x/τ`` overflows for every logit of order one) and its largest.
+
+    Under a function transform, a 0-d floating tensor — one τ per run when runs train as one
+    under ``vmap`` (:mod:`gvbench.run_group`) — is returned as it is, its dtype the working
+    precision it asks for (GR-MCK's): its values cannot be read there, and were checked when
+    the runs were configured. Elsewhere a 0-d tensor is read as a number.
+    """
+    if (
+        isinstance(tau, Tensor)
+        and tau.dim() == 0
+        and tau.is_floating_point()
+        and torch._C._functorch.is_functorch_wrapped_tensor(tau)
+    ):
+        return tau
     value = check_real(tau, "tau")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
