@@ -1,9 +1,9 @@
 r"""Many training runs as one: SGD over parameters stacked on a run axis, under ``vmap``.
 
 Runs of one experiment that differ only in seed, learning rate, momentum and temperature τ
-train as one loop: their parameters are stacked (``torch.func.stack_module_state``) and every step is a
-``torch.func.vmap`` of the run's ``grad`` over the stack, so eight runs cost little more
-than one where a step is dispatch overhead (ListOps at batch 10). Each run keeps its own
+train as one loop: their parameters are stacked (``torch.func.stack_module_state``) and
+every step is a ``torch.func.vmap`` of the run's ``grad`` over the stack, so eight runs cost
+little more than one where a step is dispatch overhead (ListOps at batch 10). Each run keeps its own
 data order, its own samples (:class:`~gvbench.estimators.RunStreams`), its own checkpoint,
 and its own fate: a run whose loss or gradient stops being finite is recorded as diverged
 and left out of the stack, and the others go on.
