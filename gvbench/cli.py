@@ -754,8 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tiny", "small", "medium", "paper"),
         default="small",
         help="tiny: a pipeline check in about a minute; small: minutes on 2 CPU cores; "
-        "medium: further, about an hour or two on 2 CPU cores; paper: the paper's grids, for "
-        "a GPU or a cluster",
+        "medium: ListOps and the VAE further, about two hours on 2 CPU cores; paper: the "
+        "paper's grids, for a GPU or a cluster",
     )
     reproduce.add_argument("--out", default="results/report", help="folder of results and report")
     reproduce.add_argument(
