@@ -10,8 +10,8 @@ next slice of its own pool. A run's noise — and so its numbers — are the sam
 which is what lets a researcher train eight seeds at once and trust seed 3 to be seed 3.
 
 A pool holds a fixed number of uniforms per step; a step that needs more raises
-:class:`PoolExhausted` and is retried with a pool twice as large (the caller restores the
-generators first), so the size follows the step's needs alone, whatever the group. Uniforms
+:class:`PoolExhausted` and is retried with a larger pool (the caller restores the generators
+first), so the size follows the step's needs alone, whatever the group. Uniforms
 asked for in a narrower type than float64 are rounded down below 1, so that ``1 − U`` never
 vanishes; integers are ``⌊U · high⌋``.
 
@@ -61,12 +61,12 @@ class RunStreams:
 
     def pools(self, size: int) -> Tensor:
         """``(R, size)`` float64 uniforms, row r from run r's generator: vmap over them."""
-        return torch.stack(
-            [
-                torch.rand(size, dtype=torch.float64, device=self.device, generator=g)
-                for g in self.generators
-            ]
-        )
+        # Filled in place, row by row: each row's uniforms are the same as
+        # ``torch.rand(size, generator=g)`` would give, without a stacked copy of them all.
+        pools = torch.empty(len(self.generators), size, dtype=torch.float64, device=self.device)
+        for row, generator in zip(pools, self.generators, strict=True):
+            row.uniform_(generator=generator)
+        return pools
 
     def get_state(self) -> list[Tensor]:
         return [g.get_state() for g in self.generators]
