@@ -116,36 +116,42 @@ class GumbelTreeLSTM(nn.Module):
         self, tokens: Tensor, lengths: Tensor, labels: Tensor | None = None, *, sample: Sampler
     ) -> Tensor:
         # ``labels`` is read by the loss, not here: a ModuleTask hands every input to both.
-        width = tokens.shape[-1]
-        h, c = self.leaf(self.embedding(tokens)).chunk(2, -1)
-        positions = torch.arange(width, device=tokens.device)
-        for step in range(width - 1):
-            left_h, right_h, left_c, right_c = h[:, :-1], h[:, 1:], c[:, :-1], c[:, 1:]
-            i, f_left, f_right, o, g = self.compose(torch.cat([left_h, right_h], -1)).chunk(5, -1)
+        # A ListOps step is a few hundred small ops per merge level, so the cell keeps a node's
+        # h and c side by side (one blend, one select) and its gates in one sigmoid, and the
+        # masks of every level are made once: fewer ops forward and backward.
+        width, d = tokens.shape[-1], self.query.shape[0]
+        state = self.leaf(self.embedding(tokens))  # (B, width, 2d): [h, c] of every node
+        levels = torch.arange(width - 1, device=tokens.device)
+        nodes = (lengths[:, None] - levels).clamp_min(1)  # (B, level): nodes left
+        done = nodes <= 1
+        positions = levels  # candidate positions run over the same range as the levels
+        valid = (positions < (nodes - 1)[..., None]) | (done[..., None] & (positions == 0))
+        # σ(f + 1) for both forget gates: the gates' shift, added before one sigmoid.
+        shift = torch.zeros(4 * d, dtype=state.dtype, device=state.device)
+        shift[d : 3 * d] = 1.0
+        for level in range(width - 1):
+            left, right = state[:, :-1], state[:, 1:]
+            z = self.compose(torch.cat([left[..., :d], right[..., :d]], -1))
+            i, f_left, f_right, o = torch.sigmoid(z[..., : 4 * d] + shift).chunk(4, -1)
             parent_c = (
-                torch.sigmoid(f_left + 1) * left_c
-                + torch.sigmoid(f_right + 1) * right_c
-                + torch.sigmoid(i) * torch.tanh(g)
+                f_left * left[..., d:] + f_right * right[..., d:] + i * torch.tanh(z[..., 4 * d :])
             )
-            parent_h = torch.sigmoid(o) * torch.tanh(parent_c)
-            nodes = (lengths - step).clamp_min(1)
-            done = nodes <= 1
-            candidates = width - step - 1
-            valid = positions[:candidates] < (nodes - 1)[:, None]
-            valid = valid | (done[:, None] & (positions[:candidates] == 0))
+            parent_h = o * torch.tanh(parent_c)
+            candidates = width - level - 1
             if candidates > 1:
                 scores = (parent_h * self.query).sum(-1)
-                select = sample(scores.masked_fill(~valid, -torch.inf))
+                select = sample(scores.masked_fill(~valid[:, level, :candidates], -torch.inf))
             else:  # one pair left: merging it is certain, there is nothing to sample
                 select = parent_h.new_ones(parent_h.shape[:-1])
             cumulative = select.cumsum(-1)
-            left, right = (1 - cumulative)[..., None], (cumulative - select)[..., None]
-            select = select[..., None]
-            new_h = left * left_h + select * parent_h + right * right_h
-            new_c = left * left_c + select * parent_c + right * right_c
-            keep = done[:, None, None]
-            h, c = torch.where(keep, left_h, new_h), torch.where(keep, left_c, new_c)
-        return self.classes(torch.relu(self.hidden(h[:, 0])))
+            parent = torch.cat([parent_h, parent_c], -1)
+            merged = (
+                (1 - cumulative)[..., None] * left
+                + select[..., None] * parent
+                + (cumulative - select)[..., None] * right
+            )
+            state = torch.where(done[:, level, None, None], left, merged)
+        return self.classes(torch.relu(self.hidden(state[:, 0, :d])))
 
 
 def _padded(tokens: Tensor, width: int) -> Tensor:
