@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -91,6 +92,19 @@ class RunConfig:
         from gvbench.tasks.base import check_device
 
         check_device(self.device)
+
+    @property
+    def batch(self) -> int:
+        """Examples per training step."""
+        return getattr(self, "batch_size", 1)
+
+    def work(self) -> float:
+        """A rough relative cost of training this run: steps × batch × (1 + log K).
+
+        Only the order of groups on an executor reads it (the costliest start first, so that
+        the last one to finish is not a long one started late); it changes no number.
+        """
+        return self.steps * self.batch * (1.0 + math.log(self.k))
 
     def estimator_options(self) -> dict[str, Any]:
         """τ and K where the estimator takes them."""
@@ -333,9 +347,10 @@ def train_many(
     for index, config in enumerate(configs):
         groups.setdefault(group_key(config), []).append(index)
     members = list(groups.values())
+    # Longest first: on a few workers, the stage ends when its last group does.
+    order = sorted(range(len(members)), key=lambda n: -sum(configs[i].work() for i in members[n]))
     jobs = [
-        (number, (train, [configs[i] for i in group], str(out_dir)))
-        for number, group in enumerate(members)
+        (number, (train, [configs[i] for i in members[number]], str(out_dir))) for number in order
     ]
     # Each run checkpoints as it goes: a group whose worker dies is rerun by the engine and
     # resumes from its runs' last checkpoints.

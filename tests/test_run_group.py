@@ -3,6 +3,7 @@ divergence, checkpoints and resume stay per run; every estimator trains in a gro
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import importlib
 
@@ -19,7 +20,7 @@ from gvbench.estimators.streams import PoolExhausted
 from gvbench.estimators.validation import set_validate_args
 from gvbench.listops.experiment import LISTOPS
 from gvbench.listops.experiment import TrainConfig as ListOpsConfig
-from gvbench.training import TrainingDiverged, check_one_group
+from gvbench.training import TrainingDiverged, check_one_group, train_many
 from gvbench.vae.experiment import VAE_EXPERIMENT
 from gvbench.vae.experiment import TrainConfig as VAEConfig
 
@@ -176,6 +177,37 @@ def test_only_seed_lr_momentum_and_tau_may_differ_within_a_group():
         check_one_group([reinforce, ListOpsConfig(estimator="reinforce", seed=0, tau=0.5)])
 
 
+def test_the_costliest_groups_start_first_and_the_order_changes_no_number(tmp_path):
+    submitted = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, function, *arguments, **options):
+            submitted.append(tuple(c.name() for c in arguments[1]))
+            return super().submit(function, *arguments, **options)
+
+    cheap = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(2)]
+    long = [ListOpsConfig(seed=s, **{**LISTOPS_RUN, "steps": 40}) for s in range(2)]
+    wide = [ListOpsConfig(seed=s, estimator="gumbel_rao", k=5, **LISTOPS_RUN) for s in range(2)]
+    configs = cheap + long + wide
+    with Recording(max_workers=1) as executor:
+        found = train_many(LISTOPS.train, configs, tmp_path / "pool", executor, progress=False)
+    # steps × batch × (1 + log K): GR-MC5 at 30 steps, then 40 steps of ST-GS, then 30.
+    assert submitted == [tuple(c.name() for c in g) for g in (wide, long, cheap)]
+    in_order = train_many(LISTOPS.train, configs, tmp_path / "in-process", progress=False)
+    for a, b in zip(found, in_order, strict=True):
+        assert {k: v for k, v in a.items() if k != "created"} == {
+            k: v for k, v in b.items() if k != "created"
+        }
+
+
+def test_a_pool_is_sized_to_the_step_s_need():
+    # The need rounded up to 4096 uniforms (a larger pool costs its drawing every step) and
+    # always larger than the pool that ran out.
+    assert run_group._grown(4096, 4097) == 8192
+    assert run_group._grown(4096, 81_000) == 81_920
+    assert run_group._grown(81_920, 81_921) == 86_016
+
+
 def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
     argv = ["train", "listops", "--max-length", "8", "--d-hidden", "8", "--steps", "10"]
     argv += ["--eval-every", "5", "--variance-every", "0", "--no-progress"]
@@ -319,3 +351,14 @@ def test_a_run_stream_hands_out_its_pool_in_order_and_says_when_it_runs_out():
     # A float32 draw never rounds up to 1: 1 − U stays positive.
     top = RunStream(torch.full((4,), 1 - 2.0**-40, dtype=torch.float64))
     assert float(top.rand((4,), torch.float32, pool.device).max()) < 1.0
+
+
+def test_each_row_of_the_pools_is_its_own_generator_s_next_uniforms():
+    streams = RunStreams([torch.Generator().manual_seed(seed) for seed in (5, 7, 5)])
+    pools = streams.pools(1000)
+    for row, seed in zip(pools, (5, 7, 5), strict=True):
+        expected = torch.rand(
+            1000, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+        )
+        assert torch.equal(row, expected)
+    assert not torch.equal(pools[0], pools[1])
