@@ -80,7 +80,7 @@ def run(
     executor: Any = None,
 ) -> Iterator[tuple[Hashable, Any]]:
     """``function(*arguments)`` for every ``(key, arguments)``, yielding ``(key, result)`` as
-    each finishes (in order in-process). Closing the iterator early (an exception in the
+    each finishes (in order in-process). Jobs start in the order given, on any executor. Closing the iterator early (an exception in the
     consumer, Ctrl-C) cancels the jobs still queued."""
     if executor is None:
         for key, arguments in jobs:
@@ -109,9 +109,13 @@ def _run_dask(
     from distributed import as_completed
 
     _send_plugins(client)
+    # Submissions close together reach the scheduler as one graph, where independent tasks
+    # are ordered by their (random) keys: the order of ``jobs`` is kept as priorities.
     futures = {
-        client.submit(function, *arguments, pure=False, retries=RETRIES): key
-        for key, arguments in jobs
+        client.submit(
+            function, *arguments, pure=False, retries=RETRIES, priority=len(jobs) - position
+        ): key
+        for position, (key, arguments) in enumerate(jobs)
     }
     # Ctrl-C sets a flag instead of raising inside Dask's own waiting (which would log a
     # page of tracebacks from its event loop); the loop below then cancels and raises.

@@ -75,6 +75,26 @@ def test_a_module_task_on_a_local_cluster_gives_the_in_process_dataset_exactly(c
     )
 
 
+def _started() -> int:
+    return time.monotonic_ns()
+
+
+def test_jobs_start_in_the_order_given_on_a_cluster():
+    # One worker of one thread runs its jobs one at a time: they must start in the order
+    # given (the costliest training groups first), not in the order of Dask's random keys.
+    import dask
+    from distributed import Client, LocalCluster
+
+    order = [7, 2, 11, 0, 5, 9, 1, 4, 10, 3, 8, 6]
+    with (
+        dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}),
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as local,
+        Client(local) as client,
+    ):
+        started = dict(engine.run(_started, [(key, ()) for key in order], client))
+    assert sorted(started, key=started.__getitem__) == order
+
+
 def test_a_worker_killed_mid_sweep_changes_nothing(cluster, tmp_path):
     grid = {**GRID, "reps": 20_000}
     expected = gvbench.sweep(TASK, **grid)
