@@ -75,6 +75,15 @@ def test_a_module_task_on_a_local_cluster_gives_the_in_process_dataset_exactly(c
     )
 
 
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_workers_allocate_like_a_plain_process(cluster):
+    # Dask's default (64 KiB) maps every large tensor afresh: a VAE step 2.6× as slow.
+    assert set(cluster.run(_trim_threshold).values()) == {None}
+
+
 def _started() -> int:
     return time.monotonic_ns()
 
