@@ -80,8 +80,9 @@ def run(
     executor: Any = None,
 ) -> Iterator[tuple[Hashable, Any]]:
     """``function(*arguments)`` for every ``(key, arguments)``, yielding ``(key, result)`` as
-    each finishes (in order in-process). Jobs start in the order given, on any executor. Closing the iterator early (an exception in the
-    consumer, Ctrl-C) cancels the jobs still queued."""
+    each finishes (in order in-process). Jobs start in the order given, on any executor.
+    Closing the iterator early (an exception in the consumer, Ctrl-C) cancels the jobs still
+    queued."""
     if executor is None:
         for key, arguments in jobs:
             yield key, function(*arguments)
@@ -109,8 +110,9 @@ def _run_dask(
     from distributed import as_completed
 
     _send_plugins(client)
-    # Submissions close together reach the scheduler as one graph, where independent tasks
-    # are ordered by their (random) keys: the order of ``jobs`` is kept as priorities.
+    # Submissions close together reach the scheduler as one graph, in which independent
+    # tasks lose the order they were submitted in: the order of ``jobs`` is kept as
+    # priorities (a test submits twelve to one worker and checks the order they start in).
     futures = {
         client.submit(
             function, *arguments, pure=False, retries=RETRIES, priority=len(jobs) - position
@@ -184,7 +186,7 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
     # and their inputs were scattered already. Dask starts its workers with glibc's
     # MALLOC_TRIM_THRESHOLD_ at 64 KiB, which also fixes malloc's mmap threshold: every
     # tensor above 128 KiB is then mapped afresh and faulted in page by page, and a VAE
-    # step at B = 200 takes 2.6× as long (54 s against 25 s for three seeds × 300 steps):
+    # step at B = 200 takes 2.6× as long (54 s against 26 s for three seeds × 300 steps):
     # unset here, so a worker computes as fast as a plain process.
     with contextlib.ExitStack() as stack:
         stack.enter_context(

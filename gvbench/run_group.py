@@ -5,9 +5,10 @@ train as one loop: their parameters are stacked (``torch.func.stack_module_state
 every step is a ``torch.func.vmap`` of the run's loss over the stack and one backward pass
 through it (run r's gradient is that of its own loss: the runs share no parameter), so
 eight runs cost little more than one where a step is dispatch overhead (ListOps at batch
-10). Each run keeps its own data order, its own samples (:class:`~gvbench.estimators.RunStreams`), its own checkpoint,
-and its own fate: a run whose loss or gradient stops being finite is recorded as diverged
-and left out of the stack, and the others go on.
+10). Each run keeps its own data order, its own samples
+(:class:`~gvbench.estimators.RunStreams`), its own checkpoint, and its own fate: a run
+whose loss or gradient stops being finite is recorded as diverged and left out of the
+stack, and the others go on.
 
 **A run's numbers do not depend on the runs it trains with**, bit for bit:
 
