@@ -242,8 +242,9 @@ class Experiment(abc.ABC):
                 run: Run, model: nn.Module, estimator: E.Estimator, generator: torch.Generator
             ) -> tuple[float, float]:
                 # vmap where the estimator can run under it, not "auto": a choice made by
-                # timing would make the curve depend on how busy the machine was. Measured on the first B of the run's own
-                # validation examples, with the estimator's state frozen where it is.
+                # timing would make the curve depend on how busy the machine was. Measured on
+                # the first B of the run's own validation examples, with the estimator's
+                # state frozen where it is.
                 task = self.module_task(
                     model,
                     [x[:batch_size] for x in run.valid],

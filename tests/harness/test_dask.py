@@ -90,7 +90,8 @@ def _started() -> int:
 
 def test_jobs_start_in_the_order_given_on_a_cluster():
     # One worker of one thread runs its jobs one at a time: they must start in the order
-    # given (the costliest training groups first), not in the order of Dask's random keys.
+    # given (the costliest training groups first), also when the submissions reach the
+    # scheduler as one graph, whose independent tasks Dask orders its own way.
     import dask
     from distributed import Client, LocalCluster
 
