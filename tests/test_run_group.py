@@ -128,6 +128,17 @@ def test_a_killed_group_resumes_every_run_bit_for_bit(tmp_path, monkeypatch):
         assert_same_run(a, b)
 
 
+def test_a_run_s_checkpoint_holds_its_own_tensors_only(tmp_path):
+    """A run's tensors are sliced from its group's stack every step: its checkpoint must not
+    carry the stack, the other runs' parameters, along with them."""
+    configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
+    LISTOPS.train(configs, out_dir=tmp_path, progress=False)
+    saved = checkpoint(tmp_path, configs[1])
+    for part in (saved["params"], saved["optimizer"]["momentum"]):
+        for name, value in part.items():
+            assert value.untyped_storage().nbytes() == value.numel() * value.element_size(), name
+
+
 def test_runs_at_different_steps_resume_apart_to_the_same_numbers(tmp_path):
     """A run finished alone, then trained again in a group with fresh runs: it is reused."""
     configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
