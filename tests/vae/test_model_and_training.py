@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import gvbench
 import gvbench.estimators as E
@@ -16,6 +17,7 @@ from gvbench.vae.experiment import (
     VAE_EXPERIMENT,
     CategoricalVAE,
     TrainConfig,
+    bernoulli_nll,
     importance_weighted_nll,
     kl_uniform,
     negative_elbo,
@@ -157,3 +159,19 @@ def test_random_search_picks_the_best_trial(tmp_path):
     scores = result["best_valid_negative_elbo"].values
     assert result.attrs["best_trial"] == int(np.argmin(scores)) and len(set(result.lr.values)) == 3
     assert (1e-3 <= result.lr).all() and (result.lr <= 1e-1).all()
+
+
+def test_the_likelihood_is_the_bernoulli_cross_entropy_even_at_extreme_logits():
+    """softplus(ℓ) − xℓ, written for vmap, is −log Bernoulli(x; σ(ℓ)) wherever torch's fused
+    cross-entropy is, including logits far into saturation, and stays finite there."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 784, generator=generator, dtype=torch.float64) * 5
+    logits[0, :4] = torch.tensor([-200.0, -30.0, 30.0, 200.0], dtype=torch.float64)
+    x = (torch.rand(6, 784, generator=generator) < 0.4).double()
+    x[0, :4] = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    ours = bernoulli_nll(logits, x)
+    fused = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, fused, rtol=1e-12, atol=1e-9)
+    # A wrong sign on xℓ would be off by 2·Σ xℓ, far beyond the tolerance.
+    assert not torch.allclose((F.softplus(logits) + x * logits).sum(-1), fused)
