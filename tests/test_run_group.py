@@ -219,6 +219,53 @@ def test_a_pool_is_sized_to_the_step_s_need():
     assert run_group._grown(81_920, 81_921) == 86_016
 
 
+def test_a_step_is_torch_s_sgd_with_momentum_after_clipping_the_run_s_gradient_to_norm_5():
+    # Gradients as the stacked backward pass returns them: a weight's transposed within its
+    # run. Run 1's norm reads only its own slice (the same bits in a stack of 2 or 5), and
+    # its steps are torch.optim.SGD's after torch's clip_grad_norm_, clipped or not.
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"weight": (7, 5), "bias": (7,)}
+    stacks = [
+        {
+            "weight": torch.randn(5, 5, 7, generator=generator).mT,
+            "bias": torch.randn(5, 7, generator=generator),
+        }
+        for _ in range(4)
+    ]
+    for stack in stacks:
+        assert not stack["weight"].is_contiguous()
+        alone = run_group._norm(g[1] for g in stack.values())
+        small = {
+            "weight": stack["weight"][:2].mT.contiguous().mT,  # a copy, laid out alike
+            "bias": stack["bias"][:2].clone(),
+        }
+        assert run_group._norm(g[1] for g in small.values()).item() == alone.item()
+        flat = torch.cat([g[1].double().flatten() for g in stack.values()])
+        assert alone.item() == pytest.approx(flat.norm().item(), rel=1e-14)
+
+    start = {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
+    for scale in (0.1, 10.0):  # clipping off, then on
+        member = type("Member", (), {})()
+        member.run = type("Run", (), {"lr": 0.1, "momentum": 0.9})()
+        member.params = {n: p.clone() for n, p in start.items()}
+        member.momentum = {n: torch.zeros_like(p) for n, p in start.items()}
+        reference = {n: torch.nn.Parameter(p.clone()) for n, p in start.items()}
+        optimiser = torch.optim.SGD(reference.values(), lr=0.1, momentum=0.9)
+        clipped = []
+        for stack in stacks:
+            grads = {n: scale * g[1] for n, g in stack.items()}
+            norm = float(run_group._norm(grads.values()))
+            clipped.append(norm > run_group.MAX_GRADIENT_NORM)
+            run_group._sgd(member, grads, min(1.0, run_group.MAX_GRADIENT_NORM / (norm + 1e-6)))
+            for n, p in reference.items():
+                p.grad = grads[n].clone()
+            torch.nn.utils.clip_grad_norm_(reference.values(), run_group.MAX_GRADIENT_NORM)
+            optimiser.step()
+        assert all(clipped) if scale > 1 else not any(clipped)
+        for n, p in reference.items():
+            torch.testing.assert_close(member.params[n], p.detach(), rtol=1e-6, atol=1e-7)
+
+
 def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
     argv = ["train", "listops", "--max-length", "8", "--d-hidden", "8", "--steps", "10"]
     argv += ["--eval-every", "5", "--variance-every", "0", "--no-progress"]
