@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,32 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
+def training_configs(
+    preset: Preset, seeds: Sequence[int], device: str = "cpu"
+) -> dict[tuple[str, float, int, int], TrainConfig]:
+    """Every run the preset trains, keyed ``(label, τ, max_length, seed)``."""
+    return {
+        (label, tau, length, s): TrainConfig(
+            estimator=estimator,
+            tau=tau,
+            k=k,
+            max_length=length,
+            d_hidden=preset.d_hidden,
+            lr=preset.lr,
+            steps=preset.steps,
+            sizes=preset.sizes,
+            eval_every=preset.eval_every,
+            variance_every=preset.variance_every,
+            seed=s,
+            device=device,
+        )
+        for length in preset.max_lengths
+        for tau in preset.taus
+        for label, estimator, k in preset.runs
+        for s in seeds
+    }
+
+
 def run_preset(
     name: str,
     out_dir: str | Path = "results/listops",
@@ -164,29 +191,9 @@ def run_preset(
         reference_reps=preset.reference_reps,
         device=device,
     ).swap_dims(point="max_length")
-    configs = {
-        (label, tau, length, s): TrainConfig(
-            estimator=estimator,
-            tau=tau,
-            k=k,
-            max_length=length,
-            d_hidden=preset.d_hidden,
-            lr=preset.lr,
-            steps=preset.steps,
-            sizes=preset.sizes,
-            eval_every=preset.eval_every,
-            variance_every=preset.variance_every,
-            seed=s,
-            device=device,
-        )
-        for length in preset.max_lengths
-        for tau in preset.taus
-        for label, estimator, k in preset.runs
-        for s in seeds
-    }
     trained = train_grid(
         LISTOPS.train,
-        configs,
+        training_configs(preset, seeds, device),
         ("run", "tau", "max_length", "seed"),
         {
             "test_accuracy": ("test accuracy of the model selected on validation", "1"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,40 @@ def _config(preset: Preset, estimator: str, k: int, **fields: Any) -> TrainConfi
     return TrainConfig(estimator=estimator, k=k, **(shared | fields))
 
 
+def training_configs(
+    preset: Preset,
+    seeds: Sequence[int],
+    tuned: Callable[[str, int], tuple[float, float]],
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> dict[tuple[str, int, int, int], TrainConfig]:
+    """Every run the preset trains after its search, keyed ``(label, arity, batch_size,
+    seed)``; ``tuned(label, batch_size)`` gives the run's learning rate and τ."""
+    values = {
+        (label, b): tuned(label, b) for label, _, _ in preset.runs for b in preset.batch_sizes
+    }
+    return {
+        (label, a, b, s): _config(
+            preset,
+            estimator,
+            k,
+            lr=values[label, b][0],
+            tau=values[label, b][1],
+            arity=a,
+            batch_size=b,
+            steps=preset.steps,
+            variance_every=preset.variance_every,
+            seed=s,
+            data_dir=data_dir,
+            device=device,
+        )
+        for label, estimator, k in preset.runs
+        for a in preset.arities
+        for b in preset.batch_sizes
+        for s in seeds
+    }
+
+
 def tune(
     preset: Preset,
     out_dir: Path,
@@ -280,29 +315,14 @@ def run_preset(
         device=device,
     ).swap_dims(point="arity")
     tuned = tune(preset, out_dir, executor, seed, data_dir, progress, device)
-    configs = {
-        (label, a, b, s): _config(
-            preset,
-            estimator,
-            k,
-            tau=float(tuned["tuned_tau"].sel(run=label, batch_size=b)),
-            lr=float(tuned["tuned_lr"].sel(run=label, batch_size=b)),
-            arity=a,
-            batch_size=b,
-            steps=preset.steps,
-            variance_every=preset.variance_every,
-            seed=s,
-            data_dir=data_dir,
-            device=device,
-        )
-        for label, estimator, k in preset.runs
-        for a in preset.arities
-        for b in preset.batch_sizes
-        for s in range(seed, seed + preset.seeds)
-    }
+
+    def tuned_values(label: str, batch_size: int) -> tuple[float, float]:
+        where = {"run": label, "batch_size": batch_size}
+        return float(tuned["tuned_lr"].sel(where)), float(tuned["tuned_tau"].sel(where))
+
     trained = train_grid(
         VAE_EXPERIMENT.train,
-        configs,
+        training_configs(preset, range(seed, seed + preset.seeds), tuned_values, data_dir, device),
         ("run", "arity", "batch_size", "seed"),
         {
             "test_iw_nll": (
