@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import json
 import math
 import subprocess
 import sys
@@ -96,3 +97,49 @@ def test_every_benchmark_runs_once(cls):
         if hasattr(instance, "teardown"):
             instance.teardown(*combination)
     assert ran > 0 or (skipped > 0 and "Cuda" in cls.__name__)
+
+
+def test_a_counted_step_holds_each_row_s_matrix_products_and_reads_the_host_twice_a_run(tmp_path):
+    # One ST-GS step of a VAE stack: per row (each run, and the spare every stack carries),
+    # the forward pass's products 2B·Σ in·out, their weight gradients as many again, and the
+    # input gradients of every layer but the first (the images need none).
+    from benchmarks.step_cost import step_cost
+
+    from gvbench.vae.experiment import VAE_EXPERIMENT
+    from gvbench.vae.experiment import TrainConfig as VAEConfig
+
+    b, hidden, latent = 4, 16, 8
+    stack = [
+        VAEConfig(
+            estimator="st_gumbel_softmax", tau=0.5, arity=4, batch_size=b, hidden=hidden,
+            latent_dim=latent, seed=seed, eval_every=1, variance_every=0, iw_samples=2,
+        )
+        for seed in range(3)
+    ]  # fmt: skip
+    layers = [(784, hidden), (hidden, latent), (latent, hidden), (hidden, 784)]
+    forward = sum(2 * b * n_in * n_out for n_in, n_out in layers)
+    per_row = 3 * forward - 2 * b * 784 * hidden
+    cost = step_cost(VAE_EXPERIMENT.train, stack)
+    assert cost["flops"] == per_row * (len(stack) + 1)
+    assert cost["syncs"] == 2 * len(stack)  # its loss and its gradient norm
+    assert cost["kernels"] > 0 and cost["bytes"] > 0
+
+
+def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path):
+    from benchmarks.step_cost import main
+
+    out = tmp_path / "cost.json"
+    result = main(["listops", "--preset", "tiny", "--launch-us", "10", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    stacks = result["stacks"]
+    assert [s["runs"] for s in stacks] == [4, 4]  # two τ ≤ 1 × two seeds, per estimator
+    for stack in stacks:
+        assert stack["launch_s"] == pytest.approx(stack["kernels"] * 10e-6)
+        low, high = stack["hours"]
+        parts = stack["launch_s"], stack["flop_s"], stack["memory_s"]
+        assert low == pytest.approx(stack["steps"] * max(parts) / 3600)
+        assert high == pytest.approx(stack["steps"] * sum(parts) / 3600)
+    for i in range(2):
+        assert result["total"]["hours"][i] == pytest.approx(sum(s["hours"][i] for s in stacks))
+    with pytest.raises(SystemExit):
+        main(["vae", "--tflops", "0"])
