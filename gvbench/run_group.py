@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,19 +341,21 @@ def _fit_vectorised(members: list[_RunState], steps: Steps, bar: tqdm) -> None:
             for member in live:
                 _fit_alone(member, steps, bar)
             return
-        losses = surrogates.mean(1)
-        norms = torch.stack([_norm(g[r] for g in grads.values()) for r in range(len(live))])
-        survivors = []
+        # Read back once each (on an accelerator, every read waits for the step to finish).
+        losses = surrogates.mean(1).tolist()
+        norms = _norms([[g[r] for g in grads.values()] for r in range(len(live))]).tolist()
+        survivors, updates = [], []
         for index, member in enumerate(live):
-            loss, norm = float(losses[index]), float(norms[index])
+            loss, norm = losses[index], norms[index]
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 member.diverge(f"loss {loss:g}, gradient norm {norm:g}")
                 continue
             clip = min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6))
-            _sgd(member, {n: g[index] for n, g in grads.items()}, clip)
+            updates.append((member, {n: g[index] for n, g in grads.items()}, clip))
             member.losses.append(loss)
             member.fit["step"] += 1
             survivors.append(member)
+        _sgd(updates)
         bar.update(len(live))
         live = survivors
         _evaluate_due(live, steps, template, bar)
@@ -482,8 +484,8 @@ def _evaluate_due(live: list[_RunState], steps: Steps, template: nn.Module, bar:
     bar.set_postfix({steps.selection: f"{best:.4g}"})
 
 
-def _norm(grads: Iterable[Tensor]) -> Tensor:
-    """The Euclidean norm of one run's gradient, in float64, read where it lies.
+def _norms(runs: Sequence[Sequence[Tensor]]) -> Tensor:
+    """The Euclidean norm of each run's gradient (its tensors), in float64, read where they lie.
 
     Each tensor is reduced on its own, whatever its strides (a weight's gradient comes back
     from the stacked backward pass transposed within its run): flattening the stack first
@@ -491,19 +493,66 @@ def _norm(grads: Iterable[Tensor]) -> Tensor:
     than the SGD update (8 VAE runs of hidden 256: 33 ms a step against 1.8 ms). A run's
     slice has the same strides at any stack size, so its norm has the same bits.
     """
-    return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])
-    )
+    sizes = [len(tensors) for tensors in runs]
+    flat = torch._foreach_norm([g for tensors in runs for g in tensors], 2, dtype=torch.float64)
+    norms, start = [], 0
+    for size in sizes:
+        norms.append(torch.linalg.vector_norm(torch.stack(flat[start : start + size])))
+        start += size
+    return torch.stack(norms)
 
 
-def _sgd(member: _RunState, grads: Mapping[str, Tensor], clip: float) -> None:
-    """One SGD-with-momentum step of one run, its gradient scaled by ``clip`` (≤ 1)."""
-    momentum, lr = member.run.momentum, member.run.lr
+def _sgd(
+    updates: Sequence[tuple[_RunState, Mapping[str, Tensor], float]], foreach: bool | None = None
+) -> None:
+    """One SGD-with-momentum step of each run, its gradient scaled by its ``clip`` (≤ 1).
+
+    ``foreach`` (by default: off the CPU, as ``torch.optim`` chooses) does each operation for
+    every run's tensors in one ``torch._foreach_*`` call: on an accelerator one launch for all
+    of them, where a run's update alone is some thirty. On the CPU the plain loop is faster
+    (10-20 % for eight VAE runs): it finishes one tensor while it is in cache. Per tensor the
+    two do the same arithmetic, so the bits are those of a run updated alone either way.
+    """
+    if not updates:
+        return
+    if foreach is None:
+        foreach = next(iter(updates[0][1].values())).device.type != "cpu"
     with torch.no_grad():
-        for name, g in grads.items():
-            g = g * clip if clip < 1.0 else g
-            buffer = member.momentum[name].mul_(momentum).add_(g)
-            member.params[name] = member.params[name].add(buffer, alpha=-lr)
+        if not foreach:
+            for member, grads, clip in updates:
+                momentum, lr = member.run.momentum, member.run.lr
+                for name, g in grads.items():
+                    g = g * clip if clip < 1.0 else g
+                    buffer = member.momentum[name].mul_(momentum).add_(g)
+                    member.params[name] = member.params[name].add(buffer, alpha=-lr)
+            return
+        names = list(updates[0][1])
+        clipped = [(g, clip) for _, grads, clip in updates if clip < 1.0 for g in grads.values()]
+        scaled = iter(
+            torch._foreach_mul([g for g, _ in clipped], [c for _, c in clipped]) if clipped else []
+        )
+        grads = [
+            next(scaled) if clip < 1.0 else g
+            for _, run_grads, clip in updates
+            for g in run_grads.values()
+        ]
+        buffers = [member.momentum[n] for member, _, _ in updates for n in names]
+        momenta = [member.run.momentum for member, _, _ in updates for _ in names]
+        torch._foreach_mul_(buffers, momenta)
+        torch._foreach_add_(buffers, grads)
+        # add(θ, b, alpha=−η) rounds as one operation (a fused multiply-add where the
+        # hardware has one), as the loop's does: runs are grouped by learning rate to keep it.
+        by_lr: dict[float, list[_RunState]] = {}
+        for member, _, _ in updates:
+            by_lr.setdefault(member.run.lr, []).append(member)
+        for lr, members in by_lr.items():
+            params = [m.params[n] for m in members for n in names]
+            moved = torch._foreach_add(
+                params, [m.momentum[n] for m in members for n in names], alpha=-lr
+            )
+            for index, member in enumerate(members):
+                for offset, name in enumerate(names):
+                    member.params[name] = moved[index * len(names) + offset]
 
 
 def _scores(members: list[_RunState], steps: Steps, template: nn.Module) -> list[float]:
@@ -575,11 +624,11 @@ def _fit_alone(member: _RunState, steps: Steps, bar: tqdm) -> None:
         except NonFiniteLogits as error:
             member.diverge(f"the model's logits stopped being finite ({error})")
             return
-        norm = float(_norm(grads.values()))
+        norm = _norms([list(grads.values())]).item()
         if not (math.isfinite(loss) and math.isfinite(norm)):
             member.diverge(f"loss {loss:g}, gradient norm {norm:g}")
             return
-        _sgd(member, grads, min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6)))
+        _sgd([(member, grads, min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6)))])
         member.losses.append(loss)
         member.fit["step"] += 1
         bar.update()

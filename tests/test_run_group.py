@@ -219,7 +219,8 @@ def test_a_pool_is_sized_to_the_step_s_need():
     assert run_group._grown(81_920, 81_921) == 86_016
 
 
-def test_a_step_is_torch_s_sgd_with_momentum_after_clipping_the_run_s_gradient_to_norm_5():
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_a_step_is_torch_s_sgd_with_momentum_after_clipping_the_run_s_gradient_to_norm_5(foreach):
     # Gradients as the stacked backward pass returns them: a weight's transposed within its
     # run. Run 1's norm reads only its own slice (the same bits in a stack of 2 or 5), and
     # its steps are torch.optim.SGD's after torch's clip_grad_norm_, clipped or not.
@@ -234,36 +235,60 @@ def test_a_step_is_torch_s_sgd_with_momentum_after_clipping_the_run_s_gradient_t
     ]
     for stack in stacks:
         assert not stack["weight"].is_contiguous()
-        alone = run_group._norm(g[1] for g in stack.values())
+        alone = run_group._norms([[g[1] for g in stack.values()]])[0]
         small = {
             "weight": stack["weight"][:2].mT.contiguous().mT,  # a copy, laid out alike
             "bias": stack["bias"][:2].clone(),
         }
-        assert run_group._norm(g[1] for g in small.values()).item() == alone.item()
+        assert run_group._norms([[g[r] for g in small.values()] for r in range(2)])[1] == alone
         flat = torch.cat([g[1].double().flatten() for g in stack.values()])
         assert alone.item() == pytest.approx(flat.norm().item(), rel=1e-14)
 
     start = {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
+
+    def member(lr, momentum):
+        state = type("Member", (), {})()
+        state.run = type("Run", (), {"lr": lr, "momentum": momentum})()
+        state.params = {n: p.clone() for n, p in start.items()}
+        state.momentum = {n: torch.zeros_like(p) for n, p in start.items()}
+        return state
+
     for scale in (0.1, 10.0):  # clipping off, then on
-        member = type("Member", (), {})()
-        member.run = type("Run", (), {"lr": 0.1, "momentum": 0.9})()
-        member.params = {n: p.clone() for n, p in start.items()}
-        member.momentum = {n: torch.zeros_like(p) for n, p in start.items()}
+        run = member(0.1, 0.9)
         reference = {n: torch.nn.Parameter(p.clone()) for n, p in start.items()}
         optimiser = torch.optim.SGD(reference.values(), lr=0.1, momentum=0.9)
         clipped = []
         for stack in stacks:
             grads = {n: scale * g[1] for n, g in stack.items()}
-            norm = float(run_group._norm(grads.values()))
+            norm = run_group._norms([list(grads.values())]).item()
             clipped.append(norm > run_group.MAX_GRADIENT_NORM)
-            run_group._sgd(member, grads, min(1.0, run_group.MAX_GRADIENT_NORM / (norm + 1e-6)))
+            clip = min(1.0, run_group.MAX_GRADIENT_NORM / (norm + 1e-6))
+            run_group._sgd([(run, grads, clip)], foreach)
             for n, p in reference.items():
                 p.grad = grads[n].clone()
             torch.nn.utils.clip_grad_norm_(reference.values(), run_group.MAX_GRADIENT_NORM)
             optimiser.step()
         assert all(clipped) if scale > 1 else not any(clipped)
         for n, p in reference.items():
-            torch.testing.assert_close(member.params[n], p.detach(), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(run.params[n], p.detach(), rtol=1e-6, atol=1e-7)
+
+    # Runs updated together (other learning rates and momenta, one clipped, one not) take
+    # the bits each takes alone.
+    settings = [(0.1, 0.9, 0.5), (0.03, 0.0, 1.0), (0.1, 0.5, 1.0), (0.2, 0.9, 0.25)]
+    together, alone = [member(lr, mu) for lr, mu, _ in settings], []
+    for stack in stacks:
+        run_group._sgd(
+            [(run, {n: g[i] for n, g in stack.items()}, c) for i, (run, (_, _, c)) in
+             enumerate(zip(together, settings, strict=True))],
+            foreach,
+        )  # fmt: skip
+    for i, (lr, mu, c) in enumerate(settings):
+        alone.append(member(lr, mu))
+        for stack in stacks:
+            run_group._sgd([(alone[-1], {n: g[i].clone() for n, g in stack.items()}, c)], False)
+        for n in shapes:
+            assert torch.equal(together[i].params[n], alone[-1].params[n])
+            assert torch.equal(together[i].momentum[n], alone[-1].momentum[n])
 
 
 def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
