@@ -99,7 +99,7 @@ def test_every_benchmark_runs_once(cls):
     assert ran > 0 or (skipped > 0 and "Cuda" in cls.__name__)
 
 
-def test_a_counted_step_holds_each_row_s_matrix_products_and_reads_the_host_twice_a_run(tmp_path):
+def test_a_counted_step_holds_each_row_s_matrix_products(tmp_path):
     # One ST-GS step of a VAE stack: per row (each run, and the spare every stack carries),
     # the forward pass's products 2B·Σ in·out, their weight gradients as many again, and the
     # input gradients of every layer but the first (the images need none).
@@ -121,8 +121,11 @@ def test_a_counted_step_holds_each_row_s_matrix_products_and_reads_the_host_twic
     per_row = 3 * forward - 2 * b * 784 * hidden
     cost = step_cost(VAE_EXPERIMENT.train, stack)
     assert cost["flops"] == per_row * (len(stack) + 1)
-    assert cost["syncs"] == 2 * len(stack)  # its loss and its gradient norm
     assert cost["kernels"] > 0 and cost["bytes"] > 0
+    # Counted as on an accelerator, where the update is one launch per op for all runs: a run
+    # adds fewer launches than it has parameter tensors (its own update loop would add ~6×).
+    alone = step_cost(VAE_EXPERIMENT.train, stack[:1])
+    assert (cost["kernels"] - alone["kernels"]) / (len(stack) - 1) < len(layers) * 2
 
 
 def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path):

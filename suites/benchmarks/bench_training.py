@@ -6,6 +6,7 @@ import tempfile
 
 import torch
 
+from benchmarks.step_cost import step_cost
 from benchmarks.workloads import interleaved_ratio
 from gvbench.listops.experiment import LISTOPS
 from gvbench.listops.experiment import TrainConfig as ListOpsConfig
@@ -57,3 +58,33 @@ class RunsAsOne:
         )
 
     track_eight_over_one.unit = "× one run"
+
+
+class StepLaunches:
+    """Kernels one training step launches for a stack of the ``small`` presets' shapes (four
+    runs, GR-MC10): on a GPU each launch costs microseconds whatever its size, so this is
+    what a step costs there at least; counted on the CPU (see benchmarks.step_cost)."""
+
+    params = (["listops", "vae"],)
+    param_names = ("experiment",)
+    number = 1
+    repeat = 1
+    timeout = 600
+
+    def setup(self, experiment):
+        torch.set_num_threads(1)
+        if experiment == "listops":
+            self.experiment = LISTOPS
+            shared = dict(estimator="gumbel_rao", k=10, tau=0.5, d_hidden=32, sizes=(300, 50, 50))
+            self.stack = [ListOpsConfig(seed=seed, **shared) for seed in range(4)]
+        else:
+            self.experiment = VAE_EXPERIMENT
+            shared = dict(estimator="gumbel_rao", k=10, tau=0.5, arity=8, batch_size=200)
+            shared |= dict(hidden=128, latent_dim=64, iw_samples=2)
+            self.stack = [VAEConfig(seed=seed, **shared) for seed in range(4)]
+        self.cost = step_cost(self.experiment.train, self.stack, variance_every=0)
+
+    def track_kernels(self, experiment):
+        return self.cost["kernels"]
+
+    track_kernels.unit = "kernels a step"
