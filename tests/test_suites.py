@@ -128,7 +128,7 @@ def test_a_counted_step_holds_each_row_s_matrix_products(tmp_path):
     assert (cost["kernels"] - alone["kernels"]) / (len(stack) - 1) < len(layers) * 2
 
 
-def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path):
+def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path, capsys):
     from benchmarks.step_cost import main
 
     out = tmp_path / "cost.json"
@@ -144,5 +144,10 @@ def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path
         assert high == pytest.approx(stack["steps"] * sum(parts) / 3600)
     for i in range(2):
         assert result["total"]["hours"][i] == pytest.approx(sum(s["hours"][i] for s in stacks))
-    with pytest.raises(SystemExit):
-        main(["vae", "--tflops", "0"])
+    for argv, message in [
+        (["vae", "--tflops", "0"], "--tflops must be > 0"),
+        (["vae", "--preset", "huge"], "--preset: unknown VAE preset 'huge'"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err

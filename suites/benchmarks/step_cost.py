@@ -39,12 +39,13 @@ from unittest import mock
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
+from gvbench import run_group
 from gvbench.training import group_key
 
-# The modules, not the functions the packages export under the same names.
+# The module, not the estimator gvbench.estimators exports under the same name.
 gumbel_rao = importlib.import_module("gvbench.estimators.gumbel_rao")
-run_group = importlib.import_module("gvbench.run_group")
 
 FIGURES = ("kernels", "flops", "bytes")
 
@@ -90,8 +91,8 @@ def count_training(train: Callable[..., Any], configs: Sequence[Any]) -> dict[st
 def step_cost(train: Callable[..., Any], stack: Sequence[Any], **overrides: Any) -> dict[str, int]:
     """One steady-state step of ``stack`` (configurations trained as one), counted.
 
-    ``overrides`` replace fields of every configuration that change what a step does not
-    depend on (the size of the data, the test bound's samples), to keep the count short.
+    ``overrides`` set fields that a step's cost does not depend on (the data's size, the test
+    bound's samples, the variance measured at the last step), to keep the count short.
     """
     if len({group_key(c) for c in stack}) != 1:
         raise ValueError("stack: its configurations must train as one")
@@ -181,9 +182,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     device = Device(args.launch_us * 1e-6, args.tflops * 1e12, args.bandwidth_tbs * 1e12)
-    train, stacks = preset_stacks(args.experiment, args.preset)
+    try:
+        train, stacks = preset_stacks(args.experiment, args.preset)
+    except KeyError as error:
+        parser.error(f"--preset: {error.args[0]}")
     rows, low, high = [], 0.0, 0.0
-    for stack in stacks:
+    # Minutes a stack at the paper's sizes on a CPU (L = 50: tens of minutes).
+    for stack in tqdm(stacks, unit="stack", desc=f"{args.experiment} {args.preset}"):
         first = stack[0]
         cost = step_cost(train, stack, **SHORT[args.experiment](first))
         parts = device.bounds(cost)
@@ -193,11 +198,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         row |= {"launch_s": parts[0], "flop_s": parts[1], "memory_s": parts[2]}
         row |= {"hours": [s / 3600 for s in seconds]}
         rows.append(row)
-        print(
+        tqdm.write(
             f"{stack_label(first)[:40]:40s} runs {len(stack):3d}  kernels {cost['kernels']:6d}"
             f"  {cost['flops'] / 1e9:9.2f} GFLOP"
-            f"  {cost['bytes'] / 1e9:8.3f} GB  -> {seconds[0] / 3600:6.2f}-{seconds[1] / 3600:6.2f} h",
-            flush=True,
+            f"  {cost['bytes'] / 1e9:8.3f} GB  -> {seconds[0] / 3600:6.2f}-{seconds[1] / 3600:6.2f} h"
         )
     total = {"hours": [low / 3600, high / 3600]}
     print(
