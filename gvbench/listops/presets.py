@@ -82,7 +82,8 @@ PRESETS = {
         variance_reps=200,
         reference_reps=1000,
     ),
-    # The paper's grid (Paulus et al. 2021, §5.2): hours on a GPU.
+    # The paper's grid (Paulus et al. 2021, §5.2): its training at least 3.5 hours on one
+    # H200 (counted by suites/benchmarks/step_cost.py, launch-bound; 6.4 if nothing overlaps).
     "paper": Preset(
         max_lengths=(10, 25, 50),
         taus=(0.01, 0.1, 1.0),

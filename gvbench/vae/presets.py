@@ -107,7 +107,8 @@ PRESETS = {
         variance_reps=200,
         reference_reps=1000,
     ),
-    # The paper's grid (Paulus et al. 2021, §5.3): 50,000 iterations, batch sizes 20 and 200.
+    # The paper's grid (Paulus et al. 2021, §5.3): 50,000 iterations, batch sizes 20 and 200;
+    # its training at least 1.0 hour on one H200 (counted by suites/benchmarks/step_cost.py).
     "paper": Preset(
         arities=(2, 4, 8, 16),
         batch_sizes=(20, 200),
