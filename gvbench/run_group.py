@@ -23,8 +23,9 @@ stack, and the others go on.
 
 Estimators whose state trains inside a call (REBAR's and RELAX's control variates, Double
 CV's weight, RODEO's Stein network) or that cannot run under vmap train one run per pass,
-each run with its own estimator; an estimator with a running state read as a constant
-(REINFORCE's baseline) is vectorised in groups of one, so its state is the run's own.
+each run with its own estimator. State read as a constant number within a step (REINFORCE's
+running-mean baseline) keeps one estimator per run too, and enters the stack as a tensor
+with a row per run, like τ; each run's state moves after the step by its own losses alone.
 
 SGD with momentum, per run: :math:`b \leftarrow \mu b + g,\ \theta \leftarrow \theta - \eta b`
 (``torch.optim.SGD``'s rule, :math:`b_0 = g_0`), after clipping the run's gradient to norm 5.
@@ -129,9 +130,17 @@ def vectorised(estimator: Estimator) -> bool:
     return True
 
 
-def has_state(estimator: Estimator) -> bool:
-    """Whether ``estimator`` adapts (a baseline, a control variate): each run needs its own."""
-    return bool(estimator.state_dict())
+def per_run_state(estimator: Estimator) -> tuple[str, ...] | None:
+    """The options of a :func:`vectorised` estimator that hold state read as one number
+    within a step (REINFORCE's baseline): a stack takes them as a tensor with a row per run.
+    ``None`` where some state is not a number; then each run trains in a stack of its own."""
+    frozen, _ = estimator.frozen()
+    keys = tuple(key for key, value in estimator.options.items() if hasattr(value, "frozen"))
+    numbers = all(
+        isinstance(frozen.options[key], int | float) and not isinstance(frozen.options[key], bool)
+        for key in keys
+    )
+    return keys if numbers else None
 
 
 def fit_runs(
@@ -146,7 +155,7 @@ def fit_runs(
     states = [_RunState.start(run, steps) for run in runs]
     results: list[dict[str, Any] | TrainingDiverged | None] = [None] * len(runs)
     probe = steps.estimator()
-    if not vectorised(probe) or has_state(probe):  # each run with its own estimator
+    if not vectorised(probe) or per_run_state(probe) is None:
         groups = [[i] for i in range(len(runs))]
     else:
         # Runs resumed at different steps train apart (a stack moves in lockstep).
@@ -350,6 +359,8 @@ def _fit_vectorised(members: list[_RunState], steps: Steps, bar: tqdm) -> None:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 member.diverge(f"loss {loss:g}, gradient norm {norm:g}")
                 continue
+            # The state a run carries (a running baseline) moves by its own losses alone.
+            member.estimator.frozen()[1](surrogates[index])
             clip = min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6))
             updates.append((member, {n: g[index] for n, g in grads.items()}, clip))
             member.losses.append(loss)
@@ -409,23 +420,26 @@ def _vectorised_step(
     streams = RunStreams([*(m.generator for m in live), spare.generator])
     pools = streams.pools(max(m.fit["data"].get("pool", INITIAL_POOL) for m in live))
     taus = _temperatures(live, params)
-    # Read afresh each step: a running baseline is a constant within the step, the run's own
-    # (a stateful estimator trains in a group of one), and moves after it.
-    estimator, update = live[0].estimator.frozen()
+    states = _states(live)
+    estimator, _ = live[0].estimator.frozen()
 
     def mean_loss(
-        p: dict[str, Tensor], b: dict[str, Tensor], pool: Tensor, tau: Tensor, *batch: Tensor
+        p: dict[str, Tensor],
+        b: dict[str, Tensor],
+        pool: Tensor,
+        tau: Tensor,
+        state: dict[str, Tensor],
+        *batch: Tensor,
     ) -> tuple[Tensor, Tensor]:
         def objective(sample: Any) -> Tensor:
             return steps.loss(
                 functional_call(template, {**p, **b}, batch, {"sample": sample}), *batch
             )
 
-        run_estimator = estimator
+        options = {**estimator.options, **state}
         if live[0].run.tau is not None:
-            run_estimator = dataclasses.replace(
-                estimator, options={**estimator.options, "tau": tau}
-            )
+            options["tau"] = tau
+        run_estimator = dataclasses.replace(estimator, options=options)
         surrogate = run_estimator(objective, generator=RunStream(pool))
         return surrogate.mean(), surrogate.detach()
 
@@ -439,7 +453,7 @@ def _vectorised_step(
     try:
         with torch.enable_grad():
             means, surrogates = vmap(mean_loss, randomness="error")(
-                leaves, buffers, pools, taus, *inputs
+                leaves, buffers, pools, taus, states, *inputs
             )
             found = torch.autograd.grad(means.sum(), list(leaves.values()), allow_unused=True)
         grads = {
@@ -454,9 +468,24 @@ def _vectorised_step(
         raise
     finally:
         set_validate_args(checking)
-    if len(live) == 1:
-        update(surrogates[0])
     return {n: g[: len(live)] for n, g in grads.items()}, surrogates[: len(live)]
+
+
+def _states(live: list[_RunState]) -> dict[str, Tensor]:
+    """Each run's state read as a number for this step (see :func:`per_run_state`), the
+    spare's (the first run's) last, in float64: the estimator rounds it to its loss's dtype
+    once, as it rounds a number."""
+    keys = per_run_state(live[0].estimator) or ()
+    frozen = [m.estimator.frozen()[0].options for m in live]
+    device = live[0].generator.device
+    return {
+        key: torch.tensor(
+            [*(options[key] for options in frozen), frozen[0][key]],
+            dtype=torch.float64,
+            device=device,
+        )
+        for key in keys
+    }
 
 
 def _temperatures(live: list[_RunState], params: Mapping[str, Tensor]) -> Tensor:

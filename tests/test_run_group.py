@@ -70,8 +70,9 @@ def test_trials_of_a_random_search_train_as_one_and_as_alone(tmp_path):
         assert_same_run(group[index], alone)
 
 
-# One of each way an estimator trains: vectorised without state, vectorised in groups of one
-# (a running baseline), one run per pass (state that trains inside a call; values branched on).
+# One of each way an estimator trains: vectorised without state, vectorised with a state
+# read as a number per run (a running baseline), one run per pass (state that trains inside a
+# call; values branched on).
 @pytest.mark.parametrize(
     ("estimator", "arity", "k"),
     [
@@ -105,6 +106,34 @@ def test_a_diverging_run_is_recorded_and_the_others_go_on(tmp_path):
     assert_same_run(group[2], alone)
     with pytest.raises(TrainingDiverged, match="training diverged"):
         LISTOPS.train(configs[1], out_dir=tmp_path / "alone", progress=False)
+
+
+def test_runs_with_a_running_baseline_train_as_one_each_with_its_own(tmp_path, monkeypatch):
+    """REINFORCE's seeds share one stack, each run's baseline its own: a run that diverges is
+    recorded (its baseline refuses the non-finite loss) and the others are as alone."""
+    assert run_group.per_run_state(E.get("reinforce")) == ("baseline",)
+    assert run_group.per_run_state(E.get("gumbel_rao", k=2)) == ()
+    stacks = []
+    real = run_group._vectorised_step
+
+    def counted(live, *args, **kwargs):
+        stacks.append(len(live))
+        return real(live, *args, **kwargs)
+
+    monkeypatch.setattr(run_group, "_vectorised_step", counted)
+    run = {**VAE_RUN, "estimator": "reinforce", "steps": 12, "eval_every": 6}
+    configs = [VAEConfig(seed=s, **run) for s in range(3)]
+    configs[1] = VAEConfig(seed=1, **{**run, "lr": 1e38})
+    group = VAE_EXPERIMENT.train(configs, out_dir=tmp_path / "group", progress=False)
+    assert stacks[0] == 3 and set(stacks[2:]) == {2}, stacks
+    assert isinstance(group[1], TrainingDiverged)
+    for index in (0, 2):
+        alone = VAE_EXPERIMENT.train(configs[index], out_dir=tmp_path / "alone", progress=False)
+        assert_same_run(group[index], alone)
+        together = checkpoint(tmp_path / "group", configs[index])["estimator"]
+        assert together == checkpoint(tmp_path / "alone", configs[index])["estimator"]
+    baselines = [checkpoint(tmp_path / "group", configs[i])["estimator"] for i in (0, 2)]
+    assert baselines[0] != baselines[1]  # each run's own losses
 
 
 def test_a_killed_group_resumes_every_run_bit_for_bit(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from gvbench.estimators.validation import (
     check_losses,
     check_objective,
     check_real,
+    per_run,
 )
 
 
@@ -134,13 +135,17 @@ def reinforce(
     :math:`\nabla_\theta \log q(D) = e_D - p`.
     ``baseline`` is a constant, ``None`` (0), or a :class:`RunningMean` (the registry's
     default), read before and updated after this call, so it never depends on this sample.
-    Returns per-example surrogate losses (value :math:`f`).
+    Under ``vmap`` over runs it may be a 0-d tensor, each run's running mean read as a
+    constant (:meth:`Estimator.frozen`). Returns per-example surrogate losses (value :math:`f`).
     """
     check_objective(objective)
+    b: Tensor | float
     if isinstance(baseline, RunningMean):
         b = baseline()
     elif baseline is None:
         b = 0.0
+    elif per_run(baseline):
+        b = baseline  # type: ignore[assignment]
     else:
         b = check_real(baseline, "baseline")
         if not math.isfinite(b):
@@ -148,6 +153,10 @@ def reinforce(
     recorder = ScoreRecorder(generator)
     loss = check_losses(objective(recorder))
     log_q = recorder.total(loss.shape)
+    if isinstance(b, Tensor):
+        # Rounded to the loss's dtype once, as a Python number is: a run in a stack
+        # subtracts the bits it would subtract alone.
+        b = b.to(loss.dtype)
     surrogate = score_surrogate(loss, log_q, b)
     if isinstance(baseline, RunningMean):
         baseline.update(loss)

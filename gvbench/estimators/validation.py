@@ -87,6 +87,18 @@ def check_real(value: object, name: str) -> float:
     return float(value)
 
 
+def per_run(value: object) -> bool:
+    """Whether ``value`` is one number per run of a stack: a 0-d floating tensor under a
+    function transform (``vmap`` over runs, :mod:`gvbench.run_group`). Its values cannot be
+    read there; they were checked where the runs were configured or the state was kept."""
+    return (
+        isinstance(value, Tensor)
+        and value.dim() == 0
+        and value.is_floating_point()
+        and torch._C._functorch.is_functorch_wrapped_tensor(value)
+    )
+
+
 def check_tau(tau: float | Tensor, dtype: torch.dtype | None = None) -> float | Tensor:
     """Temperature τ: a finite number > 0 and, given the logits' dtype, between its smallest
     normal number (below it ``x/τ`` overflows for every logit of order one) and its largest.
@@ -96,13 +108,8 @@ def check_tau(tau: float | Tensor, dtype: torch.dtype | None = None) -> float | 
     precision it asks for (GR-MCK's): its values cannot be read there, and were checked when
     the runs were configured. Elsewhere a 0-d tensor is read as a number.
     """
-    if (
-        isinstance(tau, Tensor)
-        and tau.dim() == 0
-        and tau.is_floating_point()
-        and torch._C._functorch.is_functorch_wrapped_tensor(tau)
-    ):
-        return tau
+    if per_run(tau):
+        return tau  # type: ignore[return-value]
     value = check_real(tau, "tau")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
