@@ -222,9 +222,13 @@ def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _load(path: str | os.PathLike[str], fix: str) -> Any:
-    """``torch.load`` of a file gvbench wrote, any failure a one-line :class:`CheckpointError`."""
+    """``torch.load`` of a file gvbench wrote, any failure a one-line :class:`CheckpointError`.
+
+    Tensors, numbers, strings and containers only (``weights_only``): a checkpoint is data,
+    and one passed to ``--checkpoint`` may come from anywhere.
+    """
     try:
-        saved = torch.load(path, weights_only=False, map_location="cpu")
+        saved = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # whatever a truncated or foreign file makes the unpickler raise
         cause = str(error).splitlines()[0] if str(error) else "unreadable"
         raise CheckpointError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,11 +63,28 @@ DAMAGE = {
         "does not match its digest",
     ),
     "NaN parameters": (lambda data: _saved(data, _nan_and_resealed), "non-finite parameters"),
+    # A checkpoint is data: code planted in it is refused, never run.
+    "code planted in it": (lambda data: _planted(data), "is damaged (UnpicklingError"),
     "another run's": (
         lambda data: _saved(data, lambda s: s["config"].update(lr=0.5)),
         "belongs to another run (its configuration differs in lr)",
     ),
 }
+
+
+class _Planted:
+    """Unpickled by a full unpickler, it would create the file it names."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _planted(data: bytes) -> bytes:
+    marker = Path(tempfile.gettempdir()) / f"gvbench-planted-{os.getpid()}"
+    return _saved(data, lambda s: s["state"].update(planted=_Planted(marker)))
 
 
 def _saved(data: bytes, edit) -> bytes:
@@ -90,6 +109,10 @@ def test_a_bad_checkpoint_is_refused_in_one_line_naming_it(trained, case):
         checkpoint.write_bytes(data)
     text = one_line(error)
     assert text.startswith(str(checkpoint)) and says in text and "remove it" in text, text
+    planted = Path(tempfile.gettempdir()) / f"gvbench-planted-{os.getpid()}"
+    ran = planted.exists()
+    planted.unlink(missing_ok=True)
+    assert not ran, "reading a checkpoint ran code planted in it"
 
 
 def test_a_bad_best_parameters_checkpoint_is_one_line(tmp_path):
