@@ -7,11 +7,13 @@ The CLI parses, validates and delegates; it computes no statistics of its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -828,6 +830,25 @@ def _warning_line(
     return f"warning: {' '.join(str(message).split())}\n"
 
 
+@contextlib.contextmanager
+def _bars(on: bool) -> Iterator[None]:
+    """``--no-progress`` for every bar of the command, also those no flag reaches (a harness
+    task's brief training, on a worker too): tqdm's own switch, ``TQDM_DISABLE``, set for the
+    command and the processes it starts, then put back as it was."""
+    if on:
+        yield
+        return
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gvbench import plugins
 
@@ -840,7 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise SystemExit(f"gvbench: {error}") from None
     try:
-        return args.run(args)
+        with _bars(not getattr(args, "no_progress", False)):
+            return args.run(args)
     except KeyboardInterrupt:
         # Finished cells and runs were saved as they landed; the queue was cancelled.
         print(

@@ -130,8 +130,11 @@ def cached_checkpoint(train: Any, run: RunConfig, folder: str | os.PathLike[str]
     """The best-parameters checkpoint of ``run`` in ``folder``, training it first if missing."""
     path = Path(folder) / f"{run.name()}.pt"
     if not path.exists():
-        # Minutes on a CPU the first time: its own progress bar names what it trains.
-        train(run, out_dir=Path(folder) / "runs", progress=True, final_checkpoints=[path])
+        # Minutes on a CPU the first time: its own progress bar names what it trains. A task
+        # is built where no caller's progress flag reaches (on a worker too), so the bar
+        # follows tqdm's own switch, which `--no-progress` sets for a command's processes.
+        bars = os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
+        train(run, out_dir=Path(folder) / "runs", progress=bars, final_checkpoints=[path])
     return str(path)
 
 

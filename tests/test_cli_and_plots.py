@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,25 @@ def test_simplex_points_keep_one_description_per_estimator():
     )
     assert ds.label.dims == ("estimator",) and ds.unbiased.dims == ("estimator",)
     assert ds.variance.dims[0] == "point" and "created" in ds.attrs
+
+
+def test_no_progress_also_silences_a_task_s_brief_training(tmp_path, capsys):
+    """The ListOps task trains its checkpoint where no flag reaches; `--no-progress` still
+    silences that bar, and leaves the environment as it found it."""
+
+    def sweep(folder, *extra):
+        main(
+            [
+                "sweep", "listops", "--estimators", "st_gumbel_softmax", "--tau", "1",
+                "--k", "1", "--batch-size", "2", "--reps", "8",
+                "--task-option", "max_length=6", "d_hidden=4", "train_steps=3", "batch_pool=4",
+                f'checkpoint_dir="{tmp_path / folder}"',
+                "--out", str(tmp_path / f"{folder}.nc"), *extra,
+            ]
+        )  # fmt: skip
+        return capsys.readouterr().err
+
+    assert "run-step" in sweep("shown")  # the brief training's bar (the test can fail)
+    assert "run-step" not in sweep("silent", "--no-progress")
+    assert "TQDM_DISABLE" not in os.environ
+    assert (tmp_path / "silent.nc").exists()
