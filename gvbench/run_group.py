@@ -19,7 +19,10 @@ stack, and the others go on.
   tensor's last few elements outside their vector loop. So every group carries one *spare*
   run at the end — the first run's initial parameters on the first run's batch, never
   updated, its numbers thrown away: a run alone is a batch of two, and no real run is ever
-  last. The vectorised path is taken for one run too.
+  last. The vectorised path is taken for one run too. The spare covers a tail only as long
+  as its own tensor: a per-run tensor shorter than the vector loop (16 float32 elements with
+  AVX2) through an op that rounds differently there (sigmoid, softplus, pow) can still take
+  other bits in a stack of another size.
 
 Estimators whose state trains inside a call (REBAR's and RELAX's control variates, Double
 CV's weight, RODEO's Stein network) or that cannot run under vmap train one run per pass,
