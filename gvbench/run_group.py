@@ -332,11 +332,12 @@ def _fit_vectorised(members: list[_RunState], steps: Steps, bar: tqdm) -> None:
     template = live[0].run.model
     first = live[0]
     spare = _Spare(first)
+    keys = per_run_state(first.estimator) or ()
     while live:
         before = _Snapshot(live, spare)
         try:
             batches = [m.batch(steps.batch_size) for m in live]
-            grads, surrogates = _vectorised_step(live, batches, spare, steps, template)
+            grads, surrogates, moves = _vectorised_step(live, batches, spare, steps, template, keys)
         except PoolExhausted as short:
             # A pool size follows from the step's needs alone (the same for every run of
             # the group, alone or not), so growing it keeps every run's numbers its own.
@@ -362,8 +363,7 @@ def _fit_vectorised(members: list[_RunState], steps: Steps, bar: tqdm) -> None:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 member.diverge(f"loss {loss:g}, gradient norm {norm:g}")
                 continue
-            # The state a run carries (a running baseline) moves by its own losses alone.
-            member.estimator.frozen()[1](surrogates[index])
+            moves[index](surrogates[index])  # its state (a baseline), by its own losses
             clip = min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6))
             updates.append((member, {n: g[index] for n, g in grads.items()}, clip))
             member.losses.append(loss)
@@ -415,16 +415,20 @@ def _vectorised_step(
     spare: _Spare,
     steps: Steps,
     template: nn.Module,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """Every live run's gradient and per-example surrogate losses, the spare's dropped."""
+    keys: Sequence[str] = (),
+) -> tuple[dict[str, Tensor], Tensor, list[Callable[[Tensor], None]]]:
+    """Every live run's gradient and per-example surrogate losses, the spare's dropped, and
+    the update that moves each run's state after the step. ``keys``: the estimator's options
+    read per run (:func:`per_run_state`)."""
     params = _stack([*(m.params for m in live), spare.params])
     buffers = _stack([*(m.buffers for m in live), spare.buffers]) if spare.buffers else {}
     inputs = [torch.stack([*column, column[0]]) for column in zip(*batches, strict=True)]
     streams = RunStreams([*(m.generator for m in live), spare.generator])
     pools = streams.pools(max(m.fit["data"].get("pool", INITIAL_POOL) for m in live))
     taus = _temperatures(live, params)
-    states = _states(live)
-    estimator, _ = live[0].estimator.frozen()
+    frozen = [m.estimator.frozen() for m in live]
+    states = _states([e.options for e, _ in frozen], keys, live[0].generator.device)
+    estimator = frozen[0][0]
 
     def mean_loss(
         p: dict[str, Tensor],
@@ -471,21 +475,19 @@ def _vectorised_step(
         raise
     finally:
         set_validate_args(checking)
-    return {n: g[: len(live)] for n, g in grads.items()}, surrogates[: len(live)]
+    live_grads = {n: g[: len(live)] for n, g in grads.items()}
+    return live_grads, surrogates[: len(live)], [move for _, move in frozen]
 
 
-def _states(live: list[_RunState]) -> dict[str, Tensor]:
+def _states(
+    options: Sequence[Mapping[str, Any]], keys: Sequence[str], device: torch.device
+) -> dict[str, Tensor]:
     """Each run's state read as a number for this step (see :func:`per_run_state`), the
     spare's (the first run's) last, in float64: the estimator rounds it to its loss's dtype
     once, as it rounds a number."""
-    keys = per_run_state(live[0].estimator) or ()
-    frozen = [m.estimator.frozen()[0].options for m in live]
-    device = live[0].generator.device
     return {
         key: torch.tensor(
-            [*(options[key] for options in frozen), frozen[0][key]],
-            dtype=torch.float64,
-            device=device,
+            [*(run[key] for run in options), options[0][key]], dtype=torch.float64, device=device
         )
         for key in keys
     }
