@@ -51,8 +51,8 @@ def share(executor: Any, value: Any) -> Any:
 def _send_plugins(client: Any) -> None:
     """Register, once per client and set of plugins, a worker plugin that imports this
     process's plugins and ``--import`` modules on every worker: those running now, those
-    that join later, and those of a cluster gvbench did not start (a one-file module's
-    source travels with it)."""
+    that join later, and those of a cluster gvbench did not start (an ``--import`` module's
+    local code travels with it, see :func:`gvbench.plugins.local_code`)."""
     from distributed import WorkerPlugin
 
     from gvbench import plugins

@@ -12,26 +12,34 @@ and, once installed, its estimators and tasks are in ``gvbench list``, in sweeps
 (``--estimators NAME``, ``gvbench sweep NAME``) and in the asv suite, as pytest and asv
 discover their own plugins. ``gvbench --import MODULE …`` imports a module that is not
 packaged (it registers estimators, or adds tasks to ``gvbench.tasks.TASKS``).
+
+Both reach Dask workers. An ``--import`` module that lives in a folder of the user's (not
+an installed package) travels with its local code: the Python files of every module that
+importing it brought in from the same folder (the package it belongs to, sibling modules
+it imports), so a worker of a remote cluster without that folder imports the same code.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.metadata
 import os
+import shutil
 import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 ESTIMATORS = "gvbench.estimators"
 TASKS = "gvbench.tasks"
 _loaded = False
-# --import modules of this process: name → its source where it is one file outside the
-# installed packages (sent to workers that may not have it), else None (import by name).
-_imported: dict[str, bytes | None] = {}
+# Python files as (path relative to the folder they were found in, contents) pairs.
+LocalCode = tuple[tuple[str, bytes], ...]
+# --import modules of this process: name → its local code, sent to workers that may not have
+# that folder; None for an installed module (a worker imports it by name).
+_imported: dict[str, LocalCode | None] = {}
 
 
 def load() -> None:
@@ -75,8 +83,9 @@ def import_module(name: str) -> None:
     would. Any failure is a ``ValueError`` of one line naming the module and the cause."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    before = set(sys.modules)
     try:
-        module = importlib.import_module(name)
+        importlib.import_module(name)
     except ModuleNotFoundError as error:
         raise ValueError(
             f"--import {name}: no module named {error.name!r} (not in the current folder, "
@@ -90,25 +99,48 @@ def import_module(name: str) -> None:
         raise ValueError(
             f"--import {name}: importing it raised {type(error).__name__}: {error}"
         ) from None
-    _imported[name] = _portable_source(module)
+    brought = [m for m in sys.modules if m not in before]
+    _imported[name] = local_code(name, brought)
 
 
-def _portable_source(module: Any) -> bytes | None:
-    """The source of a one-file module outside site-packages (what a remote worker may lack)."""
-    file = getattr(module, "__file__", None)
-    if file is None or Path(file).name == "__init__.py" or not file.endswith(".py"):
+def _installed(path: Path) -> bool:
+    return "site-packages" in path.parts or "dist-packages" in path.parts
+
+
+def local_code(name: str, brought: list[str] | tuple[str, ...] = ()) -> LocalCode | None:
+    """The Python files a worker without this machine's folders needs to import ``name``.
+
+    The folder is the one ``name``'s top-level module was found in. Its files are those of
+    ``name``, of the packages above it and of the ``brought`` modules (those its import
+    brought in) that lie in that folder: a package's other modules and the sibling files a
+    module imports. ``None`` where ``name`` is an installed module (or not a Python file).
+    """
+    top = sys.modules.get(name.partition(".")[0])
+    file = getattr(top, "__file__", None)
+    if file is None or not file.endswith(".py") or _installed(Path(file)):
         return None
-    if "site-packages" in Path(file).parts or "dist-packages" in Path(file).parts:
-        return None
-    return Path(file).read_bytes()
+    folder = Path(file).resolve().parent
+    if getattr(top, "__path__", None) is not None:  # a package: its folder's parent
+        folder = folder.parent
+    parts = name.split(".")
+    chain = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    files = {}
+    for module_name in [*chain, *brought]:
+        path = getattr(sys.modules.get(module_name), "__file__", None)
+        if path is None or not path.endswith(".py"):
+            continue
+        path = Path(path).resolve()
+        if path.is_relative_to(folder) and not _installed(path.relative_to(folder)):
+            files[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return tuple(sorted(files.items()))
 
 
 @dataclass(frozen=True)
 class Requirements:
     """What a worker must import before it runs this process's jobs: the installed plugins
-    and the ``--import`` modules (with their source where they are one local file)."""
+    and the ``--import`` modules (with their local code, see :func:`local_code`)."""
 
-    modules: tuple[tuple[str, bytes | None], ...] = field(default_factory=tuple)
+    modules: tuple[tuple[str, LocalCode | None], ...] = field(default_factory=tuple)
 
 
 def requirements() -> Requirements:
@@ -118,20 +150,25 @@ def requirements() -> Requirements:
 
 def ensure(required: Requirements) -> None:
     """Import ``required`` here (on a worker): the installed plugins, then each ``--import``
-    module by name, or from its sent source where this machine does not have it."""
+    module by name, or from its sent local code where this machine does not have it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the driver said it already, once, in its own words
         load()
-    for name, source in required.modules:
+    for name, files in required.modules:
         if name in sys.modules:
             continue
         try:
             importlib.import_module(name)
             continue
         except ModuleNotFoundError:
-            if source is None:
-                raise
+            if not files:
+                raise  # an installed module, or a dependency, that this worker lacks
         folder = Path(tempfile.mkdtemp(prefix="gvbench-plugins-"))
-        (folder / f"{name.rpartition('.')[2]}.py").write_bytes(source)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        for relative, contents in files:
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(contents)
         sys.path.insert(0, str(folder))
+        importlib.invalidate_caches()
         importlib.import_module(name)

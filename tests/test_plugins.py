@@ -223,3 +223,115 @@ def test_an_import_that_fails_is_one_line(tmp_path, source, says):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and lines[0].startswith("gvbench: "), done.stderr
+
+
+LOCAL_CODE = {
+    # A package of the user's folder, whose modules import each other and a sibling file.
+    "my_lab/__init__.py": "from my_lab import estimators  # noqa: F401\n",
+    "my_lab/estimators.py": (
+        "import gvbench.estimators as E\n"
+        "from my_lab.scales import HALF\n"
+        "from gvbench.estimators import register\n\n\n"
+        "@register(unbiased=False)\n"
+        "def st_gumbel_softmax_scaled(logits, tau=1.0, *, dim=-1, generator=None):\n"
+        "    return E.st_gumbel_softmax(logits, tau * HALF, dim=dim, generator=generator)\n"
+    ),
+    "my_lab/scales.py": "from lab_constants import ONE\n\nHALF = ONE / 2\n",
+    "lab_constants.py": "ONE = 1.0\n",
+    # A one-file module that imports a sibling file.
+    "solo.py": (
+        "import gvbench.estimators as E\n"
+        "from lab_constants import ONE\n"
+        "from gvbench.estimators import register\n\n\n"
+        "@register(unbiased=False)\n"
+        "def st_gumbel_softmax_solo(logits, tau=1.0, *, dim=-1, generator=None):\n"
+        "    return E.st_gumbel_softmax(logits, tau * ONE, dim=dim, generator=generator)\n"
+    ),
+    # Installed where the driver runs, not where the worker does.
+    "site-packages/driver_only.py": "VALUE = 1\n",
+    "needs_a_dependency.py": "import driver_only  # noqa: F401\n",
+}
+
+DRIVER_SIDE = """
+import pickle, sys
+from gvbench import plugins
+for name in sys.argv[2:]:
+    plugins.import_module(name)
+with open(sys.argv[1], "wb") as file:
+    pickle.dump(plugins.requirements(), file)
+"""
+
+WORKER_SIDE = """
+import pickle, sys
+import torch
+import gvbench.estimators as E
+from gvbench import plugins
+with open(sys.argv[1], "rb") as file:
+    required = pickle.load(file)
+try:
+    plugins.ensure(required)
+except ModuleNotFoundError as error:
+    print("missing", error.name)
+    raise SystemExit(0)
+logits = torch.tensor([[0.3, -0.2, 0.1]] * 4, requires_grad=True)
+for name in sys.argv[2:]:
+    estimator = E.get(name, tau=0.5)
+    generator = torch.Generator().manual_seed(0)
+    surrogate = estimator(lambda sample: sample(logits) @ torch.arange(3.0), generator=generator)
+    surrogate.mean().backward()
+    print(name, logits.grad.tolist())
+    logits.grad = None
+"""
+
+
+def sent_by_a_driver(tmp_path: Path, modules: list[str]) -> tuple[Path, Path, dict]:
+    """The user's folder, the requirements a driver there sends after ``--import`` of
+    ``modules`` (pickled as Dask would), and an environment without the driver's paths."""
+    user = tmp_path / "user"
+    for relative, source in LOCAL_CODE.items():
+        (user / relative).parent.mkdir(parents=True, exist_ok=True)
+        (user / relative).write_text(source)
+    sent = tmp_path / "required.pickle"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER_SIDE, str(sent), *modules],
+        cwd=user, env={**env, "PYTHONPATH": str(user / "site-packages")},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return user, sent, env
+
+
+def on_a_worker(cwd: Path, sent: Path, env: dict, estimators: list[str]) -> str:
+    """What a worker in ``cwd`` prints after importing what was sent: each estimator's
+    gradient on fixed logits and noise, or the module it lacks."""
+    cwd.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_SIDE, str(sent), *estimators],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("modules", "estimators"),
+    [(["my_lab"], ["st_gumbel_softmax_scaled"]), (["solo"], ["st_gumbel_softmax_solo"])],
+)
+def test_an_imported_package_or_module_reaches_a_worker_without_its_folder(
+    tmp_path, modules, estimators
+):
+    """A worker of a cluster gvbench did not start shares no folder with the driver: it
+    imports the --import module's local code (a package, the sibling files a module imports)
+    from what the driver sends, and computes what the driver's folder computes."""
+    user, sent, env = sent_by_a_driver(tmp_path, modules)
+    elsewhere = on_a_worker(tmp_path / "worker", sent, env, estimators)
+    at_home = on_a_worker(user, sent, env, estimators)
+    assert elsewhere == at_home and all(e in elsewhere for e in estimators), elsewhere
+
+
+def test_a_dependency_a_worker_lacks_is_named_not_masked(tmp_path):
+    """The driver sends its own folder's code, not the packages it has installed: a worker
+    without one says which module it lacks."""
+    _, sent, env = sent_by_a_driver(tmp_path, ["needs_a_dependency"])
+    assert on_a_worker(tmp_path / "worker", sent, env, []).strip() == "missing driver_only"
