@@ -35,7 +35,7 @@ from pathlib import Path
 ESTIMATORS = "gvbench.estimators"
 TASKS = "gvbench.tasks"
 _loaded = False
-# Python files as (path relative to the folder they were found in, contents) pairs.
+# Python files as (path that their module's name gives, contents) pairs.
 LocalCode = tuple[tuple[str, bytes], ...]
 # --import modules of this process: name → its local code, sent to workers that may not have
 # that folder; None for an installed module (a worker imports it by name).
@@ -113,7 +113,9 @@ def local_code(name: str, brought: list[str] | tuple[str, ...] = ()) -> LocalCod
     The folder is the one ``name``'s top-level module was found in. Its files are those of
     ``name``, of the packages above it and of the ``brought`` modules (those its import
     brought in) that lie in that folder: a package's other modules and the sibling files a
-    module imports. ``None`` where ``name`` is an installed module (or not a Python file).
+    module imports. Each goes where its module's name puts it (``a.b`` at ``a/b.py``), so a
+    worker imports it by that name from one folder, whichever path found it here.
+    ``None`` where ``name`` is an installed module (or not a Python file).
     """
     top = sys.modules.get(name.partition(".")[0])
     file = getattr(top, "__file__", None)
@@ -131,7 +133,9 @@ def local_code(name: str, brought: list[str] | tuple[str, ...] = ()) -> LocalCod
             continue
         path = Path(path).resolve()
         if path.is_relative_to(folder) and not _installed(path.relative_to(folder)):
-            files[path.relative_to(folder).as_posix()] = path.read_bytes()
+            relative = module_name.replace(".", "/")
+            relative += "/__init__.py" if path.name == "__init__.py" else ".py"
+            files[relative] = path.read_bytes()
     return tuple(sorted(files.items()))
 
 

@@ -247,6 +247,16 @@ LOCAL_CODE = {
         "def st_gumbel_softmax_solo(logits, tau=1.0, *, dim=-1, generator=None):\n"
         "    return E.st_gumbel_softmax(logits, tau * ONE, dim=dim, generator=generator)\n"
     ),
+    # A module that imports one found through the driver's PYTHONPATH, below its folder.
+    "uses_src.py": (
+        "import gvbench.estimators as E\n"
+        "from src_helper import ONE\n"
+        "from gvbench.estimators import register\n\n\n"
+        "@register(unbiased=False)\n"
+        "def st_gumbel_softmax_src(logits, tau=1.0, *, dim=-1, generator=None):\n"
+        "    return E.st_gumbel_softmax(logits, tau * ONE, dim=dim, generator=generator)\n"
+    ),
+    "src/src_helper.py": "ONE = 1.0\n",
     # Installed where the driver runs, not where the worker does.
     "site-packages/driver_only.py": "VALUE = 1\n",
     "needs_a_dependency.py": "import driver_only  # noqa: F401\n",
@@ -293,9 +303,10 @@ def sent_by_a_driver(tmp_path: Path, modules: list[str]) -> tuple[Path, Path, di
         (user / relative).write_text(source)
     sent = tmp_path / "required.pickle"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    driver_path = os.pathsep.join([str(user / "site-packages"), str(user / "src")])
     done = subprocess.run(
         [sys.executable, "-c", DRIVER_SIDE, str(sent), *modules],
-        cwd=user, env={**env, "PYTHONPATH": str(user / "site-packages")},
+        cwd=user, env={**env, "PYTHONPATH": driver_path},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -316,14 +327,19 @@ def on_a_worker(cwd: Path, sent: Path, env: dict, estimators: list[str]) -> str:
 
 @pytest.mark.parametrize(
     ("modules", "estimators"),
-    [(["my_lab"], ["st_gumbel_softmax_scaled"]), (["solo"], ["st_gumbel_softmax_solo"])],
+    [
+        (["my_lab"], ["st_gumbel_softmax_scaled"]),
+        (["solo"], ["st_gumbel_softmax_solo"]),
+        (["uses_src"], ["st_gumbel_softmax_src"]),
+    ],
 )
 def test_an_imported_package_or_module_reaches_a_worker_without_its_folder(
     tmp_path, modules, estimators
 ):
     """A worker of a cluster gvbench did not start shares no folder with the driver: it
-    imports the --import module's local code (a package, the sibling files a module imports)
-    from what the driver sends, and computes what the driver's folder computes."""
+    imports the --import module's local code (a package, the sibling files a module imports,
+    a module found through the driver's own path) from what the driver sends, and computes
+    what the driver's folder computes."""
     user, sent, env = sent_by_a_driver(tmp_path, modules)
     elsewhere = on_a_worker(tmp_path / "worker", sent, env, estimators)
     at_home = on_a_worker(user, sent, env, estimators)
