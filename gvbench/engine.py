@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
@@ -40,11 +41,24 @@ def is_client(executor: Any) -> bool:
 
 
 def share(executor: Any, value: Any) -> Any:
-    """A handle on ``value`` that jobs can take as an argument: with Dask, ``value`` is sent
-    to every worker once; elsewhere the value itself."""
+    """A handle on ``value`` that jobs can take as an argument: with Dask, a future whose
+    task returns ``value``; elsewhere the value itself.
+
+    The value travels once, in the task's spec, and reaches each worker that needs it from
+    the one that computed it. A task, unlike scattered data, can be computed again: Dask's
+    memory manager keeps a scattered value on one worker however it was broadcast, so a
+    worker that died with it took it away and its jobs were cancelled ("already forgotten").
+    """
     if is_client(executor):
         _send_plugins(executor)  # a plugin task must be importable where it is unpickled
-        return executor.scatter(value, broadcast=True, hash=False)
+        with warnings.catch_warnings():
+            # Dask's advice for a large value is to scatter it, which is what is avoided.
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            return executor.submit(_itself, value, pure=False)
+    return value
+
+
+def _itself(value: Any) -> Any:
     return value
 
 

@@ -130,6 +130,25 @@ def test_a_worker_killed_mid_sweep_changes_nothing(cluster, tmp_path):
     cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
 
 
+def test_a_shared_value_outlives_the_worker_that_held_it(cluster):
+    """What jobs share (a task, its references) survives the death of every worker that
+    held it: Dask's memory manager keeps one replica of a value however it was sent, and a
+    scattered one, lost with its worker, cancelled every job that needed it."""
+    from distributed import wait
+
+    shared = engine.share(cluster, TASK)
+    wait(shared)
+    cluster.run_on_scheduler(lambda dask_scheduler: dask_scheduler.extensions["amm"].run_once())
+    holders = cluster.who_has(shared)[shared.key]
+    assert holders  # held somewhere, then lost there
+    pids = cluster.run(os.getpid)
+    for address in holders:
+        os.kill(pids[address], signal.SIGKILL)
+    job = cluster.submit(lambda task: task.config(), shared, pure=False)
+    assert job.result(timeout=120) == TASK.config()
+    cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+
+
 def sweep_command(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
