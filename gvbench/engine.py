@@ -3,8 +3,9 @@
 Every fan-out of gvbench (sweep cells, training runs, random-search trials, presets) goes
 through :func:`run`, which yields results as they finish. With a ``distributed.Client``:
 
-- large shared inputs (a task with its model and data, references) are scattered to the
-  workers once (:meth:`Engine.share`), not pickled with every job;
+- large shared inputs (a task with its model and data, references) are sent once, as
+  the result of a task of their own (:func:`share`), not pickled with every job; a
+  worker that dies holding them loses nothing, as the scheduler computes them again;
 - a job whose worker dies is rerun elsewhere (``retries``), with the same numbers, since
   every job seeds itself from its own coordinates;
 - Ctrl-C cancels what is queued or running and returns at once.
@@ -197,7 +198,7 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
     # good run (logged at ERROR). A failing job still reaches the driver as its exception,
     # which says it in one line. Workers take the queued jobs eagerly (worker-saturation
     # inf) instead of one round trip to the scheduler per job: jobs here are independent
-    # and their inputs were scattered already. Dask starts its workers with glibc's
+    # and their inputs were shared already. Dask starts its workers with glibc's
     # MALLOC_TRIM_THRESHOLD_ at 64 KiB, which also fixes malloc's mmap threshold: every
     # tensor above 128 KiB is then mapped afresh and faulted in page by page, and a VAE
     # step at B = 200 takes 2.6× as long (54 s against 26 s for three seeds × 300 steps):

@@ -389,7 +389,7 @@ def sweep(
             extend a grid).
         executor: where cells run (see :mod:`gvbench.engine`): ``None`` in-process (the
             default), a ``distributed.Client`` (e.g. from :func:`gvbench.engine.client`; the
-            task and references are scattered to its workers once, cells lost with a worker
+            task and references are sent to its workers once, cells lost with a worker
             are rerun), or any ``concurrent.futures.Executor``.
         progress: show a progress bar with an ETA.
         threads_per_cell: torch intra-op threads inside a cell, fixed so that results do not
