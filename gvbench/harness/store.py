@@ -152,9 +152,10 @@ def experiment_digest(identity: Mapping[str, Any]) -> str:
 
 def _digest_values(record: Mapping[str, Any]) -> dict[str, float]:
     values = {name: float(record.get(name, np.nan)) for name in CELL_VARIABLES}
-    for group, metrics in record.get("groups", {}).items():
-        for name in GROUP_VARIABLES:
-            values[f"group_{name}[{group}]"] = float(metrics.get(name, np.nan))
+    if record["status"] == DONE:
+        for group, metrics in record.get("groups", {}).items():
+            for name in GROUP_VARIABLES:
+                values[f"group_{name}[{group}]"] = float(metrics.get(name, np.nan))
     return values
 
 
@@ -313,8 +314,12 @@ def _cells(ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
 
 
 def _group_values(ds: xr.Dataset, position: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """A cell's per-group metrics (``group_<name>`` variables), by group."""
-    if "group" not in ds.dims:
+    """A done cell's per-group metrics (``group_<name>`` variables), by group.
+
+    Only a computed cell has them: a not-applicable cell's slots are NaN in the file but were
+    never part of its record, so they are not part of its digest either.
+    """
+    if "group" not in ds.dims or ds["status"].values[position] != DONE:
         return {}
     dims = (*ds["status"].dims, "group")
     names = [n for n in ds.data_vars if n.startswith("group_") and ds[n].dims == dims]
@@ -373,7 +378,7 @@ def finished_records(ds: xr.Dataset) -> dict[CellKey, dict[str, Any]]:
         groups = _group_values(ds, position)
         for group, metrics in groups.items():
             values.update({f"group_{n}[{group}]": v for n, v in metrics.items()})
-        if groups and record["status"] == DONE:
+        if groups:
             record["groups"] = groups
         stored = cell_digest(values, record["status"])
         if digests is not None and stored != digests[position]:
