@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import re
 import warnings
 
@@ -494,3 +495,38 @@ def test_a_control_variate_first_called_under_vmap_falls_back_cleanly():
     )
     assert (ds.status == "done").all()
     assert any("rebar cannot be measured under torch.func.vmap" in note for note in task.notes)
+
+
+class PicklesItsTaskMidForward(nn.Module):
+    """Pickles the task that measures it from inside its own forward: what Dask does when
+    another worker asks for a shared task while a cell draws on it."""
+
+    task: ModuleTask | None = None
+    pickled: list[bytes] = []  # noqa: RUF012 - a test's record
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        self.register_buffer("steps", torch.zeros(()))
+
+    def forward(self, x, sample):
+        PicklesItsTaskMidForward.pickled.append(pickle.dumps(PicklesItsTaskMidForward.task))
+        return sample(self.encoder(x).view(len(x), 2, 2)).sum((1, 2))
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_task_pickled_while_a_draw_runs_is_the_task_as_it_was(batched):
+    # functional_call swapped the draw's tensors into the user's module while it ran: pickled
+    # then (by Dask, for another worker), the task failed to serialize (NotImplementedError
+    # on vmap's tensors) or carried the swapped values, and the worker waiting for it hung.
+    torch.manual_seed(0)
+    model = PicklesItsTaskMidForward()
+    task = ModuleTask(model, torch.randn(4, 3), arity=2, batched=batched)
+    PicklesItsTaskMidForward.task, PicklesItsTaskMidForward.pickled = task, []
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    task.gradients(E.get("st_gumbel_softmax"), 4, 4, torch.Generator().manual_seed(0))
+    assert PicklesItsTaskMidForward.pickled
+    for data in PicklesItsTaskMidForward.pickled:
+        copy = pickle.loads(data)
+        for name, value in copy.module.state_dict().items():
+            assert torch.equal(value, before[name]), name

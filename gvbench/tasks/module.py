@@ -19,9 +19,14 @@ million weights reads as much memory as R plain ones). A module or estimator tha
 under vmap is measured one draw per pass, with a warning that names the operation, the line
 of the user's code and the cost.
 
-The user's module is never changed: its parameters are read, never written, and every draw
-sees fresh copies of its buffers, so BatchNorm in training mode normalises by the batch (as
-``train()`` says) while its running statistics and counters stay as they were.
+The user's module is never changed, not even for the length of a call: its parameters are
+read, never written, and every draw sees fresh copies of its buffers, so BatchNorm in training
+mode normalises by the batch (as ``train()`` says) while its running statistics and counters
+stay as they were. ``functional_call`` swaps tensors into a module while it runs; it runs on a
+private skeleton of the module (one per thread, its tensors on the meta device), so a task
+that Dask pickles to send to another worker while a draw runs is never found half-swapped
+(that failed now and then, and the worker that waited for the task waited forever), and two
+threads drawing at once never see each other's parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import copy
 import os
 import re
 import sysconfig
+import threading
 import time
 import traceback
 import warnings
@@ -156,6 +162,33 @@ class ModuleTask(Task):
         self._groups = self._group(chosen, groups)
         self._unbatchable: dict[str, str] = {}
         self.notes: list[str] = []
+        self._skeletons = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies taken under the GIL: a cell may add a note while the task is pickled.
+        state = {**self.__dict__, "_unbatchable": dict(self._unbatchable)}
+        state["notes"] = list(self.notes)
+        del state["_skeletons"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._skeletons = threading.local()
+
+    def _skeleton(self) -> nn.Module:
+        """This thread's copy of the module's structure for ``functional_call`` to swap
+        tensors into: every parameter and buffer on the meta device (no memory), since a call
+        passes them all."""
+        skeleton = getattr(self._skeletons, "module", None)
+        if skeleton is None:
+            memo: dict[int, Any] = {}
+            for tensor in (*self.module.parameters(), *self.module.buffers()):
+                empty = torch.empty_like(tensor, device="meta")
+                if isinstance(tensor, nn.Parameter):
+                    empty = nn.Parameter(empty, requires_grad=tensor.requires_grad)
+                memo[id(tensor)] = empty
+            skeleton = self._skeletons.module = copy.deepcopy(self.module, memo)
+        return skeleton
 
     @staticmethod
     def _group(
@@ -230,6 +263,7 @@ class ModuleTask(Task):
         moved.inputs = tuple(x.to(target) for x in self.inputs)
         moved.device = target
         moved._unbatchable = {}
+        moved._skeletons = threading.local()
         return moved
 
     def config(self) -> dict[str, Any]:
@@ -261,7 +295,10 @@ class ModuleTask(Task):
             if state is None:
                 output = self.module(*inputs, sample=sample)
             else:
-                output = functional_call(self.module, dict(state), inputs, {"sample": sample})
+                fixed = {n: p.detach() for n, p in self.module.named_parameters() if n not in state}
+                output = functional_call(
+                    self._skeleton(), {**fixed, **state}, inputs, {"sample": sample}
+                )
             part = f"loss {getattr(self.loss_fn, '__qualname__', repr(self.loss_fn))}"
             losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
         except Exception as error:
