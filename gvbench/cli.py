@@ -849,6 +849,17 @@ def _bars(on: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = previous
 
 
+# What a user's input or machine can cause (TrainingDiverged, CheckpointError and
+# ResultsFileError are ValueErrors): said in one line, never as a traceback.
+USER_ERRORS = (ValueError, KeyError, TypeError, OSError, PathInUseError, engine.Stalled)
+
+
+def _message(error: BaseException) -> str:
+    """The error's message (a KeyError's without the quotes its str adds)."""
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
+    return text or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gvbench import plugins
 
@@ -863,6 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _bars(not getattr(args, "no_progress", False)):
             return args.run(args)
+    except USER_ERRORS as error:
+        # Every command's user errors end here, in one line: a bad file, option or cluster.
+        raise SystemExit(f"gvbench: {_message(error)}") from None
     except KeyboardInterrupt:
         # Finished cells and runs were saved as they landed; the queue was cancelled.
         print(

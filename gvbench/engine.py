@@ -8,7 +8,10 @@ through :func:`run`, which yields results as they finish. With a ``distributed.C
   worker that dies holding them loses nothing, as the scheduler computes them again;
 - a job whose worker dies is rerun elsewhere (``retries``), with the same numbers, since
   every job seeds itself from its own coordinates;
-- Ctrl-C cancels what is queued or running and returns at once.
+- Ctrl-C cancels what is queued or running and returns at once;
+- a cluster that stops making progress (no job finished, no worker executing or fetching
+  anything, for ``GVBENCH_STALL_SECONDS``) stops the fan-out with one line that says what
+  the jobs were waiting for (:class:`Stalled`), instead of waiting forever.
 
 ``client()`` gives the embedded default: a ``LocalCluster`` of N worker processes with one
 thread each (the number of torch threads inside a job is fixed by the job itself), or the
@@ -20,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -30,8 +34,20 @@ from typing import Any
 
 SCHEDULER_VARIABLE = "GVBENCH_SCHEDULER"
 DASHBOARD_VARIABLE = "GVBENCH_DASHBOARD"
+STALL_VARIABLE = "GVBENCH_STALL_SECONDS"
 # A job that kills its worker this many times is reported as failed, not retried forever.
 RETRIES = 3
+# Seconds without a finished job while no worker executes or fetches anything: far longer
+# than any pause of a healthy cluster (a heartbeat is about a second), far shorter than the
+# wait of a user who would otherwise not know that nothing happens.
+STALL_SECONDS = 300.0
+# How often the scheduler is asked whether its workers are busy, and how long it may take.
+ACTIVITY_PERIOD = 1.0
+ACTIVITY_TIMEOUT = 30.0
+
+
+class Stalled(RuntimeError):
+    """The cluster made no progress for the stall time; the message is one line."""
 
 
 def is_client(executor: Any) -> bool:
@@ -89,21 +105,41 @@ def _send_plugins(client: Any) -> None:
     client._gvbench_plugins = required
 
 
+def stall_seconds() -> float:
+    """How long a Dask fan-out may make no progress before it stops (:class:`Stalled`):
+    ``GVBENCH_STALL_SECONDS``, else :data:`STALL_SECONDS`."""
+    value = os.environ.get(STALL_VARIABLE)
+    if not value:
+        return STALL_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"{STALL_VARIABLE}={value!r}: expected a number of seconds > 0 (default "
+            f"{STALL_SECONDS:g}), or unset"
+        )
+    return seconds
+
+
 def run(
     function: Callable[..., Any],
     jobs: Sequence[tuple[Hashable, tuple[Any, ...]]],
     executor: Any = None,
+    stall: float | None = None,
 ) -> Iterator[tuple[Hashable, Any]]:
     """``function(*arguments)`` for every ``(key, arguments)``, yielding ``(key, result)`` as
     each finishes (in order in-process). Jobs start in the order given, on any executor.
     Closing the iterator early (an exception in the consumer, Ctrl-C) cancels the jobs still
-    queued."""
+    queued. On Dask, ``stall`` seconds (default :func:`stall_seconds`) without a finished job
+    while no worker executes or fetches anything cancel the jobs and raise :class:`Stalled`."""
     if executor is None:
         for key, arguments in jobs:
             yield key, function(*arguments)
         return
     if is_client(executor):
-        yield from _run_dask(function, jobs, executor)
+        yield from _run_dask(function, jobs, executor, stall_seconds() if stall is None else stall)
         return
     if not isinstance(executor, cf.Executor):
         raise TypeError(
@@ -120,7 +156,10 @@ def run(
 
 
 def _run_dask(
-    function: Callable[..., Any], jobs: Sequence[tuple[Hashable, tuple[Any, ...]]], client: Any
+    function: Callable[..., Any],
+    jobs: Sequence[tuple[Hashable, tuple[Any, ...]]],
+    client: Any,
+    stall: float,
 ) -> Iterator[tuple[Hashable, Any]]:
     from distributed import as_completed
 
@@ -141,15 +180,19 @@ def _run_dask(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        completed = as_completed(futures)
+        # Tracked on this client's own loop, not on whichever client was made last.
+        completed = as_completed(futures, loop=client.loop)
         remaining = len(futures)
+        watchdog = _Watchdog(client, stall)
         while remaining:
             batch = completed.next_batch(block=False)
             if not batch:
                 if interrupted.is_set():
                     raise KeyboardInterrupt
+                watchdog.check([f for f in futures if not f.done()])
                 time.sleep(0.05)
                 continue
+            watchdog.progress()
             for future in batch:
                 remaining -= 1
                 yield futures[future], future.result()
@@ -159,6 +202,72 @@ def _run_dask(
         pending = [f for f in futures if not f.done()]
         if pending:
             client.cancel(pending)
+
+
+class _Watchdog:
+    """Says when a fan-out has stalled: ``stall`` seconds with no job finished and no worker
+    executing or fetching anything, as the scheduler sees it (its workers' heartbeats)."""
+
+    def __init__(self, client: Any, stall: float) -> None:
+        self.client, self.stall = client, stall
+        self.quiet_since = self.asked = time.monotonic()
+
+    def progress(self) -> None:
+        self.quiet_since = time.monotonic()
+
+    def check(self, pending: Sequence[Any]) -> None:
+        now = time.monotonic()
+        if now - self.asked < min(ACTIVITY_PERIOD, self.stall / 4):
+            return
+        self.asked = now
+        keys = [f.key for f in pending]
+        try:
+            busy, states = self.client.sync(
+                self.client._run_on_scheduler,
+                _activity,
+                keys,
+                callback_timeout=min(ACTIVITY_TIMEOUT, self.stall),
+            )
+        except Exception as error:  # an unresponsive scheduler is no progress either
+            busy, states = False, {f"scheduler unanswered ({type(error).__name__})": len(keys)}
+        if busy:
+            self.quiet_since = time.monotonic()
+            return
+        quiet = time.monotonic() - self.quiet_since
+        if quiet >= self.stall:
+            described = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+            raise Stalled(
+                f"the Dask cluster made no progress for {quiet:.0f} s: {len(keys)} job(s) "
+                f"unfinished ({described}) and no worker executing or fetching anything; "
+                "they were cancelled and finished work is kept: check the workers' logs "
+                f"(a job waiting on a lost input, or no worker to run on), then rerun to resume, "
+                f"or set {STALL_VARIABLE} above {self.stall:g} if a job may wait that long"
+            )
+
+
+def _activity(keys: Sequence[Hashable], dask_scheduler: Any = None) -> tuple[bool, dict[str, int]]:
+    """On the scheduler: whether a worker executes or fetches anything now, and the states of
+    the tasks ``keys`` (a waiting task names what it waits for)."""
+    busy = False
+    for worker in dask_scheduler.workers.values():
+        counts = worker.metrics.get("task_counts", {})
+        transfers = worker.metrics.get("transfer", {})
+        if counts.get("executing") or counts.get("flight") or transfers.get("incoming_count"):
+            busy = True
+    states: dict[str, int] = {}
+    for key in keys:
+        task = dask_scheduler.tasks.get(key)
+        if task is None:
+            state = "unknown to the scheduler"
+        elif task.state == "waiting":
+            lost = [d for d in task.waiting_on if not d.who_has]
+            state = "waiting on an input held by no worker" if lost else "waiting on inputs"
+        elif task.state in ("no-worker", "queued"):
+            state = "with no worker to run on" if task.state == "no-worker" else "queued"
+        else:
+            state = task.state
+        states[state] = states.get(state, 0) + 1
+    return busy, states
 
 
 def dashboard_address() -> str | None:

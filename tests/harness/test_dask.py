@@ -33,6 +33,11 @@ GRID = dict(
     progress=False,
 )
 METRICS = ["variance", "bias2", "mse", "variance_se", "bias2_se", "cosine", "snr"]
+# A scheduler serves HTTP on 8787 even without a dashboard: a test taking that port failed
+# whenever another Dask on the machine held it.
+NO_FIXED_PORT = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+# A hang fails the test instead of stalling the suite.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +103,36 @@ def test_jobs_start_in_the_order_given_on_a_cluster():
     order = [7, 2, 11, 0, 5, 9, 1, 4, 10, 3, 8, 6]
     with (
         dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}),
-        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as local,
+        LocalCluster(n_workers=1, threads_per_worker=1, **NO_FIXED_PORT) as local,
         Client(local) as client,
     ):
         started = dict(engine.run(_started, [(key, ()) for key in order], client))
     assert sorted(started, key=started.__getitem__) == order
+
+
+def test_a_job_that_never_starts_stops_the_sweep_in_one_line():
+    # No worker to run on: before the watchdog, engine.run waited forever without a word.
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=0, processes=False, **NO_FIXED_PORT) as empty,
+        Client(empty) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(engine.Stalled) as stalled:
+            list(engine.run(_started, [("job", ())], client, stall=2.0))
+        waited = time.monotonic() - start
+    message = str(stalled.value)
+    assert "\n" not in message and "no progress for" in message
+    assert "1 job(s) unfinished" in message and "GVBENCH_STALL_SECONDS" in message
+    assert 2.0 <= waited < 2.0 + engine.ACTIVITY_TIMEOUT
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_stall_time_is_named(monkeypatch, value):
+    monkeypatch.setenv(engine.STALL_VARIABLE, value)
+    with pytest.raises(ValueError, match="GVBENCH_STALL_SECONDS=.*a number of seconds > 0"):
+        engine.stall_seconds()
 
 
 def test_a_worker_killed_mid_sweep_changes_nothing(cluster, tmp_path):
