@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import gvbench.estimators as E
 from gvbench.atomic_files import write_bytes
 from gvbench.harness.draws import gradient_chunks
-from gvbench.harness.metrics import Reference
+from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.tasks import Task
 from gvbench.tasks.base import flatten_gradients
 
@@ -106,6 +106,7 @@ def reference_gradient(
         target = cap or task.reference_reps
     estimator = E.get("rloo", k=k)
     accumulator = _Accumulator()
+    moments: GradientMoments | None = None  # the spread of the draws, for bias²'s SE
     bar = tqdm(
         total=target,
         disable=not progress,
@@ -125,6 +126,9 @@ def reference_gradient(
                 chunk = next(chunks)
                 accumulator.add(chunk)
                 bar.update(chunk.shape[0])
+                if moments is None:
+                    moments = GradientMoments(Reference(np.zeros(chunk.shape[1])))
+                moments.add(chunk)  # last: it centres the chunk in place
             noise = float(accumulator.coordinate_variance().sum()) / accumulator.count
             if accumulator.count >= target or noise_target is None or noise <= noise_target:
                 break
@@ -137,12 +141,15 @@ def reference_gradient(
     count = accumulator.count
     if not np.isfinite(mean).all() or not math.isfinite(variance):
         raise ValueError(f"the RLOO reference of the {task.name} task is not finite")
+    spread = moments.metrics()["variance_se"] if count >= 4 else math.nan
     return Reference(
         mean,
         variance=variance,
         count=count,
         kind=f"rloo(k={k}, reps={count})",
         coordinate_variance=coordinate_variance,
+        covariance_square=moments.covariance_square() if count >= 4 else math.nan,
+        variance_se=spread,
     )
 
 
@@ -199,7 +206,19 @@ def _digest(reference: Reference) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(json.dumps([reference.variance, reference.count, reference.kind]).encode())
+    spread = _spread(reference)
+    if spread:  # a reference saved before its spread was measured keeps its digest
+        digest.update(json.dumps(spread, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _spread(reference: Reference) -> dict[str, float]:
+    """The reference's measured spread (what bias²'s SE reads), where it is known."""
+    values = {
+        "covariance_square": reference.covariance_square,
+        "variance_se": reference.variance_se,
+    }
+    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 def save(reference: Reference, path: str | os.PathLike[str], identity: str) -> None:
@@ -213,6 +232,7 @@ def save(reference: Reference, path: str | os.PathLike[str], identity: str) -> N
         "variance": reference.variance,
         "count": reference.count,
         "kind": reference.kind,
+        **_spread(reference),
         "digest": _digest(reference),
     }
     np.savez(buffer, identity=np.array(identity), meta=np.array(json.dumps(meta)), **arrays)
@@ -232,7 +252,13 @@ def load(path: str | os.PathLike[str], identity: str) -> tuple[Reference | None,
             meta = json.loads(str(saved["meta"]))
             variance = saved["coordinate_variance"] if "coordinate_variance" in saved else None
             reference = Reference(
-                saved["gradient"], meta["variance"], meta["count"], meta["kind"], variance
+                saved["gradient"],
+                meta["variance"],
+                meta["count"],
+                meta["kind"],
+                variance,
+                covariance_square=float(meta.get("covariance_square", math.nan)),
+                variance_se=float(meta.get("variance_se", math.nan)),
             )
             stored = meta.get("digest")
     except Exception:  # a damaged file raises whatever its first broken byte makes it raise

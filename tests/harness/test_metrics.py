@@ -57,8 +57,10 @@ def assert_calibrated(runs, zero_bias):
         spread = np.std([r[name] for r in runs], ddof=1)
         reported = np.mean([r[f"{name}_se"] for r in runs])
         # SD of a sample SD over 400-600 runs is ~3%; allow 25% for the delta method's own
-        # error. At zero bias the SE of bias² is conservative by design (metrics module).
-        high = 1.6 if name == "bias2" and zero_bias else 1.25
+        # error. At zero bias the SEs of bias² and of the cosine keep their whole
+        # second-order term and add a first-order one only where it is positive: they are
+        # conservative by design there (what they cover: tests/coverage.py).
+        high = 1.6 if name in ("bias2", "cosine") and zero_bias else 1.25
         assert 0.75 < reported / spread < high, (name, reported, spread)
 
 

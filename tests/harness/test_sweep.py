@@ -12,7 +12,7 @@ import xarray as xr
 import gvbench
 import gvbench.estimators as E
 from gvbench.harness import gradient_draws, gradient_metrics, process_pool, read, reference_gradient
-from gvbench.harness.metrics import METRICS
+from gvbench.harness.metrics import METRICS, Reference
 from gvbench.tasks import Toy
 from tests.stats import Z
 
@@ -303,3 +303,28 @@ def test_toy_task_validates_its_configuration():
     with pytest.raises(ValueError, match="theta must have m × n = 2 × 3 values"):
         Toy(n=3, m=2, theta=[0.0, 1.0, 2.0])
     assert Toy(n=4, m=2).theta.shape == (2, 4)
+
+
+def test_a_sampled_reference_measures_its_spread_and_keeps_it(tmp_path, monkeypatch):
+    # tr Σ_ref² and the SE of V_ref enter bias²'s SE: measured on the reference's own draws,
+    # saved with it, and a reference saved before they were measured still loads.
+    from gvbench.harness import reference as references
+
+    monkeypatch.setattr(Toy, "enumerable", lambda self, batch_size: False)
+    estimate = reference_gradient(TASK, 1, reps=4000, generator=torch.Generator().manual_seed(0))
+    draws = gradient_draws(TASK, E.get("rloo", k=8), 4000, 1, torch.Generator().manual_seed(0))
+    centred = draws.double().numpy() - draws.double().numpy().mean(0)
+    covariance = centred.T @ centred / (len(centred) - 1)
+    exact_square = float(np.trace(covariance @ covariance))
+    assert estimate.covariance_square == pytest.approx(exact_square, rel=0.2)
+    assert 0 < estimate.variance_se < estimate.variance
+    path = tmp_path / "reference.npz"
+    references.save(estimate, path, "id")
+    loaded, why = references.load(path, "id")
+    assert why is None and loaded.covariance_square == estimate.covariance_square
+    assert loaded.variance_se == estimate.variance_se
+    older = Reference(estimate.gradient, estimate.variance, estimate.count, estimate.kind)
+    references.save(older, path, "id")
+    loaded, why = references.load(path, "id")
+    assert why is None and np.isnan(loaded.covariance_square)
+    assert loaded.noise_square() == estimate.variance**2  # the bound any law obeys
