@@ -99,6 +99,11 @@ def import_module(name: str) -> None:
         raise ValueError(
             f"--import {name}: importing it raised {type(error).__name__}: {error}"
         ) from None
+    except SystemExit as error:  # a script's sys.exit(...) at import: said, not obeyed
+        raise ValueError(
+            f"--import {name}: importing it called sys.exit({error.code!r}); a module given to "
+            "--import must define estimators or tasks, not run a program when imported"
+        ) from None
     brought = [m for m in sys.modules if m not in before]
     _imported[name] = local_code(name, brought)
 

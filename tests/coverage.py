@@ -64,7 +64,9 @@ def _three_valued_covariance() -> np.ndarray:
 
 LAWS = {
     "gaussian": Law("gaussian", MU, np.diag(SCALE**2), _gaussian),
-    "three-valued": Law("three-valued", WEIGHTS @ VALUES, _three_valued_covariance(), _three_valued),
+    "three-valued": Law(
+        "three-valued", WEIGHTS @ VALUES, _three_valued_covariance(), _three_valued
+    ),
     "student-t": Law("student-t", MU, np.diag(SCALE**2), _student),
 }
 

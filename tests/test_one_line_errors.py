@@ -189,12 +189,44 @@ INPUTS = torch.randn(4, 3)
             "more than once",
         ),
         ({"max_draws_per_pass": 0}, ValueError, "max_draws_per_pass must be an integer >= 1"),
+        ({"reference_reps": 1}, ValueError, "reference_reps must be an integer >= 2, got 1"),
+        ({"reference_reps": 0}, ValueError, "reference_reps must be an integer >= 2, got 0"),
+        ({"reference_reps": -5}, ValueError, "reference_reps must be an integer >= 2"),
+        ({"reference_reps": 1.5}, TypeError, r"reference_reps must be an integer >= 2, got 1\.5"),
+        ({"reference_reps": "x"}, TypeError, "reference_reps must be an integer >= 2, got 'x'"),
+        ({"reference_reps": None}, TypeError, "reference_reps must be an integer >= 2, got None"),
+        ({"arity": "x"}, TypeError, "arity must be an integer >= 2, got 'x'"),
+        ({"arity": 0}, ValueError, "arity must be an integer >= 2, got 0"),
     ],
 )
 def test_module_task_options_are_checked_at_the_door(options, error, says):
     with pytest.raises(error, match=says) as raised:
-        ModuleTask(Net(), INPUTS, arity=2, **options)
+        ModuleTask(Net(), INPUTS, **{"arity": 2, **options})
     one_line(raised)
+
+
+def test_a_half_precision_module_fed_single_precision_inputs_is_one_line():
+    task = ModuleTask(Net().half(), INPUTS, arity=2, batched=True)
+    grid = {"estimators": ["st_gumbel_softmax"], "tau": [1.0], "k": [1], "batch_size": [2]}
+    with pytest.raises(ValueError, match=r"inputs.0. is float32 but the module.s .* float16"):
+        gvbench.sweep(task, reps=8, reference_reps=8, progress=False, **grid)
+
+
+@pytest.mark.parametrize(
+    ("device", "says"), [("meta", "holds shapes but no values"), ("mps", "no mps device")]
+)
+def test_a_device_that_cannot_run_is_refused_at_the_door(tmp_path, device, says):
+    with pytest.raises(SystemExit, match=says):
+        main(["sweep", "toy", "--reps", "8", "--device", device, "--out", str(tmp_path / "x.nc")])
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_an_imported_module_that_exits_is_said_not_obeyed(tmp_path, monkeypatch):
+    (tmp_path / "exits_at_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit, match=r"exits_at_import: importing it called sys.exit\(3\)"):
+        main(["--import", "exits_at_import", "list"])
 
 
 def test_a_string_group_would_have_taken_every_parameter():

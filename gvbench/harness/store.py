@@ -285,7 +285,9 @@ def read(path: str | os.PathLike[str], verify: bool = True) -> xr.Dataset:
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
             ds = ds.load()
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    # h5netcdf raises OSError for a damaged file, the netCDF-C library a RuntimeError
+    # ("NetCDF: HDF error").
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResultsFileError(
             f"{path} is not a readable netCDF file ({reason}): it may be truncated or corrupted, "

@@ -29,8 +29,25 @@ def check_device(device: str | torch.device) -> torch.device:
         raise ValueError(
             f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}"
         ) from None
+    if target.type == "meta":
+        raise ValueError(
+            "device='meta' holds shapes but no values, so nothing can be measured on it; "
+            "choose 'cpu' or 'cuda'"
+        )
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(target)!r} was asked for, but CUDA is not available here")
+    backend = getattr(torch, target.type, None) if target.type not in ("cpu", "cuda") else None
+    if target.type == "mps":
+        backend = torch.backends.mps
+    if target.type not in ("cpu", "cuda") and not (
+        backend is not None
+        and callable(getattr(backend, "is_available", None))
+        and backend.is_available()
+    ):
+        raise ValueError(
+            f"device={str(target)!r} was asked for, but no {target.type} device is available "
+            "here; choose 'cpu' or 'cuda'"
+        )
     if (
         target.type == "cuda"
         and target.index is not None

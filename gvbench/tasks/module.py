@@ -56,6 +56,8 @@ ParameterChoice = Iterable[str] | Callable[[str, nn.Parameter], bool] | None
 CALIBRATION_DRAWS = 8
 # Batched draws are chosen only when they are at least this much faster (they hold R copies).
 BATCHED_ADVANTAGE = 1.1
+# The largest arity or reference size taken (a vocabulary, a long reference).
+MAX_COUNT = 2**40
 
 
 class ModuleTask(Task):
@@ -115,6 +117,8 @@ class ModuleTask(Task):
             raise TypeError(f"loss must be callable or None, got {loss!r}")
         self.loss_fn = loss
         self.name = name
+        if arity is not None:
+            arity = check_count(arity, "arity", 2, MAX_COUNT)
         self._arity = arity
         self.relaxed_inputs = relaxed_inputs
         self.sequential_choices = sequential_choices
@@ -124,7 +128,8 @@ class ModuleTask(Task):
         if max_draws_per_pass is not None:
             max_draws_per_pass = check_count(max_draws_per_pass, "max_draws_per_pass", 1)
         self.max_draws_per_pass = max_draws_per_pass
-        self.reference_reps = reference_reps
+        # Two draws at least: the reference's noise V_ref/N_ref needs a spread.
+        self.reference_reps = check_count(reference_reps, "reference_reps", 2, MAX_COUNT)
         self._config = dict(config or {})
         named = dict(module.named_parameters())
         if parameters is None:
@@ -302,6 +307,12 @@ class ModuleTask(Task):
             part = f"loss {getattr(self.loss_fn, '__qualname__', repr(self.loss_fn))}"
             losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
         except Exception as error:
+            mismatch = self._dtype_mismatch(inputs)
+            if isinstance(error, RuntimeError) and "dtype" in str(error) and mismatch:
+                raise ValueError(
+                    f"ModuleTask {self.name!r}: {mismatch}; convert the inputs or the module "
+                    "to one floating-point dtype"
+                ) from None
             # The error keeps its type (the vmap fallback reads it); the note says whose it is.
             note = f"raised by the {part} of ModuleTask {self.name!r} (batch_size={batch_size})"
             if note not in getattr(error, "__notes__", ()):
@@ -314,6 +325,16 @@ class ModuleTask(Task):
                 f"({batch_size},), got {shape}"
             )
         return losses
+
+    def _dtype_mismatch(self, inputs: Sequence[Tensor]) -> str | None:
+        """Which floating-point input's dtype differs from the measured parameters'."""
+        for index, x in enumerate(inputs):
+            if x.is_floating_point() and x.dtype != self.dtype:
+                return (
+                    f"inputs[{index}] is {str(x.dtype).removeprefix('torch.')} but the "
+                    f"module's parameters are {str(self.dtype).removeprefix('torch.')}"
+                )
+        return None
 
     def loss(self, params: Parameters, sample: Sampler, batch_size: int) -> Tensor:
         """Per-example losses ``(1, B)`` for parameters with a draw axis of size 1.

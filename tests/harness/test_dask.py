@@ -35,7 +35,10 @@ GRID = dict(
 METRICS = ["variance", "bias2", "mse", "variance_se", "bias2_se", "cosine", "snr"]
 # A scheduler serves HTTP on 8787 even without a dashboard: a test taking that port failed
 # whenever another Dask on the machine held it.
-NO_FIXED_PORT = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+NO_FIXED_PORT = {
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
 # A hang fails the test instead of stalling the suite.
 pytestmark = pytest.mark.timeout(300)
 
@@ -131,7 +134,7 @@ def test_a_job_that_never_starts_stops_the_sweep_in_one_line():
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_a_bad_stall_time_is_named(monkeypatch, value):
     monkeypatch.setenv(engine.STALL_VARIABLE, value)
-    with pytest.raises(ValueError, match="GVBENCH_STALL_SECONDS=.*a number of seconds > 0"):
+    with pytest.raises(ValueError, match=r"GVBENCH_STALL_SECONDS=.*a number of seconds > 0"):
         engine.stall_seconds()
 
 

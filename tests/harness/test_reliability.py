@@ -263,3 +263,29 @@ def test_a_resumed_sweep_reuses_its_references(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"batch-1\.npz is damaged .* it is recomputed"):
         gvbench.sweep(TASK, path=path, progress=False, **{**grid, "tau": [0.5, 2.0, 3.0]})
     assert calls == [1, 1]  # an unreadable cache is recomputed, never trusted
+
+
+def test_a_checksum_corrupted_file_is_one_line_for_every_reader(tmp_path):
+    # The netCDF-C library reports a Fletcher-32 mismatch as RuntimeError("NetCDF: HDF
+    # error"), which read() let through: plot, compare, a resuming sweep and plot --frontier
+    # printed a traceback. A byte flipped in a checksummed chunk: every reader says one line.
+    import h5py
+
+    path = tmp_path / "toy.nc"
+    gvbench.sweep(TASK, path=path, progress=False, **GRID)
+    with h5py.File(path) as file:
+        offset = file["variance"].id.get_chunk_info(0).byte_offset
+    damaged = bytearray(path.read_bytes())
+    damaged[offset] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ResultsFileError, match="is not a readable netCDF file") as error:
+        read(path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ResultsFileError, match="is not a readable netCDF file"):
+        gvbench.sweep(TASK, path=path, progress=False, **GRID)
+    commands = [["plot", str(path)], ["plot", "--frontier", str(path)], ["compare", str(path)]]
+    for argv in commands:
+        with pytest.raises(SystemExit, match="is not a readable netCDF file") as exited:
+            main(argv)
+        assert "\n" not in str(exited.value), argv
+    assert path.read_bytes() == bytes(damaged)  # never overwritten
