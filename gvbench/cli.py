@@ -137,33 +137,64 @@ def command_compare(args: argparse.Namespace) -> int:
     """Tables: one sweep's estimators at equal cost; several sweeps' shared cells."""
     import pandas as pd
 
-    from gvbench.harness.compare import best_at_budget, cost_points, differences, frontier
+    from gvbench.harness.compare import (
+        FAMILY_ERROR,
+        best_at_budget,
+        cost_points,
+        differences,
+        frontier,
+    )
     from gvbench.harness.store import ResultsFileError, read
 
     sweeps = {}
     try:
-        for name in args.result:
-            ds = read(name)
-            if "seed" in ds.dims:
-                ds = ds.isel(seed=0)
-            sweeps[Path(name).stem] = ds
+        for label, name in _labels(args.result).items():
+            sweeps[label] = read(name)
         with pd.option_context("display.width", 160, "display.max_rows", 500):
             if len(sweeps) > 1 and not args.frontier:
                 table = differences(sweeps)
                 print(table.round(6).to_string(index=False))
                 return 0
             for name, ds in sweeps.items():
-                points = frontier(cost_points(ds, args.cost))
+                try:
+                    points = frontier(cost_points(ds, args.cost))
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+                extra = [c for c in ("seed", "grid_point") if c in points.columns]
                 print(f"\n{name}: the variance–cost frontier ({args.cost} per draw)")
                 shown = points.assign(front=points["on_front"].map({True: "*", False: ""}))
-                columns = ["tau", "batch_size", "point", "cost", "variance", "variance_se"]
-                columns += ["at_equal_cost", "at_equal_cost_se", "front"]
+                columns = [*extra, "tau", "batch_size", "point", "cost", "variance"]
+                columns += ["variance_se", "at_equal_cost", "at_equal_cost_se", "front"]
                 print(shown[columns].to_string(index=False))
-                print(f"\n{name}: best at each budget ({args.metric}; z: best vs runner-up)")
-                print(best_at_budget(points, args.metric).to_string(index=False))
+                print(
+                    f"\n{name}: best at each budget ({args.metric}; z: best vs runner-up; "
+                    f"a winner only where it beats every other at family-wise error "
+                    f"{FAMILY_ERROR:g}, Holm over the rows)"
+                )
+                best = best_at_budget(points, args.metric)
+                if best.empty:
+                    print("no unbiased estimator to rank by variance (--metric mse ranks all)")
+                else:
+                    print(best.to_string(index=False))
     except (ResultsFileError, ValueError, KeyError) as error:
         raise SystemExit(f"gvbench: {error}") from None
     return 0
+
+
+def _labels(paths: Sequence[str]) -> dict[str, str]:
+    """A label for each results file: its name, or its path where two share a name (two
+    machines' toy.nc); the same file twice is refused."""
+    seen: dict[Path, str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ValueError(
+                f"{path} is given twice (as {seen[resolved]}): compare it with another"
+            )
+        seen[resolved] = path
+    stems = [Path(p).stem for p in paths]
+    unique = len(set(stems)) == len(stems)
+    return {(Path(p).stem if unique else str(Path(p).with_suffix(""))): p for p in paths}
 
 
 def command_simplex(args: argparse.Namespace) -> int:

@@ -287,6 +287,9 @@ def plot_frontier(
         points["label"] = points["estimator"].map(ds[["label"]].to_dataframe()["label"])
         prefix = f"{name}: " if name else ""
         points["row"] = [f"{prefix}B = {b}" for b in points["batch_size"]]
+        for replicate, word in (("seed", "seed"), ("grid_point", "point")):
+            if replicate in points.columns:  # each seed, or task of a grid, on a row of its own
+                points["row"] += [f", {word} {v}" for v in points[replicate]]
         tables.append(points)
     points = pd.concat(tables, ignore_index=True)
     top = float(points["variance"].max())

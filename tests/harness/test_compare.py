@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 import gvbench
 import gvbench.estimators as E
 from gvbench.cli import main
 from gvbench.estimators import registry
 from gvbench.harness import read
-from gvbench.harness.compare import best_at_budget, cost_points, differences, frontier
+from gvbench.harness.compare import best_at_budget, cost_points, differences, frontier, holm
 from gvbench.harness.draws import choices
 from gvbench.harness.sweep import DEFAULT_WARMUP
 from gvbench.tasks import Toy
@@ -163,7 +165,94 @@ def test_sweeps_of_one_problem_side_by_side_and_of_two_refused(tmp_path, capsys)
     with pytest.raises(SystemExit) as refused:
         main(["compare", str(tmp_path / "a.nc"), str(tmp_path / "other.nc")])
     message = str(refused.value)
-    assert "different problems (task_config:" in message and "\n" not in message
+    assert "different problems (task_config.theta: [[0.0, 1.0, 2.0]] vs [[0.6," in message
+    assert "\n" not in message
     assert main(["plot", "--frontier", str(tmp_path / "a.nc"), str(tmp_path / "other.nc")]) == 0
     assert main(["compare", "--frontier", str(tmp_path / "a.nc"), str(tmp_path / "other.nc")]) == 0
     assert "best at each budget" in capsys.readouterr().out
+
+
+def test_holm_adjusts_the_family_and_skips_comparisons_not_made():
+    adjusted = holm([0.01, np.nan, 0.04, 0.03])
+    # Sorted 0.01, 0.03, 0.04 over a family of three: 0.03, 0.06, then max(0.06, 0.04).
+    np.testing.assert_allclose(adjusted, [0.03, np.nan, 0.06, 0.06])
+    assert (holm([0.5, 0.9]) <= 1).all()
+
+
+def points_table(variances, ses, cost=1.0):
+    names = [f"E{i}" for i in range(len(variances))]
+    return pd.DataFrame(
+        {
+            "tau": 1.0,
+            "batch_size": 1,
+            "estimator": names,
+            "k": 1,
+            "point": names,
+            "unbiased": True,
+            "cost": cost,
+            "variance": variances,
+            "variance_se": ses,
+            "bias2": 0.0,
+            "bias2_se": 0.0,
+        }
+    )
+
+
+def test_a_winner_beats_every_other_at_the_family_error():
+    # E0 beats E1 by 5 SE but E2 by 3.3 only: p = 2·Φ(−3.3) = 9.7e-4, decided alone at 0.001.
+    # Two such rows are a family of two: Holm asks 5e-4 of the first, and neither is decided.
+    row = points_table([1.0, 1.0 + 5 * np.sqrt(2), 1.0 + 3.3 * np.sqrt(2)], [1.0] * 3)
+    alone = best_at_budget(row)
+    assert alone["p"].iloc[0] == pytest.approx(2 * stats.norm.sf(3.3))
+    assert list(alone["winner"]) == ["E0"]
+    twice = best_at_budget(pd.concat([row, row.assign(tau=2.0)], ignore_index=True))
+    assert list(twice["winner"]) == ["", ""]
+    assert list(twice["best"]) == ["E0", "E0"]  # the best is still named, not declared
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    grid = {**GRID, "estimators": ["st_gumbel_softmax", "reinforce"], "reps": 200, "k": [2]}
+    for machine, seed in (("a", 0), ("b", 1)):
+        (folder / machine).mkdir()
+        gvbench.sweep(TASK, path=folder / machine / "toy.nc", seed=seed, **grid)
+    gvbench.sweep(TASK, path=folder / "seeds.nc", seed=[0, 1], **grid)
+    return folder
+
+
+def test_two_machines_files_of_one_name_are_both_shown(files, capsys):
+    assert main(["compare", str(files / "a" / "toy.nc"), str(files / "b" / "toy.nc")]) == 0
+    out = capsys.readouterr().out
+    assert "variance [" in out and out.count("toy]") >= 2 and "p_holm" in out and "differs" in out
+
+
+def test_the_same_file_twice_is_refused(files):
+    with pytest.raises(SystemExit, match="is given twice"):
+        main(["compare", str(files / "seeds.nc"), str(files / "seeds.nc")])
+
+
+def test_a_sweep_over_seeds_is_compared_seed_by_seed(files, capsys):
+    assert main(["compare", str(files / "seeds.nc")]) == 0
+    frontier_table = capsys.readouterr().out
+    assert "seed" in frontier_table
+    table = differences({"seeds": read(files / "seeds.nc"), "one": read(files / "a" / "toy.nc")})
+    assert sorted(set(table["seed"])) == [0, 1]
+    assert (table.loc[table["seed"] == 0, "variance one − seeds"] == 0).all()  # seed 0 is a
+    assert main(["plot", "--frontier", str(files / "seeds.nc"), "--out-dir", str(files)]) == 0
+
+
+def test_a_file_whose_cells_all_failed_is_one_line_for_compare_and_frontier(tmp_path):
+    class Failing(Toy):
+        name = "failing-toy"
+
+        def loss(self, params, sample, batch_size):
+            return super().loss(params, sample, batch_size) * float("nan")
+
+    path = tmp_path / "failed.nc"
+    with pytest.warns(UserWarning, match="failed"):
+        gvbench.sweep(Failing(theta=[0.6, -0.2, 0.1]), path=path, **GRID)
+    for argv in (["compare", str(path)], ["plot", "--frontier", str(path)]):
+        with pytest.raises(SystemExit, match="no finished cell among its") as refused:
+            main(argv)
+        assert "\n" not in str(refused.value)
