@@ -317,6 +317,11 @@ def _train(args: argparse.Namespace) -> int:
 
     experiment = _experiment(args.experiment)
     out_dir = args.out_dir
+    if args.preset and args.search:
+        raise SystemExit(
+            "gvbench: --search and --preset are exclusive: a preset names its own runs and "
+            "searches (run the search without --preset)"
+        )
     with engine.client(args.workers, args.scheduler) as pool:
         if args.preset:
             extra = {"data_dir": args.data_dir} if args.experiment == "vae" else {}

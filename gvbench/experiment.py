@@ -179,6 +179,13 @@ class Experiment(abc.ABC):
         device = torch.device(first.device)
         with pinned_threads(first.threads):
             data = [self.data(config) for config in configs]
+            for config, (splits, source) in zip(configs, data, strict=True):
+                examples = len(splits["train"][0])
+                if self.batch_size(config) > examples:  # it would train on the whole set
+                    raise ValueError(
+                        f"batch_size must be at most the {examples} training examples of "
+                        f"{source}, got {self.batch_size(config)}"
+                    )
             runs = [
                 Run(
                     directory=out_dir / config.name(),

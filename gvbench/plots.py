@@ -563,7 +563,12 @@ def plot_simplex(ds: xr.Dataset, k: int | None = None) -> plt.Figure:
     limit = float(np.nanmax(np.abs(difference.values)))
     for ax, tau in zip(axes[0], taus, strict=True):
         values = difference.sel(tau=tau).values
-        image = ax.tripcolor(x, y, values, shading="gouraud", cmap="viridis", vmin=0, vmax=limit)
+        if len(x) >= 3:
+            image = ax.tripcolor(
+                x, y, values, shading="gouraud", cmap="viridis", vmin=0, vmax=limit
+            )
+        else:  # a coarse grid (--resolution 3 has one interior point) has no triangle to fill
+            image = ax.scatter(x, y, c=values, s=160, cmap="viridis", vmin=0, vmax=limit)
         ax.plot([0, 1, 0.5, 0], [0, 0, np.sqrt(3) / 2, 0], color="black", lw=0.8)
         # The corners are the one-hot points: p = (1, 0, 0), (0, 1, 0), (0, 0, 1).
         for (cx, cy), text, align in (

@@ -337,3 +337,51 @@ def test_a_damaged_manifest_is_one_line_before_any_figure(tmp_path, content, say
     text = one_line(error)
     assert text.startswith(f"gvbench: {tmp_path / 'reproduction.json'}") and says in text, text
     assert not (tmp_path / "figures").exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
+    config = ListOpsConfig(**{**TINY, "batch_size": 100_000})
+    with pytest.raises(ValueError, match="batch_size must be at most the 40 training examples"):
+        listops_train.train(config, out_dir=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_search_with_a_preset_is_refused_not_ignored(tmp_path):
+    argv = ["train", "listops", "--search", "2", "--preset", "tiny", "--out-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="--search and --preset are exclusive") as refused:
+        main(argv)
+    one_line(refused)
+
+
+def test_a_bad_amat_folder_is_one_line_from_the_command_line(tmp_path):
+    # read_amat's own message used to reach the user inside a 30-line traceback.
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"binarized_mnist_{split}.amat").write_text("0 1 0\n")
+    argv = ["train", "vae", "--data-dir", str(tmp_path), "--steps", "2", "--no-progress"]
+    with pytest.raises(SystemExit, match="3 values per line") as refused:
+        main([*argv, "--out-dir", str(tmp_path / "out")])
+    one_line(refused)
+
+
+def test_figures_into_a_folder_that_cannot_be_made_are_one_line(tmp_path):
+    path = tmp_path / "toy.nc"
+    grid = {"estimators": ["st_gumbel_softmax"], "tau": [1.0], "k": [1], "reps": 10}
+    gvbench.sweep(Toy(), path=path, progress=False, **grid)
+    for extra in ([], ["--frontier"]):
+        with pytest.raises(SystemExit, match="Not a directory") as refused:
+            main(["plot", *extra, str(path), "--out-dir", str(path / "figures")])
+        one_line(refused)
+
+
+def test_a_manifest_naming_the_wrong_kind_of_sweep_is_one_line(tmp_path):
+    gvbench.sweep(
+        Toy(), path=tmp_path / "toy.nc", progress=False, estimators=["reinforce"], reps=10
+    )
+    simplex = ["simplex", "--tau", "0.5", "--k", "10", "--resolution", "3", "--reps", "20"]
+    assert main([*simplex, "--out", str(tmp_path / "simplex.nc"), "--no-progress"]) == 0
+    assert (tmp_path / "simplex.png").stat().st_size > 0  # one interior point: drawn, no crash
+    manifest = {"preset": "tiny", "files": {"toy": "simplex.nc"}, "provenance": {}}
+    (tmp_path / "reproduction.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match=r"files\.toy names simplex\.nc, a sweep of a grid") as err:
+        main(["report", str(tmp_path)])
+    one_line(err)

@@ -378,6 +378,15 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
             f"rerun `gvbench reproduce --out {folder}` to compute them"
         )
     data = {name: read(folder / path) for name, path in manifest["files"].items()}
+    for name, ds in data.items():
+        grid = "point" in ds.dims  # a sweep over a grid of tasks: the simplex's kind
+        if grid != (name == "simplex"):
+            raise ValueError(
+                f"{manifest_path}: files.{name} names {manifest['files'][name]}, a sweep of "
+                + ("a grid of tasks (a simplex sweep)" if grid else "one task")
+                + f"; the {name} entry needs "
+                + ("a simplex sweep" if name == "simplex" else "a sweep of one task")
+            )
     report = _Report(folder)
     claims: list[Claim] = []
     if "toy" in data:
