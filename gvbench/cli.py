@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -885,6 +887,21 @@ def _bars(on: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = previous
 
 
+@contextlib.contextmanager
+def _one_interrupt() -> Iterator[None]:
+    """Ctrl-C stops the command once; a second press while it saves and stops is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    engine.INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, engine.stop_once)
+    try:
+        yield
+    finally:
+        # After a Ctrl-C the command is ending: a second press must not cut that short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if engine.INTERRUPTED.is_set() else previous)
+
+
 # What a user's input or machine can cause (TrainingDiverged, CheckpointError and
 # ResultsFileError are ValueErrors): said in one line, never as a traceback.
 USER_ERRORS = (ValueError, KeyError, TypeError, OSError, PathInUseError, engine.Stalled)
@@ -908,7 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise SystemExit(f"gvbench: {error}") from None
     try:
-        with _bars(not getattr(args, "no_progress", False)):
+        with _bars(not getattr(args, "no_progress", False)), _one_interrupt():
             return args.run(args)
     except USER_ERRORS as error:
         # Every command's user errors end here, in one line: a bad file, option or cluster.

@@ -46,6 +46,20 @@ ACTIVITY_PERIOD = 1.0
 ACTIVITY_TIMEOUT = 30.0
 
 
+# Set at the first Ctrl-C of this process: later ones are ignored, so that the cleanup it
+# started (cancelling jobs, writing finished cells, stopping a cluster) is never cut short
+# (a second KeyboardInterrupt there left threads running at exit: "terminate called").
+INTERRUPTED = threading.Event()
+
+
+def stop_once(signum: int, frame: Any) -> None:
+    """A SIGINT handler: the first Ctrl-C raises KeyboardInterrupt, later ones do nothing."""
+    if INTERRUPTED.is_set():
+        return
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 class Stalled(RuntimeError):
     """The cluster made no progress for the stall time; the message is one line."""
 
@@ -175,7 +189,8 @@ def _run_dask(
     }
     # Ctrl-C sets a flag instead of raising inside Dask's own waiting (which would log a
     # page of tracebacks from its event loop); the loop below then cancels and raises.
-    interrupted = threading.Event()
+    interrupted = INTERRUPTED
+    interrupted.clear()  # an earlier run's Ctrl-C (in a notebook, say) is not this one's
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 STALE_SECONDS = 600.0
+# An empty lock this old was never going to be written.
+EMPTY_SECONDS = 5.0
 
 
 class PathInUseError(RuntimeError):
@@ -61,7 +63,7 @@ class PathLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is None:
-                    if not self._stale({}):
+                    if not self._stale({}) and not self._abandoned_empty():
                         raise PathInUseError(
                             f"{self.file} is not a lock gvbench can read (another program's, "
                             "or one being written); if no run is writing "
@@ -83,10 +85,23 @@ class PathLock:
                 )
                 self.file.unlink(missing_ok=True)
                 continue
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(self.owner, handle)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    json.dump(self.owner, handle)
+            except BaseException:  # a full disk: no empty lock left to block the rerun
+                self.file.unlink(missing_ok=True)
+                raise
             return
         raise PathInUseError(f"{self.file} could not be taken (another run took it first)")
+
+    def _abandoned_empty(self) -> bool:
+        """An empty lock older than :data:`EMPTY_SECONDS`: its owner died between creating it
+        and writing it (an older gvbench on a full disk), since a write takes microseconds."""
+        try:
+            stat = self.file.stat()
+        except FileNotFoundError:
+            return True
+        return stat.st_size == 0 and time.time() - stat.st_mtime > EMPTY_SECONDS
 
     def refresh(self) -> None:
         """Show the lock is alive (for runs on other hosts that judge it by its age)."""

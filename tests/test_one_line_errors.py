@@ -385,3 +385,21 @@ def test_a_manifest_naming_the_wrong_kind_of_sweep_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"files\.toy names simplex\.nc, a sweep of a grid") as err:
         main(["report", str(tmp_path)])
     one_line(err)
+
+
+def test_a_full_disk_leaves_no_lock_and_an_abandoned_empty_one_is_taken_over(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    lock = tmp_path / "toy.nc.lock"
+    with monkeypatch.context() as patched:
+        patched.setattr(json, "dump", no_space)
+        with pytest.raises(OSError, match="No space left"):
+            PathLock(tmp_path / "toy.nc").acquire()
+    assert not lock.exists()  # it used to stay, empty, and refuse the rerun
+    lock.write_text("")  # what an older gvbench left on a full disk
+    old = time.time() - 10
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="taking over the lock of a run that is gone"):
+        with PathLock(tmp_path / "toy.nc"):
+            pass
