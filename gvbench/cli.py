@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -22,7 +23,13 @@ from typing import Any
 import gvbench.estimators as E
 import gvbench.tasks
 from gvbench import engine
-from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, DEFAULT_WARMUP
+from gvbench.harness.sweep import (
+    DEFAULT_K,
+    DEFAULT_REPS,
+    DEFAULT_TAU,
+    DEFAULT_WARMUP,
+    MAX_WARMUP_SECONDS,
+)
 from gvbench.path_lock import PathInUseError
 
 EPILOG = """examples:
@@ -95,6 +102,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
         threads_per_cell=args.threads_per_cell,
         device=args.device,
         warmup=args.warmup,
+        max_warmup_seconds=args.max_warmup_seconds,
     )
     start = time.perf_counter()
     try:
@@ -468,6 +476,17 @@ def _reference_size(text: str) -> int | str:
     return _at_least(2)(text)
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _at_least(least: int):
     """An argparse type: an integer >= ``least``, with a message naming the range."""
 
@@ -655,6 +674,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_WARMUP,
         help="steps (of 16 draws) an estimator with state (REINFORCE, REBAR, RELAX) adapts at "
         "the fixed parameters before it is frozen and measured",
+    )
+    sweep.add_argument(
+        "--max-warmup-seconds",
+        type=_positive_seconds,
+        default=MAX_WARMUP_SECONDS,
+        help="the longest the adaptation of all cells may take (estimated from a few timed "
+        "steps before any work); a longer plan is refused with its time",
     )
     sweep.add_argument(
         "--workers",

@@ -403,3 +403,20 @@ def test_a_full_disk_leaves_no_lock_and_an_abandoned_empty_one_is_taken_over(tmp
     with pytest.warns(UserWarning, match="taking over the lock of a run that is gone"):
         with PathLock(tmp_path / "toy.nc"):
             pass
+
+
+def test_a_warmup_that_would_run_for_hours_is_refused_with_its_time(tmp_path, capsys):
+    # The largest warmup accepted (2^24 steps) is hours for one toy cell, with a bar at 0%.
+    grid = {"estimators": ["reinforce", "st_gumbel_softmax"], "tau": [1.0], "k": [1], "reps": 10}
+    with pytest.raises(ValueError, match=r"warmup=16777216 would adapt 1 cell\(s\) for about"):
+        gvbench.sweep(Toy(), warmup=2**24, path=tmp_path / "x.nc", progress=False, **grid)
+    assert not (tmp_path / "x.nc").exists()
+    argv = ["sweep", "toy", "--warmup", str(2**24), "--out", str(tmp_path / "x.nc")]
+    with pytest.raises(SystemExit, match="raise max_warmup_seconds") as refused:
+        main(argv)
+    one_line(refused)
+    with pytest.raises(SystemExit):
+        main([*argv, "--max-warmup-seconds", "0"])
+    assert "must be a number of seconds > 0, got '0'" in capsys.readouterr().err
+    done = gvbench.sweep(Toy(), warmup=50, max_warmup_seconds=60, progress=False, **grid)
+    assert (done.status == "done").all()

@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,6 +177,45 @@ def not_applicable(task: Task, cell: Cell) -> str | None:
     if reason is None and info.without_replacement and outcomes is not None and cell.k > outcomes:
         reason = f"{info.label} draws k distinct samples; an example has {outcomes} outcomes"
     return reason
+
+
+# The longest adaptation a sweep starts without being told to (max_warmup_seconds), and
+# the steps timed, in the driver, to estimate it.
+MAX_WARMUP_SECONDS = 3600.0
+TIMED_STEPS = 2
+
+
+def _check_warmup_time(task: Task, cells: Sequence[Cell], options: Mapping[str, Any]) -> None:
+    """Refuse, before any work, a ``warmup`` whose adaptation alone would run for longer than
+    ``max_warmup_seconds`` (the largest warmup, 2²⁴ steps, is a day for one toy cell): a few
+    steps of the costliest adapted cell are timed here, on a generator of their own."""
+    warmup, limit = options["warmup"], options["max_warmup_seconds"]
+    adapted = [c for c in cells if E.info(c.estimator).state is not None]
+    if not warmup or not adapted or warmup <= TIMED_STEPS:
+        return
+    costliest = max(adapted, key=lambda c: (c.batch_size, c.k or 1))
+    estimator = E.get(costliest.estimator, **costliest.options())
+    generator = torch.Generator(device=task.device).manual_seed(0)
+    with pinned_threads(options["threads"]):
+        adapt(task, estimator, 1, costliest.batch_size, generator)  # warm-up and tracing
+        start = time.perf_counter()
+        adapt(task, estimator, TIMED_STEPS, costliest.batch_size, generator)
+    step = (time.perf_counter() - start) / TIMED_STEPS
+    total = step * warmup * len(adapted)
+    if total > limit:
+        raise ValueError(
+            f"warmup={warmup} would adapt {len(adapted)} cell(s) for about {_duration(total)} "
+            f"({step * 1e3:.3g} ms a step, measured on {costliest.estimator} at "
+            f"B={costliest.batch_size}), above max_warmup_seconds={limit:g}: lower warmup (the "
+            f"default {DEFAULT_WARMUP} steps adapt the field's estimators), or raise "
+            "max_warmup_seconds (--max-warmup-seconds) to run it"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def run_cell(
@@ -371,6 +410,7 @@ def sweep(
     reference_k: int = REFERENCE_K,
     device: str | torch.device | None = None,
     warmup: int = DEFAULT_WARMUP,
+    max_warmup_seconds: float = MAX_WARMUP_SECONDS,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
 
@@ -405,6 +445,9 @@ def sweep(
             RELAX's network) adapts by its own update rule at the fixed parameters, each on
             16 draws, before it is frozen and measured (the cell stores them and the adapted
             state).
+        max_warmup_seconds: the longest the adaptation of all cells may take, estimated
+            before any work from a few timed steps; a longer plan is refused in one line that
+            gives its time (it changes no number).
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
@@ -440,6 +483,8 @@ def sweep(
     )
     threads_per_cell = check_count(threads_per_cell, "threads_per_cell", 1)
     warmup = check_count(warmup, "warmup", 0)
+    if not (isinstance(max_warmup_seconds, int | float) and max_warmup_seconds > 0):
+        raise ValueError(f"max_warmup_seconds must be a number > 0, got {max_warmup_seconds!r}")
     attrs = {
         "title": f"gvbench sweep of the {task.name} task",
         "Conventions": "CF-1.8",
@@ -485,6 +530,7 @@ def sweep(
                 "seed": seeds[0],
                 "threads": threads_per_cell,
                 "warmup": warmup,
+                "max_warmup_seconds": float(max_warmup_seconds),
                 "executor": executor,
                 "progress": progress,
             },
@@ -584,6 +630,7 @@ def _sweep_locked(
         for cell, keys in plan.items()
         if not all(key in records and store.is_finished(records[key]["status"]) for key in keys)
     }
+    _check_warmup_time(task, [c for c in todo if not_applicable(task, c) is None], options)
     references = {
         b: _reference(task, b, [c for c in todo if c.batch_size == b], path, attrs, options)
         for b in sorted({cell.batch_size for cell in todo})
