@@ -22,3 +22,15 @@ def tiny_report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     reproduce("tiny", folder, progress=False)
     return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), a file's tests stay
+    on one worker, so a module's fixtures are built once; the tests sharing the session's
+    tiny report share one worker too, so it is built once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        group = "tiny-report" if "tiny_report" in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
