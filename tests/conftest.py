@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
 import gvbench.estimators as E
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: torch's own threads would spin against the other worker's
+    # (a small test ran 10× slower so); one each, and one in the processes a test starts.
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 SAMPLE_ESTIMATORS = [n for n, i in E.available().items() if i.kind == "sample"]
 CATEGORICAL_SAMPLERS = [n for n in SAMPLE_ESTIMATORS if not E.info(n).binary_only]

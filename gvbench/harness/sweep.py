@@ -196,10 +196,14 @@ def _check_warmup_time(task: Task, cells: Sequence[Cell], options: Mapping[str, 
     costliest = max(adapted, key=lambda c: (c.batch_size, c.k or 1))
     estimator = E.get(costliest.estimator, **costliest.options())
     generator = torch.Generator(device=task.device).manual_seed(0)
-    with pinned_threads(options["threads"]):
-        adapt(task, estimator, 1, costliest.batch_size, generator)  # warm-up and tracing
-        start = time.perf_counter()
-        adapt(task, estimator, TIMED_STEPS, costliest.batch_size, generator)
+    try:
+        with pinned_threads(options["threads"]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a cell says what it has to say, once
+            adapt(task, estimator, 1, costliest.batch_size, generator)  # warm-up and tracing
+            start = time.perf_counter()
+            adapt(task, estimator, TIMED_STEPS, costliest.batch_size, generator)
+    except Exception:  # a loss that fails here fails its cells, which say why
+        return
     step = (time.perf_counter() - start) / TIMED_STEPS
     total = step * warmup * len(adapted)
     if total > limit:
