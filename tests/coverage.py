@@ -124,7 +124,7 @@ def coverage(
 ESTIMATORS = {
     "gumbel_softmax": "pathwise (GS, τ = 0.5)",
     "rloo": "score function (RLOO, K = 2)",
-    "reinforce": "adapted baseline (REINFORCE, 100 steps)",
+    "reinforce": "adapted baseline (REINFORCE, 1000 steps)",
 }
 
 
@@ -137,7 +137,7 @@ def estimator_coverage(seeds: int = 200, draws: int = 1000, long: int = 400_000)
     from gvbench.tasks import Toy
 
     task = Toy(theta=[0.6, -0.2, 0.1])
-    grid = {"estimators": list(ESTIMATORS), "tau": [0.5], "k": [2], "warmup": 100}
+    grid = {"estimators": list(ESTIMATORS), "tau": [0.5], "k": [2], "warmup": 1000}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exact = gvbench.sweep(task, reps=long, seed=10**6, progress=False, **grid)
