@@ -265,7 +265,10 @@ def _activity(keys: Sequence[Hashable], dask_scheduler: Any = None) -> tuple[boo
     the tasks ``keys`` (a waiting task names what it waits for)."""
     busy = False
     for worker in dask_scheduler.workers.values():
-        counts = worker.metrics.get("task_counts", {})
+        if "task_counts" not in worker.metrics:  # no heartbeat yet: it cannot be judged idle
+            busy = True
+            continue
+        counts = worker.metrics["task_counts"]
         transfers = worker.metrics.get("transfer", {})
         if counts.get("executing") or counts.get("flight") or transfers.get("incoming_count"):
             busy = True
