@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gvbench.harness.metrics import GradientMoments, NonFiniteDraws, Reference, gradient_metrics
 from tests.stats import Z
@@ -165,3 +167,21 @@ def test_a_groups_metrics_are_those_of_its_columns():
         mine = moments.group_metrics(name)
         for metric in ("variance", "bias2", "mse", "cosine", "snr", "variance_se", "mse_se"):
             assert mine[metric] == pytest.approx(alone[metric], rel=1e-9, abs=1e-14), (name, metric)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(4, 300),
+    offset=st.floats(0.0, 1.0),
+    law=st.sampled_from(["normal", "three-valued"]),
+)
+def test_the_se_of_bias2_never_falls_below_its_zero_bias_term(seed, n, offset, law):
+    # It was kept above half of 2 tr Σ²/N² only: a cell at zero bias could report 1/√2 of
+    # the truth. The first-order term is added, never subtracted.
+    rng = np.random.default_rng(seed)
+    draws = normal_draws(n, rng) if law == "normal" else discrete_draws(n, rng)
+    moments = GradientMoments(Reference(MU + offset))
+    moments.add(torch.as_tensor(draws.copy()))
+    floor = np.sqrt(2 * moments.covariance_square()) / n
+    assert moments.metrics()["bias2_se"] >= floor * (1 - 1e-12)
