@@ -173,7 +173,7 @@ class ModuleTask(Task):
         # Copies taken under the GIL: a cell may add a note while the task is pickled.
         state = {**self.__dict__, "_unbatchable": dict(self._unbatchable)}
         state["notes"] = list(self.notes)
-        del state["_skeletons"]
+        state.pop("_skeletons", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
