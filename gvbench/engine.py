@@ -200,15 +200,19 @@ def _run_dask(
         remaining = len(futures)
         watchdog = _Watchdog(client, stall)
         while remaining:
+            # Checked before every result, not only when none is ready: on a busy machine
+            # results kept streaming in and a Ctrl-C waited for the last of them (lost).
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             batch = completed.next_batch(block=False)
             if not batch:
-                if interrupted.is_set():
-                    raise KeyboardInterrupt
                 watchdog.check([f for f in futures if not f.done()])
                 time.sleep(0.05)
                 continue
             watchdog.progress()
             for future in batch:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
                 remaining -= 1
                 yield futures[future], future.result()
     finally:
