@@ -200,8 +200,8 @@ def _run_dask(
         remaining = len(futures)
         watchdog = _Watchdog(client, stall)
         while remaining:
-            # Checked before every result, not only when none is ready: on a busy machine
-            # results kept streaming in and a Ctrl-C waited for the last of them (lost).
+            # Checked before every result, not only when none is ready: while results keep
+            # arriving, a Ctrl-C must not wait for the last of them.
             if interrupted.is_set():
                 raise KeyboardInterrupt
             batch = completed.next_batch(block=False)
@@ -331,9 +331,9 @@ def client(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
     # inf) instead of one round trip to the scheduler per job: jobs here are independent
     # and their inputs were shared already. Dask starts its workers with glibc's
     # MALLOC_TRIM_THRESHOLD_ at 64 KiB, which also fixes malloc's mmap threshold: every
-    # tensor above 128 KiB is then mapped afresh and faulted in page by page, and a VAE
-    # step at B = 200 takes 2.6× as long (54 s against 26 s for three seeds × 300 steps):
-    # unset here, so a worker computes as fast as a plain process.
+    # tensor above 128 KiB is then mapped afresh and faulted in page by page, which makes
+    # a step of large tensors (the VAE's at B = 200) more than twice as slow: unset here, so
+    # a worker computes as fast as a plain process (docs/performance.md has the measurement).
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             dask.config.set(
