@@ -41,7 +41,7 @@ from gvbench.report.figures import (
     plot_training_variance,
     plot_vae_bound,
 )
-from gvbench.report.page import figure_block, render, table_block
+from gvbench.report.page import figure_block, render, table_block, write_page
 
 __all__ = ["MANIFEST", "Claim", "build_report", "read_manifest"]
 
@@ -420,6 +420,4 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
         {**manifest["provenance"], "report built by commit": provenance.git_commit()},
         report.sections,
     )
-    index = folder / "index.html"
-    write_bytes(page.encode("utf-8"), index)
-    return index
+    return write_page(folder, page)

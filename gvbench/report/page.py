@@ -1,4 +1,8 @@
-"""The report as one self-contained HTML page: figures embedded, tables inline, no scripts."""
+"""The report as one HTML page: figures embedded, tables inline, no scripts, and its stylesheet.
+
+The stylesheet is a file of its own beside the page, the same bytes in every report folder, so
+the reports kept in git share one copy of it instead of holding one inside each page.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from gvbench.atomic_files import write_bytes
 from gvbench.report.claims import FAILS, HOLDS, Claim
 
+PAGE = "index.html"
+STYLESHEET = "report.css"
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em;
        color: #222; line-height: 1.45; }
@@ -78,8 +85,17 @@ def render(
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f'<title>{html.escape(title)}</title><link rel="stylesheet" href="{STYLESHEET}">'
+        "</head><body>"
         f'<h1>{html.escape(title)}</h1><p class="summary">{html.escape(summary)}</p>'
         f'<h2 id="claims-section">The paper\'s claims</h2>{claims_table(claims)}'
         f'<h2 id="provenance">Provenance</h2><table>{facts}</table>{body}</body></html>'
     )
+
+
+def write_page(folder: Path, page: str) -> Path:
+    """Write ``page`` as ``folder/index.html`` with its stylesheet beside it; returns the page."""
+    write_bytes(STYLE.lstrip().encode("utf-8"), folder / STYLESHEET)
+    index = folder / PAGE
+    write_bytes(page.encode("utf-8"), index)
+    return index
