@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -13,6 +14,7 @@ import gvbench
 import gvbench.estimators as E
 from gvbench.harness import gradient_draws, gradient_metrics, process_pool, read, reference_gradient
 from gvbench.harness.metrics import METRICS, Reference
+from gvbench.harness.spec import SweepSpec
 from gvbench.tasks import Toy
 from tests.stats import Z
 
@@ -273,6 +275,56 @@ def test_bad_grids_fail_before_any_work(tmp_path, grid, message):
     with pytest.raises((ValueError, KeyError), match=message):
         gvbench.sweep(TASK, path=path, progress=False, **grid)
     assert not path.exists()
+
+
+def test_a_spec_is_canonical_and_frozen():
+    spec = SweepSpec(
+        "toy",
+        ["reinforce", "st_gumbel_softmax", "reinforce"],
+        tau=0.5,
+        k=[10, 1, 10],
+        batch_size=[4, 2],
+        reps=50,
+        seed=[3, 0, 3],
+        reference_reps=None,
+        max_warmup_seconds=60,
+    )
+    assert isinstance(spec.task, Toy)
+    assert spec.estimators == ("reinforce", "st_gumbel_softmax")  # the order given, once each
+    assert (spec.tau, spec.k, spec.batch_size, spec.seed) == ((0.5,), (1, 10), (2, 4), (0, 3))
+    assert spec.seed_axis and spec.reference_reps == "auto"
+    assert spec.max_warmup_seconds == 60.0 and isinstance(spec.max_warmup_seconds, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.reps = 10
+    assert SweepSpec(TASK).estimators == tuple(
+        name for name, entry in E.available().items() if entry.default
+    )
+
+
+def test_a_spec_keeps_a_single_seed_without_a_seed_axis():
+    spec = SweepSpec(TASK, ["reinforce"], seed=7)
+    assert spec.seed == (7,) and not spec.seed_axis
+    # Rebuilt from its own canonical values (a one-seed tuple), it still has no seed axis.
+    assert dataclasses.replace(spec, reps=100) == SweepSpec(TASK, ["reinforce"], reps=100, seed=7)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (dict(task="nope"), KeyError, "unknown task 'nope'"),
+        (dict(tau=[]), ValueError, "tau must not be empty"),
+        (dict(seed=2**63), ValueError, r"seed must be an integer <= 9223372036854775807"),
+        (dict(reference_reps=1), ValueError, "reference_reps must be an integer >= 2"),
+        (dict(reference_k=1), ValueError, "reference_k must be an integer >= 2"),
+        (dict(threads_per_cell=0), ValueError, "threads_per_cell must be an integer >= 1"),
+        (dict(warmup=-1), ValueError, "warmup must be an integer >= 0"),
+        (dict(max_warmup_seconds=0), ValueError, "max_warmup_seconds must be a number > 0"),
+    ],
+)
+def test_a_bad_spec_names_the_argument_and_its_range(arguments, error, message):
+    arguments = {"task": TASK, "estimators": ["reinforce"], **arguments}
+    with pytest.raises(error, match=message):
+        SweepSpec(**arguments)
 
 
 class OneHotOnly(Toy):
