@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import importlib
 
 import numpy as np
 import pytest
@@ -20,11 +19,19 @@ from gvbench.estimators.streams import PoolExhausted
 from gvbench.estimators.validation import set_validate_args
 from gvbench.listops.experiment import LISTOPS
 from gvbench.listops.experiment import TrainConfig as ListOpsConfig
-from gvbench.training import TrainingDiverged, check_one_group, train_many
+from gvbench.training import (
+    RunProgress,
+    TrainingDiverged,
+    check_one_group,
+    loop,
+    per_run_state,
+    train_many,
+    vectorised,
+)
+from gvbench.training.sgd import MAX_GRADIENT_NORM, RunUpdate, gradient_norms, sgd
+from gvbench.training.stacked import grown_pool
 from gvbench.vae.experiment import VAE_EXPERIMENT
 from gvbench.vae.experiment import TrainConfig as VAEConfig
-
-run_group = importlib.import_module("gvbench.run_group")
 
 LISTOPS_RUN = dict(max_length=8, d_hidden=8, steps=30, sizes=(200, 40, 40), eval_every=10)
 LISTOPS_RUN |= dict(variance_every=20, variance_reps=4, tau=0.5)
@@ -111,16 +118,16 @@ def test_a_diverging_run_is_recorded_and_the_others_go_on(tmp_path):
 def test_runs_with_a_running_baseline_train_as_one_each_with_its_own(tmp_path, monkeypatch):
     """REINFORCE's seeds share one stack, each run's baseline its own: a run that diverges is
     recorded (its baseline refuses the non-finite loss) and the others are as alone."""
-    assert run_group.per_run_state(E.get("reinforce")) == ("baseline",)
-    assert run_group.per_run_state(E.get("gumbel_rao", k=2)) == ()
+    assert per_run_state(E.get("reinforce")) == ("baseline",)
+    assert per_run_state(E.get("gumbel_rao", k=2)) == ()
     stacks = []
-    real = run_group._vectorised_step
+    real = loop.stacked_step
 
     def counted(live, *args, **kwargs):
         stacks.append(len(live))
         return real(live, *args, **kwargs)
 
-    monkeypatch.setattr(run_group, "_vectorised_step", counted)
+    monkeypatch.setattr(loop, "stacked_step", counted)
     run = {**VAE_RUN, "estimator": "reinforce", "steps": 12, "eval_every": 6}
     configs = [VAEConfig(seed=s, **run) for s in range(3)]
     configs[1] = VAEConfig(seed=1, **{**run, "lr": 1e38})
@@ -139,7 +146,7 @@ def test_runs_with_a_running_baseline_train_as_one_each_with_its_own(tmp_path, m
 def test_a_killed_group_resumes_every_run_bit_for_bit(tmp_path, monkeypatch):
     configs = [ListOpsConfig(seed=s, **LISTOPS_RUN) for s in range(3)]
     fresh = LISTOPS.train(configs, out_dir=tmp_path / "fresh", progress=False)
-    real = run_group._scores
+    real = loop.scores
     calls = []
 
     def killed(*args, **kwargs):
@@ -148,10 +155,10 @@ def test_a_killed_group_resumes_every_run_bit_for_bit(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_group, "_scores", killed)
+    monkeypatch.setattr(loop, "scores", killed)
     with pytest.raises(KeyboardInterrupt):
         LISTOPS.train(configs, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_group, "_scores", real)
+    monkeypatch.setattr(loop, "scores", real)
     resumed = LISTOPS.train(configs, out_dir=tmp_path / "resumed", progress=False)
     for a, b in zip(fresh, resumed, strict=True):
         assert_same_run(a, b)
@@ -243,9 +250,37 @@ def test_the_costliest_groups_start_first_and_the_order_changes_no_number(tmp_pa
 def test_a_pool_is_sized_to_the_step_s_need():
     # The need rounded up to 4096 uniforms (a larger pool costs its drawing every step) and
     # always larger than the pool that ran out.
-    assert run_group._grown(4096, 4097) == 8192
-    assert run_group._grown(4096, 81_000) == 81_920
-    assert run_group._grown(81_920, 81_921) == 86_016
+    assert grown_pool(4096, 4097) == 8192
+    assert grown_pool(4096, 81_000) == 81_920
+    assert grown_pool(81_920, 81_921) == 86_016
+
+
+def test_a_run_s_progress_goes_into_its_checkpoint_as_plain_data(tmp_path):
+    """A checkpoint is read back with weights_only (no classes): RunProgress is written as
+    plain containers and read back field for field, a pool never grown left out."""
+    progress = RunProgress(
+        step=3,
+        rows=[{"step": 3, "train_loss": 1.5, "selection": 0.5}],
+        best={"step": 3, "params": {"w": torch.ones(2)}},
+        best_score=-0.5,
+        order=(1, torch.arange(4)),
+        pool=8192,
+        initial=0.25,
+    )
+    torch.save(progress.as_checkpoint(), tmp_path / "state.pt")
+    back = RunProgress.from_checkpoint(torch.load(tmp_path / "state.pt", weights_only=True))
+    for field in dataclasses.fields(RunProgress):
+        mine, theirs = getattr(progress, field.name), getattr(back, field.name)
+        if field.name == "best":
+            assert mine["step"] == theirs["step"] and torch.equal(
+                mine["params"]["w"], theirs["params"]["w"]
+            )
+        elif field.name == "order":
+            assert mine[0] == theirs[0] and torch.equal(mine[1], theirs[1])
+        else:
+            assert mine == theirs, field.name
+    assert "pool" not in RunProgress().as_checkpoint()["data"]
+    assert RunProgress.from_checkpoint(RunProgress().as_checkpoint()) == RunProgress()
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
@@ -264,60 +299,59 @@ def test_a_step_is_torch_s_sgd_with_momentum_after_clipping_the_run_s_gradient_t
     ]
     for stack in stacks:
         assert not stack["weight"].is_contiguous()
-        alone = run_group._norms([[g[1] for g in stack.values()]])[0]
+        alone = gradient_norms([[g[1] for g in stack.values()]])[0]
         small = {
             "weight": stack["weight"][:2].mT.contiguous().mT,  # a copy, laid out alike
             "bias": stack["bias"][:2].clone(),
         }
-        assert run_group._norms([[g[r] for g in small.values()] for r in range(2)])[1] == alone
+        assert gradient_norms([[g[r] for g in small.values()] for r in range(2)])[1] == alone
         flat = torch.cat([g[1].double().flatten() for g in stack.values()])
         assert alone.item() == pytest.approx(flat.norm().item(), rel=1e-14)
 
     start = {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
 
-    def member(lr, momentum):
-        state = type("Member", (), {})()
-        state.run = type("Run", (), {"lr": lr, "momentum": momentum})()
-        state.params = {n: p.clone() for n, p in start.items()}
-        state.momentum = {n: torch.zeros_like(p) for n, p in start.items()}
-        return state
+    def run(lr, momentum):  # a run's parameters and buffers; each step brings its gradient
+        buffers = {n: torch.zeros_like(p) for n, p in start.items()}
+        return RunUpdate({n: p.clone() for n, p in start.items()}, buffers, {}, lr, momentum)
+
+    def update(state, grads, clip):
+        return dataclasses.replace(state, grads=grads, clip=clip)
 
     for scale in (0.1, 10.0):  # clipping off, then on
-        run = member(0.1, 0.9)
+        state = run(0.1, 0.9)
         reference = {n: torch.nn.Parameter(p.clone()) for n, p in start.items()}
         optimiser = torch.optim.SGD(reference.values(), lr=0.1, momentum=0.9)
         clipped = []
         for stack in stacks:
             grads = {n: scale * g[1] for n, g in stack.items()}
-            norm = run_group._norms([list(grads.values())]).item()
-            clipped.append(norm > run_group.MAX_GRADIENT_NORM)
-            clip = min(1.0, run_group.MAX_GRADIENT_NORM / (norm + 1e-6))
-            run_group._sgd([(run, grads, clip)], foreach)
+            norm = gradient_norms([list(grads.values())]).item()
+            clipped.append(norm > MAX_GRADIENT_NORM)
+            sgd([update(state, grads, min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6)))], foreach)
             for n, p in reference.items():
                 p.grad = grads[n].clone()
-            torch.nn.utils.clip_grad_norm_(reference.values(), run_group.MAX_GRADIENT_NORM)
+            torch.nn.utils.clip_grad_norm_(reference.values(), MAX_GRADIENT_NORM)
             optimiser.step()
         assert all(clipped) if scale > 1 else not any(clipped)
         for n, p in reference.items():
-            torch.testing.assert_close(run.params[n], p.detach(), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(state.params[n], p.detach(), rtol=1e-6, atol=1e-7)
 
     # Runs updated together (other learning rates and momenta, one clipped, one not) take
     # the bits each takes alone.
     settings = [(0.1, 0.9, 0.5), (0.03, 0.0, 1.0), (0.1, 0.5, 1.0), (0.2, 0.9, 0.25)]
-    together, alone = [member(lr, mu) for lr, mu, _ in settings], []
+    together, alone = [run(lr, mu) for lr, mu, _ in settings], []
     for stack in stacks:
-        run_group._sgd(
-            [(run, {n: g[i] for n, g in stack.items()}, c) for i, (run, (_, _, c)) in
+        sgd(
+            [update(state, {n: g[i] for n, g in stack.items()}, c) for i, (state, (_, _, c)) in
              enumerate(zip(together, settings, strict=True))],
             foreach,
         )  # fmt: skip
     for i, (lr, mu, c) in enumerate(settings):
-        alone.append(member(lr, mu))
+        alone.append(run(lr, mu))
         for stack in stacks:
-            run_group._sgd([(alone[-1], {n: g[i].clone() for n, g in stack.items()}, c)], False)
+            sgd([update(alone[-1], {n: g[i].clone() for n, g in stack.items()}, c)], False)
         for n in shapes:
             assert torch.equal(together[i].params[n], alone[-1].params[n])
-            assert torch.equal(together[i].momentum[n], alone[-1].momentum[n])
+            assert torch.equal(together[i].momentum_buffers[n], alone[-1].momentum_buffers[n])
 
 
 def test_cli_trains_several_seeds_as_one_command(tmp_path, capsys):
@@ -390,7 +424,7 @@ VECTORISED = [
     name
     for name, info in E.available().items()
     if not info.exact
-    and run_group.vectorised(E.get(name, **_options(name)))
+    and vectorised(E.get(name, **_options(name)))
     and name not in ("unordered_set", "foust_reconstruction")  # they branch on values
 ]
 

@@ -3,8 +3,6 @@ stops with a clear message, and results that do not depend on the machine's thre
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import xarray as xr
@@ -13,11 +11,11 @@ import gvbench.estimators as E
 from gvbench.cli import main
 from gvbench.listops.experiment import LISTOPS as listops_train
 from gvbench.listops.experiment import TrainConfig as ListOpsConfig
+from gvbench.training import loop
 from gvbench.vae.experiment import VAE_EXPERIMENT as vae_train
 from gvbench.vae.experiment import TrainConfig as VAEConfig
 
 STATEFUL = [name for name, info in E.available().items() if info.state is not None]
-run_group = importlib.import_module("gvbench.run_group")
 
 
 def _tiny(experiment, estimator):
@@ -73,7 +71,7 @@ def test_a_killed_run_with_estimator_state_resumes_bit_for_bit(
         pytest.skip(f"{estimator} is for binary choices; ListOps merges are categorical")
     module, config = _tiny(experiment, estimator)
     fresh = module.train(config, out_dir=tmp_path / "fresh", progress=False)
-    real = run_group._scores
+    real = loop.scores
     calls = []
 
     def killed_at_the_second_evaluation(*args, **kwargs):
@@ -82,10 +80,10 @@ def test_a_killed_run_with_estimator_state_resumes_bit_for_bit(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_group, "_scores", killed_at_the_second_evaluation)
+    monkeypatch.setattr(loop, "scores", killed_at_the_second_evaluation)
     with pytest.raises(KeyboardInterrupt):
         module.train(config, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_group, "_scores", real)
+    monkeypatch.setattr(loop, "scores", real)
     resumed = module.train(config, out_dir=tmp_path / "resumed", progress=False)
     xr.testing.assert_identical(fresh.drop_attrs(), resumed.drop_attrs())
     a, b = (

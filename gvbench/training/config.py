@@ -1,0 +1,193 @@
+"""A training run's configuration, which runs may train as one, and what trains them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
+
+import torch
+
+from gvbench.estimators.validation import check_count, check_real, check_tau
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from gvbench.training.runs import TrainingDiverged
+
+
+def option(default: Any, help: str) -> Any:
+    """A configuration field with its ``gvbench train NAME`` help: every field of a run's
+    configuration is an option of that command, described by ``metadata["help"]``."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The fields every training run has; an experiment subclasses it with its own.
+
+    Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
+    counts below their least value, a learning rate or momentum out of range) so that a bad run
+    fails before any work. ``threads`` fixes torch's intra-op threads for the run: the same
+    configuration gives the same numbers however many runs share the machine. ``device``
+    is where it trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``); it is part of the run's name,
+    since another device gives other (equally valid) numbers.
+    """
+
+    estimator: str = option("st_gumbel_softmax", "a registered estimator (see `gvbench list`)")
+    tau: float = option(1.0, "temperature τ > 0")
+    k: int = option(1, "K for GR-MCK, RLOO or US-BL")
+    steps: int = option(2000, "SGD steps")
+    lr: float = option(0.05, "learning rate")
+    momentum: float = option(0.9, "SGD momentum in [0, 1)")
+    eval_every: int = option(100, "steps between validation evaluations")
+    variance_every: int = option(500, "steps between gradient-variance measurements (0: never)")
+    variance_reps: int = option(32, "gradient draws per variance measurement")
+    seed: int = option(
+        0,
+        "seed of the data, the initialisation, the data order and the samples; several "
+        "train as one vectorised loop (each seed's numbers as if it ran alone)",
+    )
+    threads: int = option(
+        1, "torch threads of the run (fixed, so results do not depend on --workers)"
+    )
+    device: str = option(
+        "cpu", "torch device to train on: cpu, cuda, cuda:1 (part of the run's name)"
+    )
+
+    # Integer fields and their least value.
+    COUNTS: ClassVar[dict[str, int]] = {
+        "steps": 1,
+        "eval_every": 1,
+        "variance_every": 0,
+        "variance_reps": 2,
+        "seed": 0,
+        "threads": 1,
+        "k": 1,
+    }
+
+    def __post_init__(self) -> None:
+        from gvbench.estimators import get, info
+
+        if not isinstance(self.estimator, str):
+            raise TypeError(f"estimator must be a registered name, got {self.estimator!r}")
+        if info(self.estimator).exact:
+            raise ValueError(
+                "estimator exact enumerates every joint outcome of the model's choices; it is a "
+                "reference for the harness, not a training estimator"
+            )
+        get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
+        for name, least in self.COUNTS.items():
+            check_count(getattr(self, name), name, least, 2**62)
+        check_tau(self.tau)  # even where the estimator takes none: a τ ≤ 0 is a mistake
+        lr, momentum = check_real(self.lr, "lr"), check_real(self.momentum, "momentum")
+        largest = float(torch.finfo(torch.float32).max)  # the optimiser holds it as float32
+        if not (0 < lr <= largest):
+            raise ValueError(f"lr must be a number in (0, {largest:.3g}], got {self.lr!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+        from gvbench.tasks.base import check_device
+
+        check_device(self.device)
+
+    @property
+    def batch(self) -> int:
+        """Examples per training step."""
+        return getattr(self, "batch_size", 1)
+
+    def work(self) -> float:
+        """A rough relative cost of training this run: steps × batch × (1 + log K).
+
+        Only the order of groups on an executor reads it (the costliest start first, so that
+        the last one to finish is not a long one started late); it changes no number.
+        """
+        return self.steps * self.batch * (1.0 + math.log(self.k))
+
+    def estimator_options(self) -> dict[str, Any]:
+        """τ and K where the estimator takes them."""
+        from gvbench.estimators import info
+
+        return {h: getattr(self, h) for h in info(self.estimator).hyper}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def prefix(self) -> str:
+        """The experiment's part of the run's name."""
+        return "run"
+
+    def name(self) -> str:
+        """Readable, and unique per configuration (a short hash of every field)."""
+        options = "".join(f"-{k}{v:g}" for k, v in self.estimator_options().items())
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
+
+
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+_Config = TypeVar("_Config", bound=RunConfig, contravariant=True)
+
+
+class Train(Protocol[_Config]):
+    """What trains runs: an experiment's :meth:`~gvbench.experiment.Experiment.train`.
+
+    One configuration: its curves (``curves.nc``, with the run's figures as attrs), or a
+    :class:`~gvbench.training.TrainingDiverged` raised. Several, trained as one: a list with
+    each run's curves or the ``TrainingDiverged`` that ended it. Runs resume from their
+    checkpoints in ``out_dir``; ``final_checkpoints`` (one path or ``None`` per run) receive
+    each run's best parameters.
+    """
+
+    @overload
+    def __call__(
+        self,
+        configs: _Config,
+        out_dir: str | Path | None = ...,
+        progress: bool = ...,
+        final_checkpoints: Sequence[str | Path | None] | None = ...,
+    ) -> xr.Dataset: ...
+
+    @overload
+    def __call__(
+        self,
+        configs: Sequence[_Config],
+        out_dir: str | Path | None = ...,
+        progress: bool = ...,
+        final_checkpoints: Sequence[str | Path | None] | None = ...,
+    ) -> list[xr.Dataset | TrainingDiverged]: ...
+
+
+# Fields in which runs trained as one may differ; τ too where the estimator takes it, on one
+# side of τ = 1 (GR-MCK works in float64 above it).
+PER_RUN = ("seed", "lr", "momentum")
+
+
+def _shared(config: RunConfig) -> dict[str, Any]:
+    shared = {k: v for k, v in config.as_dict().items() if k not in PER_RUN}
+    if "tau" in config.estimator_options():
+        shared["tau"] = "above 1" if config.tau > 1.0 else "at most 1"
+    return shared
+
+
+def group_key(config: RunConfig) -> str:
+    """What runs must share to train as one: every field but seed, lr, momentum and τ (its
+    side of τ = 1 where the estimator takes a τ, all of it where it takes none)."""
+    return json.dumps([type(config).__qualname__, _shared(config)], sort_keys=True, default=str)
+
+
+def check_one_group(configs: Sequence[RunConfig]) -> None:
+    """A ValueError naming the fields where ``configs`` cannot train as one."""
+    if len({group_key(c) for c in configs}) > 1:
+        first = _shared(configs[0])
+        differ = sorted(
+            {k for c in configs[1:] for k, v in _shared(c).items() if first.get(k) != v} or {"type"}
+        )
+        raise ValueError(
+            "runs trained as one may differ only in seed, lr, momentum and τ (on one side of "
+            "τ = 1, where the estimator takes one); these differ in " + ", ".join(differ)
+        )

@@ -1,0 +1,261 @@
+"""What the loop trains: a run (:class:`Run`), what every run of a group shares
+(:class:`Steps`), and a run's state between steps (:class:`RunState`, whose progress,
+:class:`RunProgress`, is what its checkpoint keeps besides tensors)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gvbench.atomic_files import save_torch
+from gvbench.estimators import Estimator
+from gvbench.training.checkpoints import CheckpointError, checkpoint_digest, read_checkpoint
+from gvbench.training.sgd import RunUpdate
+
+
+class TrainingDiverged(ValueError):
+    """The training loss or gradient stopped being finite; the last checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of a group: its identity, its optimiser settings and its data.
+
+    Args:
+        directory: where its ``checkpoint.pt`` lives.
+        config: its JSON-able configuration (a checkpoint of another is refused).
+        seed: seeds its generator (data order and samples).
+        lr, momentum: its SGD settings.
+        tau: its estimator's temperature (``None`` where the estimator takes none). Under
+            vmap each run's τ is a tensor, float64 where τ > 1 or the parameters are float64
+            (GR-MCK's working precision, read from it), float32 otherwise; runs on both sides
+            of τ = 1 do not train as one.
+        model: its freshly initialised module (the template every run shares in shape); the
+            loop trains a copy and leaves it as it is.
+        train, valid: its input tensors (first dimension: examples), as the module takes them.
+    """
+
+    directory: Path
+    config: Mapping[str, Any]
+    seed: int
+    lr: float
+    momentum: float
+    model: nn.Module
+    train: tuple[Tensor, ...]
+    valid: tuple[Tensor, ...]
+    tau: float | None = None
+
+
+@dataclasses.dataclass
+class Steps:
+    """What every run of a group shares: the estimator, the loss and the schedule.
+
+    Args:
+        estimator: ``estimator(**options)`` a fresh estimator, ``options`` overriding its
+            hyper-parameters (a run's τ); one is made per run.
+        loss: ``loss(output, *inputs) -> (B,)`` per-example training losses.
+        score: ``score(output, *inputs) -> (B,)`` per-example validation scores; their mean
+            is the run's selection figure.
+        evaluation_sampler: ``evaluation_sampler(generator)`` → the sampler used to score
+            (greedy, or hard samples from a fixed-seed generator).
+        variance: ``variance(run, model, estimator, generator) -> (V, se)``, the trace
+            variance of the run's gradient at its current parameters (``model``) by its
+            estimator as adapted so far, or ``None``.
+    """
+
+    estimator: Callable[..., Estimator]
+    loss: Callable[..., Tensor]
+    score: Callable[..., Tensor]
+    evaluation_sampler: Callable[[Any], Any]
+    steps: int
+    batch_size: int
+    eval_every: int
+    variance: Callable[[Run, nn.Module, Estimator, torch.Generator], tuple[float, float]] | None = (
+        None
+    )
+    variance_every: int = 0
+    higher_is_better: bool = True
+    selection: str = "selection"
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """How far a run has come: everything its checkpoint keeps besides its tensors' state.
+
+    Args:
+        step: steps taken.
+        rows: its learning curve so far, one ``{"step", "train_loss", selection, …}`` per
+            evaluation.
+        best: ``{"step", "params"}`` of its best evaluation so far (``None`` before the first).
+        best_score: that evaluation's selection figure, negated where lower is better (so
+            that higher is always better here).
+        order: ``(epoch, permutation)``, the shuffled order of the epoch it is in.
+        pool: uniforms per run in a step's pool once a step has needed more than the first
+            size (``None`` until then).
+        initial: the selection figure before the first step.
+    """
+
+    step: int = 0
+    rows: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best: dict[str, Any] | None = None
+    best_score: float = -math.inf
+    order: tuple[int, Tensor] | None = None
+    pool: int | None = None
+    initial: float | None = None
+
+    def as_checkpoint(self) -> dict[str, Any]:
+        """As the checkpoint's ``state``: plain containers, since a checkpoint is read back
+        with ``torch.load(weights_only=True)``, which builds no classes."""
+        data: dict[str, Any] = {}
+        if self.order is not None:
+            data["order"] = self.order
+        if self.pool is not None:
+            data["pool"] = self.pool
+        state = {"step": self.step, "rows": self.rows, "best": self.best}
+        state |= {"best_score": self.best_score, "data": data}
+        if self.initial is not None:
+            state["initial"] = self.initial
+        return state
+
+    @classmethod
+    def from_checkpoint(cls, state: Mapping[str, Any]) -> RunProgress:
+        data = state["data"]
+        return cls(
+            step=state["step"],
+            rows=state["rows"],
+            best=state["best"],
+            best_score=state["best_score"],
+            order=data.get("order"),
+            pool=data.get("pool"),
+            initial=state.get("initial"),
+        )
+
+
+class RunState:
+    """A run between steps: its model (a copy of ``run.model`` that holds its current
+    parameters), momentum buffers, generator, estimator and progress.
+
+    Every parameter of the model trains, each by its own gradient (zero where the loss does
+    not reach it).
+    """
+
+    def __init__(self, run: Run, steps: Steps) -> None:
+        self.run = run
+        self.path = Path(run.directory) / "checkpoint.pt"
+        self.model = copy.deepcopy(run.model).requires_grad_()
+        self.params = dict(self.model.named_parameters())
+        self.buffers = dict(self.model.named_buffers())
+        self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
+        self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
+        self.sign = 1.0 if steps.higher_is_better else -1.0
+        self.progress = RunProgress()
+        self.losses: list[float] = []
+        self.diverged: TrainingDiverged | None = None
+
+    @classmethod
+    def start(cls, run: Run, steps: Steps) -> RunState:
+        """The run as its checkpoint left it, or fresh where it has none."""
+        state = cls(run, steps)
+        if state.path.exists():
+            state.resume()
+        return state
+
+    def resume(self) -> None:
+        saved = read_checkpoint(self.path, self.run.config, self.params)
+        optimizer = saved["optimizer"]
+        momentum = optimizer.get("momentum") if isinstance(optimizer, dict) else None
+        if not isinstance(momentum, dict) or set(momentum) != set(self.params):
+            raise CheckpointError(
+                f"{self.path} was written by an older gvbench (no per-run momentum); remove "
+                "it to train this run afresh, or choose another folder"
+            )
+        device = _device(self.run.model)
+        with torch.no_grad():
+            for name, value in saved["params"].items():
+                self.params[name].copy_(value)
+        self.momentum = {n: v.to(device) for n, v in momentum.items()}
+        self.generator.set_state(saved["generator"])
+        self.estimator.load_state_dict(saved.get("estimator", {}))
+        self.progress = RunProgress.from_checkpoint(saved["state"])
+
+    def batch(self, batch_size: int) -> tuple[Tensor, ...]:
+        """The run's next batch: shuffled epochs from its own generator."""
+        size = len(self.run.train[0])
+        per_epoch = max(1, size // batch_size)
+        epoch, position = divmod(self.progress.step, per_epoch)
+        order = self.progress.order
+        if order is None or order[0] != epoch:
+            permutation = torch.randperm(
+                size, generator=self.generator, device=self.generator.device
+            )
+            order = self.progress.order = (epoch, permutation.cpu())
+        index = order[1][position * batch_size : (position + 1) * batch_size]
+        return tuple(x[index.to(x.device)] for x in self.run.train)
+
+    def update(self, grads: Mapping[str, Tensor], clip: float) -> RunUpdate:
+        """The SGD step that moves this run by ``grads`` clipped by ``clip``."""
+        return RunUpdate(self.params, self.momentum, grads, self.run.lr, self.run.momentum, clip)
+
+    def diverge(self, message: str) -> None:
+        self.diverged = TrainingDiverged(
+            f"{Path(self.run.directory).name}: training diverged at step "
+            f"{self.progress.step + 1}: {message} (lr {self.run.lr:g}, momentum "
+            f"{self.run.momentum:g}); the last checkpoint is kept: lower the learning rate or "
+            "the momentum"
+        )
+
+    def record(self, row: dict[str, float]) -> None:
+        """Add an evaluation to the curve, and keep the parameters where it is the best."""
+        self.progress.rows.append(row)
+        if self.sign * row["selection"] > self.progress.best_score:
+            self.progress.best_score = self.sign * row["selection"]
+            self.progress.best = {
+                "step": self.progress.step,
+                "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
+            }
+
+    def save(self) -> None:
+        params = {k: v.detach().cpu() for k, v in self.params.items()}
+        save_torch(
+            {
+                "config": dict(self.run.config),
+                "digest": checkpoint_digest(self.run.config, params, self.progress.step),
+                "params": params,
+                "optimizer": {"momentum": {k: v.cpu() for k, v in self.momentum.items()}},
+                "generator": self.generator.get_state(),
+                "estimator": self.estimator.state_dict(),
+                "state": self.progress.as_checkpoint(),
+            },
+            self.path,
+        )
+
+    def module(self) -> nn.Module:
+        """A copy of the run's model holding its current parameters."""
+        model = copy.deepcopy(self.run.model)
+        with torch.no_grad():
+            for name, value in model.named_parameters():
+                value.copy_(self.params[name])
+        return model
+
+    def result(self) -> dict[str, Any] | TrainingDiverged:
+        """``{"rows", "best", "best_score", "initial_score"}``, or how it diverged."""
+        if self.diverged is not None:
+            return self.diverged
+        return {
+            "rows": self.progress.rows,
+            "best": self.progress.best,
+            "best_score": self.sign * self.progress.best_score,
+            "initial_score": self.progress.initial,
+        }
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
