@@ -19,6 +19,7 @@ import gvbench.estimators as E
 from gvbench.harness import gradient_draws, gradient_metrics, reference_gradient
 from gvbench.tasks import ModuleTask
 from gvbench.tasks.base import Task
+from gvbench.tasks.parameter_selection import group_parameters, select_parameters
 from tests.models import tiny_model_task
 
 ARITY, LATENT, HIDDEN = 4, 8, 16
@@ -303,6 +304,25 @@ def test_parameters_and_groups_are_the_users_choice():
         tiny_model_task(groups={"x": ["nothing."]})
     with pytest.raises(ValueError, match="'all' names the whole gradient"):
         tiny_model_task(groups={"all": ["encoder."]})
+
+
+def test_parameter_selection_by_default_by_predicate_and_by_name():
+    model = nn.ModuleDict({"encoder": nn.Linear(2, 3), "decoder": nn.Linear(3, 2)})
+    model.decoder.bias.requires_grad_(False)
+    assert select_parameters(model, None) == ["encoder.weight", "encoder.bias", "decoder.weight"]
+    weights = select_parameters(model, lambda name, p: name.endswith("weight"))
+    assert weights == ["encoder.weight", "decoder.weight"]
+    assert select_parameters(model, ["decoder.bias"]) == ["decoder.bias"]  # named: taken as is
+    with pytest.raises(TypeError, match=r"write \['encoder.weight'\]"):
+        select_parameters(model, "encoder.weight")
+    with pytest.raises(ValueError, match="selected none"):
+        select_parameters(model, lambda name, p: False)
+    # One group per top-level child; none where every measured name is in one child.
+    assert group_parameters(weights, None) == {
+        "decoder": ["decoder.weight"],
+        "encoder": ["encoder.weight"],
+    }
+    assert group_parameters(["encoder.weight", "encoder.bias"], None) is None
 
 
 def test_a_module_that_cannot_be_vmapped_falls_back_with_the_reason():

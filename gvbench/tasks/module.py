@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -50,8 +50,12 @@ import gvbench
 from gvbench.estimators import Estimator, Sampler
 from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
+from gvbench.tasks.parameter_selection import (
+    ParameterChoice,
+    group_parameters,
+    select_parameters,
+)
 
-ParameterChoice = Iterable[str] | Callable[[str, nn.Parameter], bool] | None
 # Draws timed per mode when choosing between them.
 CALIBRATION_DRAWS = 8
 # Batched draws are chosen only when they are at least this much faster (they hold R copies).
@@ -131,40 +135,10 @@ class ModuleTask(Task):
         # Two draws at least: the reference's noise V_ref/N_ref needs a spread.
         self.reference_reps = check_count(reference_reps, "reference_reps", 2, MAX_COUNT)
         self._config = dict(config or {})
-        named = dict(module.named_parameters())
-        if parameters is None:
-            chosen = [n for n, p in named.items() if p.requires_grad]
-        elif callable(parameters):
-            chosen = [n for n, p in named.items() if parameters(n, p)]
-        else:
-            if isinstance(parameters, str):
-                raise TypeError(
-                    f"parameters must be a list of names or a predicate, got the string "
-                    f"{parameters!r}; write [{parameters!r}]"
-                )
-            chosen = list(parameters)
-            unknown = [n for n in chosen if n not in named]
-            if unknown:
-                raise ValueError(
-                    f"parameters {unknown} are not in the module; it has: {', '.join(named)}"
-                )
-            repeated = sorted({n for n in chosen if chosen.count(n) > 1})
-            if repeated:
-                raise ValueError(f"parameters lists {repeated} more than once; list each name once")
-        if not chosen:
-            raise ValueError("no parameter to measure (parameters selected none)")
-        discrete = [
-            n for n in chosen if not (named[n].is_floating_point() or named[n].is_complex())
-        ]
-        if discrete:
-            raise ValueError(
-                f"parameters {discrete} are not floating point (dtype "
-                f"{named[discrete[0]].dtype}); a gradient exists only for floating-point ones"
-            )
-        self.measured = chosen
-        first = named[chosen[0]]
+        self.measured = select_parameters(module, parameters)
+        first = module.get_parameter(self.measured[0])
         self.dtype, self.device = first.dtype, first.device
-        self._groups = self._group(chosen, groups)
+        self._groups = group_parameters(self.measured, groups)
         self._unbatchable: dict[str, str] = {}
         self.notes: list[str] = []
         self._skeletons = threading.local()
@@ -194,40 +168,6 @@ class ModuleTask(Task):
                 memo[id(tensor)] = empty
             skeleton = self._skeletons.module = copy.deepcopy(self.module, memo)
         return skeleton
-
-    @staticmethod
-    def _group(
-        names: list[str], groups: Mapping[str, Sequence[str]] | None
-    ) -> dict[str, list[str]] | None:
-        if groups is None:
-            tops = {n.split(".", 1)[0] if "." in n else "" for n in names}
-            if len(tops) < 2 or "" in tops:
-                return None
-            groups = {top: [top + "."] for top in sorted(tops)}
-        if not isinstance(groups, Mapping):
-            raise TypeError(
-                f"groups must map a group name to a list of name prefixes, got "
-                f"{type(groups).__name__}"
-            )
-        result: dict[str, list[str]] = {}
-        for group, prefixes in groups.items():
-            if (
-                isinstance(prefixes, str)
-                or not isinstance(prefixes, Iterable)
-                or not all(isinstance(p, str) for p in prefixes)
-            ):
-                # A string would be read letter by letter, each letter a prefix.
-                raise TypeError(
-                    f"groups[{group!r}] must be a list of name prefixes, got {prefixes!r}"
-                    + (f"; write [{prefixes!r}]" if isinstance(prefixes, str) else "")
-                )
-            if group == "all":
-                raise ValueError("'all' names the whole gradient; choose another group name")
-            members = [n for n in names if any(n.startswith(p) for p in prefixes)]
-            if not members:
-                raise ValueError(f"group {group!r} matches no measured parameter")
-            result[group] = members
-        return result
 
     @property
     def arity(self) -> int | None:
