@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-import gvbench
+from gvbench.version import __version__
 
 
 def git_commit() -> str:
     """The commit of the gvbench checkout in use (``-dirty`` with local changes), or ``unknown``."""
     try:
-        root = Path(gvbench.__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parent.parent  # the checkout above gvbench/
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         )
@@ -39,7 +39,7 @@ def git_commit() -> str:
 def stamp() -> dict[str, Any]:
     """Attributes to put on a results Dataset."""
     return {
-        "gvbench_version": gvbench.__version__,
+        "gvbench_version": __version__,
         "git_commit": git_commit(),
         "torch_version": str(torch.__version__),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

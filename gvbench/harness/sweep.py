@@ -31,9 +31,8 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-import gvbench
 import gvbench.estimators as E
-from gvbench import engine, provenance
+from gvbench import engine, provenance, version
 from gvbench.harness import journal, store
 from gvbench.harness.cell import Cell, not_applicable, plan_cells, run_cell
 from gvbench.harness.draws import adapt
@@ -165,7 +164,7 @@ def _attributes(spec: SweepSpec) -> dict[str, Any]:
         "seed": json.dumps(list(spec.seed)) if spec.seed_axis else spec.seed[0],
         "dtype": str(task.dtype).removeprefix("torch."),
         "device": str(task.device),
-        "gvbench_version": gvbench.__version__,
+        "gvbench_version": version.__version__,
         "git_commit": provenance.git_commit(),
         "torch_version": str(torch.__version__),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -46,7 +46,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-import gvbench
 from gvbench.estimators import Estimator, Sampler
 from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
@@ -460,7 +459,7 @@ _OUTSIDE_USER_CODE = tuple(
     os.path.abspath(folder) + os.sep
     for folder in (
         os.path.dirname(torch.__file__),
-        os.path.dirname(gvbench.__file__),
+        os.path.dirname(os.path.dirname(__file__)),  # gvbench/, above tasks/
         sysconfig.get_paths()["stdlib"],
     )
 )
