@@ -206,6 +206,52 @@ def test_bad_k_and_unknown_names():
         E.get("st_gumbel_softmax", k=10)
 
 
+@pytest.mark.parametrize("name", [n for n in ALL if "k" in E.info(n).hyper])
+def test_k_bounds_are_the_registrations_wherever_k_is_checked(name):
+    """An estimator called directly, :func:`get` and the registration agree on K's bounds."""
+    entry = E.info(name)
+    logits = torch.zeros(2, arity(name), dtype=torch.float64)
+    argument = logits if entry.kind == "sample" else objective_for(name, logits)
+    for k, says in ((entry.min_k - 1, f">= {entry.min_k}"), (entry.max_k + 1, f"<= {entry.max_k}")):
+        with pytest.raises(ValueError, match=f"k must be an integer {says}"):
+            E.get(name, k=k)
+        with pytest.raises(ValueError, match=f"k must be an integer {says}"):
+            entry.function(argument, k=k)
+    assert E.get(name, k=entry.min_k).options["k"] == entry.min_k
+
+
+STATEFUL = [n for n in ALL if E.info(n).state]
+
+
+@pytest.mark.parametrize("name", STATEFUL)
+def test_state_options_are_estimator_states(name):
+    """What ``Estimator.frozen``/``freeze``/``summary``/``state_dict`` read is the protocol."""
+    estimator = E.get(name)
+    states = estimator.states()
+    assert states and set(states) == set(E.info(name).state())
+    for state in states.values():
+        assert isinstance(state, E.EstimatorState)
+        assert state.adaptation in ("fixed", "from_losses", "within_call")
+        frozen = state.frozen()
+        assert not isinstance(frozen, E.EstimatorState) or frozen.adaptation == "fixed"
+    assert set(estimator.state_dict()) == set(states)
+    assert isinstance(estimator.summary(), dict)
+
+
+def test_frozen_reads_a_baseline_as_a_constant_and_refuses_state_that_trains_in_a_call():
+    reinforce = E.get("reinforce")
+    reinforce.options["baseline"].update(torch.tensor([2.0, 4.0]))
+    frozen, update = reinforce.frozen()
+    assert frozen.options["baseline"] == 3.0
+    update(torch.tensor([5.0]))  # after the call, as the call would have
+    assert reinforce.options["baseline"]() == 0.9 * 3.0 + 0.1 * 5.0
+    with pytest.raises(TypeError, match="changes during a call"):
+        E.get("relax").frozen()
+    still, _ = E.get("relax", control=E.ControlVariate(lr=0.0)).frozen()
+    assert still.options["control"].adaptation == "fixed"
+    assert E.get("relax").freeze().options["control"].adaptation == "fixed"
+
+
 def test_bad_sample_shape():
     logits = torch.zeros(4, 3)
     with pytest.raises(ValueError, match="sample must be one-hot"):

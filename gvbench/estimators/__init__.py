@@ -26,25 +26,13 @@ from gvbench.estimators.straight_through import (
 )
 from gvbench.estimators.gumbel_rao import gumbel_rao
 from gvbench.estimators.reinmax import reinmax
-from gvbench.estimators.score_function import (
-    RunningMean,
-    ScoreRecorder,
-    log_prob,
-    reinforce,
-    rloo,
-)
+from gvbench.estimators.score_function import RunningMean, reinforce, rloo
 from gvbench.estimators.unordered_set import unordered_set
 from gvbench.estimators.indecater import indecater
 from gvbench.estimators.copula import arms, carms
 from gvbench.estimators.categorical_disarm import categorical_disarm
 from gvbench.estimators.relax import ControlVariate, rebar, relax
-from gvbench.estimators.binary import (
-    arm,
-    bernoulli,
-    categorical_from_bernoulli,
-    disarm,
-    foust_reconstruction,
-)
+from gvbench.estimators.binary import arm, disarm, foust_reconstruction
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
@@ -55,12 +43,16 @@ from gvbench.estimators.registry import (
     Objective,
     Sampler,
     available,
+    checked_k,
     get,
     info,
     parse,
     register,
     variants,
 )
+from gvbench.estimators.adapters import bernoulli, categorical_from_bernoulli
+from gvbench.estimators.state import EstimatorState
+from gvbench.estimators.surrogates import ScoreRecorder, log_prob
 from gvbench.estimators.sampling import (
     categorical_index,
     categorical_one_hot,
@@ -78,6 +70,7 @@ __all__ = [
     "ControlWeight",
     "Estimator",
     "EstimatorInfo",
+    "EstimatorState",
     "Objective",
     "RunStream",
     "RunStreams",
@@ -94,6 +87,7 @@ __all__ = [
     "categorical_from_bernoulli",
     "categorical_index",
     "categorical_one_hot",
+    "checked_k",
     "conditional_gumbel",
     "decoupled_straight_through",
     "disarm",

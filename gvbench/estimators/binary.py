@@ -1,12 +1,7 @@
-r"""Binary variables: Bernoulli forms of the categorical estimators, ARM, DisARM, and a FouST
-reconstruction.
+r"""Binary variables: ARM, DisARM, and a FouST reconstruction.
 
-A Bernoulli with logit :math:`\ell` is the 2-category case with logits :math:`(0, \ell)`: the
-Gumbel difference becomes logistic noise. :func:`bernoulli` turns any categorical sampler into
-one that takes one logit per variable and returns :math:`b \in \{0, 1\}`;
-:func:`categorical_from_bernoulli` goes the other way for binary-only samplers (the FouST
-reconstruction) so
-that they run on any task with arity-2 variables.
+The Bernoulli forms of the categorical estimators, and the categorical form of a binary-only
+one, are in :mod:`gvbench.estimators.adapters`.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
-from gvbench.estimators.score_function import sum_to_examples
+from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import (
     NonFiniteLogits,
     check_logits,
@@ -27,43 +22,6 @@ from gvbench.estimators.validation import (
     check_real,
     validate_args,
 )
-
-
-def bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    r"""A Bernoulli form of a categorical sampler: ``logit`` (any shape) → :math:`b \in \{0,1\}`.
-
-    ``bernoulli(gumbel_rao)(logit, tau=0.5, k=10)`` samples :math:`b \sim \mathrm{Bernoulli}(\sigma(\ell))`
-    through the categorical estimator on logits :math:`(0, \ell)`; the gradient reaches
-    :math:`\ell` through the second logit.
-    """
-
-    def sample(logit: Tensor, *args: object, **kwargs: object) -> Tensor:
-        if not isinstance(logit, Tensor) or not logit.is_floating_point():
-            raise ValueError("logit must be a floating-point torch.Tensor")
-        if "dim" in kwargs:
-            raise ValueError("a Bernoulli sampler takes no dim: every element is one variable")
-        logits = torch.stack([torch.zeros_like(logit), logit], dim=-1)
-        return sampler(logits, *args, **kwargs)[..., 1]
-
-    sample.__name__ = f"bernoulli_{getattr(sampler, '__name__', 'sampler')}"
-    sample.__doc__ = f"Bernoulli form of {getattr(sampler, '__name__', 'a sampler')}."
-    return sample
-
-
-def categorical_from_bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """A categorical sampler over exactly 2 categories from a Bernoulli one (logit = θ₁ − θ₀)."""
-
-    def sample(logits: Tensor, *, dim: int = -1) -> Tensor:
-        if logits.shape[dim] != 2:
-            raise ValueError(
-                f"{getattr(sampler, '__name__', 'this estimator')} is binary-only: logits need "
-                f"exactly 2 categories along dim={dim}, got {logits.shape[dim]}"
-            )
-        first, second = logits.unbind(dim)
-        b = sampler(second - first)
-        return torch.stack([1 - b, b], dim=dim)
-
-    return sample
 
 
 def _check_logit(logit: Tensor) -> None:

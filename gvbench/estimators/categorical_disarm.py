@@ -19,7 +19,7 @@ from torch import Tensor
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.replay import Replay, run
 from gvbench.estimators.sampling import uniform_like
-from gvbench.estimators.score_function import sum_to_examples
+from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import check_objective
 
 FORMS = ("stick_breaking", "importance_weighted")

@@ -20,12 +20,12 @@ import itertools
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.registry import Objective, checked_k, register
 from gvbench.estimators.replay import check_binary, joint_runs, logit_surrogate
 from gvbench.estimators.sampling import randint, uniform_like
-from gvbench.estimators.validation import check_count, check_objective
+from gvbench.estimators.validation import check_objective
 
-# K copies of every choice per call; K runs of the objective.
+# The largest K of ARMS and CARMS: K copies of every choice per call, K runs of the objective.
 COPULA_MAX_K = 1 << 10
 
 
@@ -91,7 +91,7 @@ def arms(objective: Objective, *, k: int = 2, generator: torch.Generator | None 
     advance. Returns per-example surrogates (value: the mean of the K losses).
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, COPULA_MAX_K)
+    k = checked_k(arms, k)
     stacked, first, draws, _ = joint_runs(
         objective, k, "ARMS", lambda theta: _arms_samples(check_binary(theta, "ARMS"), k, generator)
     )
@@ -201,7 +201,7 @@ def carms(objective: Objective, *, k: int = 2, generator: torch.Generator | None
     per-example surrogates (value: the mean of the K losses).
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, COPULA_MAX_K)
+    k = checked_k(carms, k)
 
     def draw(theta: Tensor) -> Tensor:
         p = torch.softmax(theta.to(torch.float64), -1)

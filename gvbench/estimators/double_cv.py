@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.registry import Objective, checked_k, register
 from gvbench.estimators.replay import (
     bernoulli_draws,
     flat_variables,
@@ -25,9 +25,8 @@ from gvbench.estimators.replay import (
     logit_surrogate,
     split_variables,
 )
-from gvbench.estimators.validation import check_count, check_objective, check_real
-
-DOUBLE_CV_MAX_K = 1 << 10
+from gvbench.estimators.state import Adaptation
+from gvbench.estimators.validation import check_objective, check_real
 
 
 def leave_one_out(values: Tensor) -> Tensor:
@@ -56,7 +55,7 @@ class ControlWeight:
     def __call__(self) -> float:
         return -self.cross / self.square if self.square > 0 else 0.0
 
-    def observe(self, a: Tensor, b: Tensor) -> None:
+    def update(self, a: Tensor, b: Tensor) -> None:
         """Fold one call's :math:`\\langle A, B\\rangle` and :math:`\\|B\\|^2` into the moments."""
         if not self.adapt:
             return
@@ -66,8 +65,10 @@ class ControlWeight:
             self.square = self.decay * self.square + (1 - self.decay) * square
 
     @property
-    def changes_during_call(self) -> bool:
-        return self.adapt
+    def adaptation(self) -> Adaptation:
+        """It adapts within a call, from the call's terms (see
+        :class:`gvbench.estimators.EstimatorState`), unless frozen."""
+        return "within_call" if self.adapt else "fixed"
 
     def frozen(self) -> ControlWeight:
         """A copy that no longer adapts (this one goes on as it was)."""
@@ -121,7 +122,7 @@ def taylor_terms(
     sequential=False,
     label="Double CV",
     min_k=2,
-    max_k=DOUBLE_CV_MAX_K,
+    max_k=1 << 10,
     evaluations=lambda o, c: o["k"],
     state=lambda: {"weight": ControlWeight()},
     transforms=False,
@@ -146,7 +147,7 @@ def double_cv(
     Returns per-example surrogates (value: the mean of the K losses).
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, DOUBLE_CV_MAX_K)
+    k = checked_k(double_cv, k)
     if isinstance(weight, ControlWeight):
         alpha = weight()
     else:
@@ -169,7 +170,7 @@ def double_cv(
         p,
     )
     if isinstance(weight, ControlWeight):
-        weight.observe(a, b)
+        weight.update(a, b)
     gradient = split_variables(a + alpha * b, phis, example_ndim)
     gradients = [torch.stack([-g, g], -1) for g in gradient]
     return losses.mean(0) + logit_surrogate(first.thetas, gradients, losses.shape[1:])

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
-from gvbench.estimators.score_function import log_prob, sum_to_examples
+from gvbench.estimators.surrogates import log_prob, sum_to_examples
 from gvbench.estimators.validation import (
     check_count,
     check_logits,

@@ -38,9 +38,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from gvbench.estimators.registry import register
+from gvbench.estimators.registry import checked_k, register
 from gvbench.estimators.sampling import categorical_index, uniform
-from gvbench.estimators.validation import check_count, check_logits, check_tau
+from gvbench.estimators.validation import check_logits, check_tau
 
 # Elements of one chunk of conditional draws (k_chunk × logits.numel()). On the CPU a chunk
 # that stays in the L2 cache (512 KiB of float32) is fastest and keeps memory flat in K; on an
@@ -175,7 +175,7 @@ def gumbel_rao(
     """
     dim = check_logits(logits, dim)
     tau = check_tau(tau, logits.dtype)
-    k = check_count(k, "k", 1)
+    k = checked_k(gumbel_rao, k)
     if k * logits.numel() > MAX_CONDITIONAL_DRAWS:
         raise ValueError(
             f"k × logits.numel() = {k} × {logits.numel()} exceeds {MAX_CONDITIONAL_DRAWS} "

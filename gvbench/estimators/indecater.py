@@ -15,13 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.registry import Objective, checked_k, register
 from gvbench.estimators.replay import Replay, logit_surrogate, run
 from gvbench.estimators.sampling import categorical_index
-from gvbench.estimators.validation import check_count, check_objective
-
-# Each sample runs the objective once per variable and category.
-INDECATER_MAX_K = 1 << 10
+from gvbench.estimators.validation import check_objective
 
 
 def _one_sample(objective: Objective, generator: torch.Generator | None) -> Tensor:
@@ -67,7 +64,7 @@ def _one_sample(objective: Objective, generator: torch.Generator | None) -> Tens
     unbiased=True,
     label="IndeCateR",
     sequential=False,
-    max_k=INDECATER_MAX_K,
+    max_k=1 << 10,  # each sample runs the objective once per variable and category
     evaluations=lambda o, c: o["k"] * (1 + c.categories - c.variables),
 )
 def indecater(
@@ -93,5 +90,5 @@ def indecater(
     samples. Returns per-example surrogates (value: the mean loss of the K samples).
     """
     check_objective(objective)
-    k = check_count(k, "k", 1, INDECATER_MAX_K)
+    k = checked_k(indecater, k)
     return torch.stack([_one_sample(objective, generator) for _ in range(k)]).mean(0)

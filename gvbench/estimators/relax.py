@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from gvbench.estimators.adaptation import adam, variance_step
 from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import exponential_like, gumbel_like, one_hot_argmax
-from gvbench.estimators.score_function import sum_to_examples
+from gvbench.estimators.state import Adaptation
+from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import (
     check_count,
     check_logits,
@@ -162,8 +163,10 @@ class ControlVariate:
         return copy.deepcopy(self).freeze()
 
     @property
-    def changes_during_call(self) -> bool:
-        return self.optimizer is not None or self.lr > 0
+    def adaptation(self) -> Adaptation:
+        """It trains within a call (see :class:`gvbench.estimators.EstimatorState`) unless
+        frozen or its learning rate is 0."""
+        return "within_call" if self.optimizer is not None or self.lr > 0 else "fixed"
 
     def summary(self) -> dict[str, float]:
         return {
@@ -172,7 +175,7 @@ class ControlVariate:
             "baseline": float(self.offset.detach()),
         }
 
-    def step(self, loss: Tensor) -> None:
+    def update(self, loss: Tensor) -> None:
         """One Adam step on ``loss`` (the estimate's second moment) w.r.t. the parameters."""
         if self.optimizer is not None:
             variance_step(self.optimizer, self.parameters(), loss)
@@ -306,7 +309,7 @@ def _relaxed_control_variate(
     if control.optimizer is not None and thetas and torch.is_grad_enabled():
         grads = torch.autograd.grad(surrogate.sum(), thetas, create_graph=True, retain_graph=True)
         second_moment = sum((g**2).sum() for g in grads) / max(1, loss.numel())
-        control.step(second_moment)
+        control.update(second_moment)
     return surrogate
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import Objective
 from gvbench.estimators.sampling import uniform_like
-from gvbench.estimators.score_function import sum_to_examples
+from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import check_logits, check_losses, validate_args
 
 Play = Callable[[int, Tensor], Tensor]

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from gvbench.estimators.adaptation import adam, variance_step
 from gvbench.estimators.double_cv import leave_one_out
-from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.registry import Objective, checked_k, register
 from gvbench.estimators.replay import (
     bernoulli_draws,
     flat_variables,
@@ -31,9 +31,8 @@ from gvbench.estimators.replay import (
     logit_surrogate,
     split_variables,
 )
+from gvbench.estimators.state import Adaptation
 from gvbench.estimators.validation import check_count, check_objective, check_real
-
-RODEO_MAX_K = 1 << 8
 
 
 class _SteinNetwork(nn.Module):
@@ -96,10 +95,12 @@ class SteinControl:
             )
 
     @property
-    def changes_during_call(self) -> bool:
-        return self.lr > 0
+    def adaptation(self) -> Adaptation:
+        """It trains within a call (see :class:`gvbench.estimators.EstimatorState`) unless
+        frozen or its learning rate is 0."""
+        return "within_call" if self.lr > 0 else "fixed"
 
-    def step(self, loss: Tensor) -> None:
+    def update(self, loss: Tensor) -> None:
         """One Adam step on ``loss`` (the estimate's mean square) w.r.t. the parameters."""
         if self.optimizer is not None and loss.requires_grad:
             variance_step(self.optimizer, self.parameters(), loss)
@@ -190,7 +191,7 @@ def stein_terms(
     sequential=False,
     label="RODEO",
     min_k=2,
-    max_k=RODEO_MAX_K,
+    max_k=1 << 8,
     evaluations=lambda o, c: o["k"],
     state=lambda: {"control": SteinControl()},
     transforms=False,
@@ -218,7 +219,7 @@ def rodeo(
     the mean of the K losses).
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, RODEO_MAX_K)
+    k = checked_k(rodeo, k)
     control = control if control is not None else SteinControl()
     if not isinstance(control, SteinControl):
         raise TypeError(f"control must be a gvbench SteinControl, got {type(control).__name__}")
@@ -240,7 +241,7 @@ def rodeo(
             flat_variables([torch.sigmoid(phi.to(torch.float64)) for phi in phis], example_ndim),
         )
     if control.optimizer is not None and torch.is_grad_enabled():
-        control.step(estimate.pow(2).mean())
+        control.update(estimate.pow(2).mean())
     gradient = split_variables(estimate.detach(), phis, example_ndim)
     gradients = [torch.stack([-g, g], -1) for g in gradient]
     return losses.mean(0) + logit_surrogate(first.thetas, gradients, losses.shape[1:])

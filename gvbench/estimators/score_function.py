@@ -1,16 +1,9 @@
 r"""Score-function estimators: REINFORCE with a running-mean baseline, and RLOO.
 
 They need the objective's value, so they take the whole objective (a function of a sampler)
-rather than logits. While the objective runs, a :class:`ScoreRecorder` stands in for the
-sampler: it draws :math:`D \sim \mathrm{Cat}(\mathrm{softmax}\,\theta)` at every call, however
-many and however sequential, and records :math:`\log q(D)`. The surrogate is built once
-(the DiCE / pyro construction):
-
-.. math::
-    \mathcal{S} = f + \mathrm{sg}(f - b)\,\big(\textstyle\sum\log q - \mathrm{sg}(\sum\log q)\big),
-
-whose value is :math:`f` and whose gradient is :math:`\nabla f + (f - b)\nabla\sum\log q` —
-the pathwise gradient of parameters the loss uses directly plus the score-function term.
+rather than logits, and return the score-function surrogate of
+:mod:`gvbench.estimators.surrogates`: value :math:`f`, gradient
+:math:`\nabla f + (f - b)\nabla\sum\log q` for a baseline :math:`b`.
 """
 
 from __future__ import annotations
@@ -21,60 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import Objective, register
-from gvbench.estimators.sampling import categorical_one_hot
-from gvbench.estimators.validation import (
-    check_count,
-    check_logits,
-    check_losses,
-    check_objective,
-    check_real,
-    per_run,
-)
-
-
-def log_prob(logits: Tensor, sample: Tensor, dim: int = -1) -> Tensor:
-    r""":math:`\log q(D) = \log\mathrm{softmax}(\theta)_D` for a one-hot ``sample``; shape of ``logits`` less ``dim``."""
-    index = sample.argmax(dim, keepdim=True)
-    return torch.log_softmax(logits, dim).gather(dim, index).squeeze(dim)
-
-
-def sum_to_examples(values: Tensor, example_shape: torch.Size, what: str = "log q") -> Tensor:
-    """Sum the trailing (per-example variable) dimensions of ``values`` down to ``example_shape``."""
-    if values.shape[: len(example_shape)] != example_shape:
-        raise ValueError(
-            f"a sampler call's logits have batch shape {tuple(values.shape)}, which does not "
-            f"start with the objective's per-example loss shape {tuple(example_shape)}; "
-            f"every discrete choice must belong to one example ({what})"
-        )
-    trailing = tuple(range(len(example_shape), values.dim()))
-    # sum(()) would reduce every dimension, not none
-    return values.sum(trailing) if trailing else values
-
-
-class ScoreRecorder:
-    """A sampler that draws :math:`D \\sim \\mathrm{Cat}(\\mathrm{softmax}\\,\\theta)` (no gradient) and records log q(D)."""
-
-    def __init__(self, generator: torch.Generator | None = None) -> None:
-        self.generator = generator
-        self.log_probs: list[Tensor] = []
-
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
-        dim = check_logits(logits, dim)
-        sample = categorical_one_hot(logits, dim, self.generator)
-        self.log_probs.append(log_prob(logits, sample, dim))
-        return sample
-
-    def total(self, example_shape: torch.Size) -> Tensor:
-        """:math:`\\sum \\log q` over every recorded choice, per example."""
-        if not self.log_probs:
-            raise ValueError("the objective made no discrete choice (it never called the sampler)")
-        return sum(sum_to_examples(lp, example_shape) for lp in self.log_probs)
-
-
-def score_surrogate(loss: Tensor, log_q: Tensor, baseline: Tensor | float) -> Tensor:
-    r""":math:`f + \mathrm{sg}(f - b)(\log q - \mathrm{sg}\log q)`: value f, gradient ∇f + (f − b)∇log q."""
-    return loss + (loss - baseline).detach() * (log_q - log_q.detach())
+from gvbench.estimators.registry import Objective, checked_k, register
+from gvbench.estimators.state import Adaptation
+from gvbench.estimators.surrogates import ScoreRecorder, score_surrogate
+from gvbench.estimators.validation import check_losses, check_objective, check_real, per_run
 
 
 class RunningMean:
@@ -94,6 +37,12 @@ class RunningMean:
 
     def __call__(self) -> float:
         return 0.0 if self.value is None else self.value
+
+    @property
+    def adaptation(self) -> Adaptation:
+        """It changes only from the losses, after a call (see
+        :class:`gvbench.estimators.EstimatorState`)."""
+        return "from_losses"
 
     def frozen(self) -> float:
         """The value to use as a constant baseline (see :meth:`Estimator.frozen`)."""
@@ -163,11 +112,13 @@ def reinforce(
     return surrogate
 
 
-# Each of the K samples is one run of the objective: 2^16 runs in one call is already minutes.
-RLOO_MAX_K = 1 << 16
-
-
-@register(unbiased=True, label="RLOO", min_k=2, max_k=RLOO_MAX_K, evaluations=lambda o, c: o["k"])
+@register(
+    unbiased=True,
+    label="RLOO",
+    min_k=2,
+    max_k=1 << 16,  # each sample is one run of the objective: 2^16 in one call is minutes
+    evaluations=lambda o, c: o["k"],
+)
 def rloo(objective: Objective, *, k: int = 2, generator: torch.Generator | None = None) -> Tensor:
     r"""REINFORCE leave-one-out with K samples (Kool et al. 2019), unbiased.
 
@@ -177,7 +128,7 @@ def rloo(objective: Objective, *, k: int = 2, generator: torch.Generator | None 
     surrogate losses (value: the mean of the K losses).
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, RLOO_MAX_K)
+    k = checked_k(rloo, k)
     losses, log_qs = [], []
     for _ in range(k):
         recorder = ScoreRecorder(generator)

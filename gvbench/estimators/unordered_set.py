@@ -33,18 +33,14 @@ import math
 import torch
 from torch import Tensor
 
-from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.registry import Objective, checked_k, register
 from gvbench.estimators.sampling import gumbel_like
-from gvbench.estimators.score_function import log_prob, sum_to_examples
+from gvbench.estimators.surrogates import log_prob, sum_to_examples
 from gvbench.estimators.validation import (
-    check_count,
     check_logits,
     check_losses,
     check_objective,
 )
-
-# The dynamic programme costs O(K^3 2^K) per example (milliseconds at K = 10).
-UNORDERED_SET_MAX_K = 10
 
 
 class _Probe:
@@ -238,7 +234,7 @@ def _set_log_ratios(log_p: Tensor) -> tuple[Tensor, Tensor]:
     unbiased=True,
     label="US-BL",
     min_k=2,
-    max_k=UNORDERED_SET_MAX_K,
+    max_k=10,  # the dynamic programme costs O(K^3 2^K) per example (ms at K = 10)
     sequential=False,
     without_replacement=True,
     evaluations=lambda o, c: o["k"] + 1,  # one run finds the choices' logits
@@ -268,7 +264,7 @@ def unordered_set(
     unbiased estimate :math:`\sum_s p(s)R(S,s) f(s)` of :math:`\mathbb{E}f`.
     """
     check_objective(objective)
-    k = check_count(k, "k", 2, UNORDERED_SET_MAX_K)
+    k = checked_k(unordered_set, k)
     probe = _Probe()
     example_shape = check_losses(objective(probe)).shape
     if not probe.calls:
