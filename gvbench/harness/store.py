@@ -21,12 +21,10 @@ import numpy as np
 import xarray as xr
 
 from gvbench.atomic_files import write_bytes
+from gvbench.harness import journal
 from gvbench.harness.metrics import METRICS
+from gvbench.harness.records import DIMS, DONE, PENDING, CellKey, plain
 
-CellKey = tuple[str, float, int, int, int]  # estimator, tau, k, batch_size, seed
-DIMS = ("estimator", "tau", "k", "batch_size", "seed")
-PENDING = "pending"
-DONE = "done"
 # A "done" cell must have these finite (cosine and SNR are undefined at a zero mean gradient).
 REQUIRED_FINITE = ("variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se")
 
@@ -293,9 +291,7 @@ def read(path: str | os.PathLike[str], verify: bool = True) -> xr.Dataset:
             f"{path} is not a readable netCDF file ({reason}): it may be truncated or corrupted, "
             "and was left as it is: move it away or choose another path"
         ) from None
-    from gvbench.harness import journal  # its records are checked like the file's
-
-    ds = journal.consolidated(ds, path)
+    ds = consolidated(ds, path)
     if verify:
         corrupted = corrupted_cells(ds)
         if corrupted:
@@ -389,3 +385,51 @@ def finished_records(ds: xr.Dataset) -> dict[CellKey, dict[str, Any]]:
             continue
         records[_key(ds, position)] = sealed(record)
     return records
+
+
+def verified(record: Mapping[str, Any]) -> bool:
+    """Whether a record read back (from a journal) is what was sealed: its values match its
+    digest, and a done cell's required metrics are finite."""
+    return (
+        "digest" in record
+        and "status" in record
+        and sealed(record)["digest"] == record["digest"]
+        and not (record["status"] == DONE and non_finite(record))
+    )
+
+
+def consolidated(ds: xr.Dataset, path: str | os.PathLike[str]) -> xr.Dataset:
+    """``ds`` (read from ``path``) with the :mod:`~gvbench.harness.journal`'s finished cells
+    of the same experiment merged in.
+
+    A sweep writes its whole grid when its first cell lands, so every journaled cell has its
+    place in the file; one that has none (a journal left from another grid) is ignored.
+    """
+    logged = journal.records(path, ds.attrs.get("experiment"), verified)
+    if not logged:
+        return ds
+    squeezed = "seed" not in ds.dims
+    base, _ = _cells(ds)
+    coords = {d: base[d].values.tolist() for d in DIMS}
+    if "group" in base.dims:
+        coords["group"] = base["group"].values.tolist()
+    grid = {d: {plain((v,))[0] for v in values} for d, values in coords.items()}
+
+    def in_grid(key: CellKey) -> bool:
+        return all(plain((v,))[0] in grid[d] for d, v in zip(DIMS, key, strict=True))
+
+    merged = finished_records(base)
+    merged.update({key: record for key, record in logged.items() if in_grid(key)})
+    merged = {_key_in(coords, key): record for key, record in merged.items()}
+    known = {n: base[n].values.tolist() for n in base.data_vars if base[n].dims == ("estimator",)}
+    result = build_dataset(merged, coords, known, base.attrs)
+    return result.squeeze("seed", drop=True) if squeezed else result
+
+
+def _key_in(coords: Mapping[str, list[Any]], key: CellKey) -> CellKey:
+    """``key`` with each value taken from the grid (NaN τ matched by its plain form)."""
+    values = []
+    for dim, value in zip(DIMS, key, strict=True):
+        same = plain((value,))[0]
+        values.append(next((v for v in coords[dim] if plain((v,))[0] == same), value))
+    return tuple(values)
