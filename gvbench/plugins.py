@@ -1,4 +1,4 @@
-"""Estimators and tasks from other packages: Python entry points, or a module named on the CLI.
+"""Plugins: estimators, tasks and experiments of other packages, or a module named on the CLI.
 
 A package declares, in its ``pyproject.toml``::
 
@@ -8,10 +8,15 @@ A package declares, in its ``pyproject.toml``::
     [project.entry-points."gvbench.tasks"]
     my_task = "my_package.tasks:MyTask"            # a Task class or factory, by its name
 
+    [project.entry-points."gvbench.experiments"]
+    my_study = "my_package.study:MY_STUDY"         # an experiment (its ``task`` is a task too)
+
 and, once installed, its estimators and tasks are in ``gvbench list``, in sweeps
 (``--estimators NAME``, ``gvbench sweep NAME``) and in the asv suite, as pytest and asv
-discover their own plugins. ``gvbench --import MODULE …`` imports a module that is not
-packaged (it registers estimators, or adds tasks to ``gvbench.tasks.TASKS``).
+discover their own plugins. :func:`found` returns a group's objects and changes no table:
+each consumer (:mod:`gvbench.tasks`, the experiments' registry) builds its own from them.
+``gvbench --import MODULE …`` imports a module that is not packaged (it registers
+estimators, or adds tasks to ``gvbench.tasks.TASKS``).
 
 Both reach Dask workers. An ``--import`` module that lives in a folder of the user's (not
 an installed package) travels with its local code: the Python files of every module that
@@ -34,7 +39,11 @@ from pathlib import Path
 
 ESTIMATORS = "gvbench.estimators"
 TASKS = "gvbench.tasks"
-_loaded = False
+EXPERIMENTS = "gvbench.experiments"
+GROUPS = (ESTIMATORS, TASKS, EXPERIMENTS)
+# Each group's loaded entry points, by name: an entry point is loaded (and a broken one
+# warned about) once per process.
+_found: dict[str, dict[str, object]] = {}
 # Python files as (path that their module's name gives, contents) pairs.
 LocalCode = tuple[tuple[str, bytes], ...]
 # --import modules of this process: name → its local code, sent to workers that may not have
@@ -42,40 +51,35 @@ LocalCode = tuple[tuple[str, bytes], ...]
 _imported: dict[str, LocalCode | None] = {}
 
 
-def load() -> None:
-    """Import every installed plugin once (later calls do nothing).
+def found(group: str) -> dict[str, object]:
+    """The installed plugins of entry-point ``group``: each entry point's object, by its name.
 
-    A plugin that fails to import is reported in a warning naming it, and skipped: one
-    broken package must not stop gvbench. A plugin task whose name is a built-in task's is
-    left out with a warning (the built-in keeps its name).
+    Every entry point is loaded once per process; later calls return the same objects. A
+    plugin that fails to import is reported once, in a warning naming it, and left out: one
+    broken package must not stop gvbench. What to do with the objects is the caller's: an
+    estimator module registers itself by being imported, :func:`gvbench.tasks.available`
+    puts tasks and experiments in its table.
     """
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from gvbench.tasks import TASKS as task_table
-
-    for group in (ESTIMATORS, TASKS):
+    if group not in _found:
+        loaded = {}
         for entry in importlib.metadata.entry_points(group=group):
             try:
-                value = entry.load()
+                loaded[entry.name] = entry.load()
             except Exception as error:  # a plugin's own failure, whatever it is
                 warnings.warn(
                     f"gvbench plugin {entry.name!r} ({entry.value}) failed to load: "
                     f"{type(error).__name__}: {error}",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-                continue
-            if group != TASKS:
-                continue
-            if entry.name in task_table and task_table[entry.name] is not value:
-                warnings.warn(
-                    f"gvbench plugin task {entry.name!r} ({entry.value}) is not used: "
-                    f"{entry.name!r} is already a task; register it under another name",
-                    stacklevel=2,
-                )
-                continue
-            task_table[entry.name] = value
+        _found[group] = loaded
+    return dict(_found[group])
+
+
+def load() -> None:
+    """Import every installed plugin of every group once (see :func:`found`), so that their
+    estimators are registered and a broken one is said before a command starts."""
+    for group in GROUPS:
+        found(group)
 
 
 def import_module(name: str) -> None:
@@ -134,7 +138,9 @@ def local_code(name: str, brought: list[str] | tuple[str, ...] = ()) -> LocalCod
     files = {}
     for module_name in [*chain, *brought]:
         path = getattr(sys.modules.get(module_name), "__file__", None)
-        if path is None or not path.endswith(".py"):
+        # A module loaded from a file has its absolute path; some made up at run time carry
+        # a bare name (torch's operator namespaces say "_ops.py"), which is no file of ours.
+        if path is None or not path.endswith(".py") or not os.path.isabs(path):
             continue
         path = Path(path).resolve()
         if path.is_relative_to(folder) and not _installed(path.relative_to(folder)):

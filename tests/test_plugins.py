@@ -1,14 +1,19 @@
-"""Estimators and tasks from another installed package, or from a module named on the command
-line, reach `gvbench list`, sweeps and the asv suite."""
+"""Estimators, tasks and experiments from another installed package, or from a module named
+on the command line, reach `gvbench list`, sweeps and the asv suite."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+
+from gvbench import plugins, tasks
+from gvbench.tasks import Toy
 
 PLUGIN = '''
 import torch
@@ -109,19 +114,91 @@ def test_a_plugin_task_named_like_a_built_in_one_is_left_out_with_one_line(site,
         "warning: gvbench plugin task 'toy' (gvbench_plugin_demo:Wider) is not used: 'toy' is "
         "already a task; register it under another name"
     ]
-    from gvbench.tasks import Toy
-
     shown = run(
         [
             sys.executable,
             "-c",
             "import gvbench.plugins as p, gvbench.tasks as t; p.load(); "
-            "print(t.TASKS['toy'].__module__)",
+            "print(t.available()['toy'].__module__, 'wider' in t.TASKS)",
         ],
         site,
         tmp_path,
     )
-    assert shown.stdout.strip() == Toy.__module__
+    assert shown.stdout.split() == [Toy.__module__, "False"]  # plugins write no table
+
+
+class Wider(Toy):
+    """A plugin's task."""
+
+    def __init__(self) -> None:
+        super().__init__(n=5, theta=[0.1, -0.4, 0.3, 0.0, 0.2])
+
+
+class Study:
+    """An experiment as its entry point gives it: its ``task`` is a task factory."""
+
+    def task(self) -> Wider:
+        return Wider()
+
+
+STUDY = Study()
+NO_TASK = object()  # an experiment that gives no task (a study of sweeps only)
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Install entry points, ``group → {name: "module:attribute"}``, in a fresh process's
+    view: nothing found or refused yet."""
+
+    def install(groups: dict[str, dict[str, str]]) -> None:
+        def entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
+            found = groups.get(group, {}).items()
+            return [importlib.metadata.EntryPoint(name, value, group) for name, value in found]
+
+        monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+        monkeypatch.setattr(plugins, "_found", {})
+        monkeypatch.setattr(tasks, "_refused", set())
+
+    return install
+
+
+def test_found_loads_each_entry_point_once_and_names_a_broken_one(installed):
+    installed(
+        {plugins.TASKS: {"wider": f"{__name__}:Wider", "broken": "no_such_plugin_module:Task"}}
+    )
+    with pytest.warns(UserWarning) as said:
+        first = plugins.found(plugins.TASKS)
+    assert [str(w.message) for w in said] == [
+        "gvbench plugin 'broken' (no_such_plugin_module:Task) failed to load: "
+        "ModuleNotFoundError: No module named 'no_such_plugin_module'"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loaded once: the broken one is not said again
+        again = plugins.found(plugins.TASKS)
+    assert first == again == {"wider": Wider}
+    assert plugins.found(plugins.EXPERIMENTS) == {}
+
+
+def test_tasks_come_from_plugins_and_experiments_and_no_plugin_writes_tasks(installed, monkeypatch):
+    installed(
+        {
+            plugins.TASKS: {"wider": f"{__name__}:Wider", "toy": f"{__name__}:Wider"},
+            plugins.EXPERIMENTS: {"study": f"{__name__}:STUDY", "sweeps": f"{__name__}:NO_TASK"},
+        }
+    )
+    before = dict(tasks.TASKS)
+    with pytest.warns(UserWarning, match="plugin task 'toy' .* 'toy' is already a task") as said:
+        table = tasks.available()
+    assert len(said) == 1
+    assert table["toy"] is Toy and table["wider"] is Wider and table["study"] == STUDY.task
+    assert "sweeps" not in table and tasks.TASKS == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the clash is said once per process
+        assert isinstance(tasks.get("study"), Wider)
+    monkeypatch.setitem(tasks.TASKS, "mine", Wider)  # what an --import module does
+    assert tasks.available()["mine"] is Wider
+    with pytest.raises(KeyError, match=r"unknown task 'nope'; available: mine, study, toy, wider"):
+        tasks.get("nope")
 
 
 def test_the_asv_suite_sees_an_installed_estimator(site, tmp_path):
