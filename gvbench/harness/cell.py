@@ -22,6 +22,7 @@ import gvbench.estimators as E
 from gvbench.harness import store
 from gvbench.harness.draws import adapt, choices, gradient_chunks, parameter_columns
 from gvbench.harness.metrics import GradientMoments, NonFiniteDraws, Reference
+from gvbench.harness.quantities import at_equal_cost
 from gvbench.tasks import Task
 from gvbench.threads import pinned_threads
 
@@ -94,21 +95,6 @@ def plan_cells(
     return plan
 
 
-def at_equal_cost(
-    metrics: dict[str, float], evaluations: float, seconds: float
-) -> dict[str, float]:
-    """Variance and MSE per unit of cost: an estimator whose draw costs c can average B/c
-    draws within a budget B, so V·c ranks estimators at any budget (and V·c/B is what the
-    budget buys). Per objective evaluation and per second of a draw; the SEs scale alike
-    (the costs are counts and measured times, taken as known)."""
-    scaled = {}
-    for metric in ("variance", "mse"):
-        for unit, cost in (("work", evaluations), ("time", seconds)):
-            scaled[f"{unit}_normalized_{metric}"] = metrics[metric] * cost
-            scaled[f"{unit}_normalized_{metric}_se"] = metrics[f"{metric}_se"] * cost
-    return scaled
-
-
 def not_applicable(task: Task, cell: Cell) -> str | None:
     """Why ``cell`` cannot run on ``task``, or None."""
     info = E.info(cell.estimator)
@@ -136,7 +122,9 @@ def run_cell(
             warnings.simplefilter("always")
             record, evaluations, draw_seconds = _measure(task, cell, reps, reference, warmup)
         g_star = np.asarray(reference.gradient, float)
-        record.update(at_equal_cost(record, evaluations, draw_seconds))
+        record.update(
+            at_equal_cost(record, {"evaluations": evaluations, "draw_seconds": draw_seconds})
+        )
         record.update(
             draw_seconds=draw_seconds,
             evaluations=float(evaluations),

@@ -22,49 +22,19 @@ import xarray as xr
 
 from gvbench.atomic_files import write_bytes
 from gvbench.harness import journal
-from gvbench.harness.metrics import METRICS
+from gvbench.harness.quantities import (
+    CELL_VARIABLES,
+    GROUP_VARIABLES,
+    REQUIRED_FINITE,
+    long_name,
+    quantity,
+)
 from gvbench.harness.records import DIMS, DONE, PENDING, CellKey, plain
-
-# A "done" cell must have these finite (cosine and SNR are undefined at a zero mean gradient).
-REQUIRED_FINITE = ("variance", "variance_se", "bias2", "bias2_se", "mse", "mse_se")
 
 
 class ResultsFileError(ValueError):
     """A results file that cannot be used as it is; the message is one line that says what to do."""
 
-
-LONG_NAMES = {
-    "variance": "trace of the covariance of the gradient estimate",
-    "variance_per_coord": "trace of the covariance per gradient coordinate (V/P)",
-    "bias2": "squared bias ‖E ĝ − g*‖², finite-sample corrected",
-    "mse": "mean squared error E‖ĝ − g*‖²",
-    "cosine": "cosine between the mean estimate and the reference gradient",
-    "snr": "signal-to-noise ratio ‖E ĝ‖ / sqrt(V/P)",
-    "mean_norm": "norm of the mean gradient estimate",
-    "seconds": "wall time of the cell (both passes over the draws, and the metrics)",
-    "draw_seconds": "wall time per gradient draw (first pass), the cost of one estimate",
-    "evaluations": "objective evaluations per gradient draw",
-    "parameters": "number of measured gradient coordinates P",
-    "reference_norm2": "squared norm of the reference gradient ‖g*‖²",
-    "reference_draws": "draws of the RLOO reference (0: exact by enumeration)",
-    "reference_variance": "the reference's own noise V_ref/N_ref, subtracted from bias² (0: exact)",
-    "warmup": "steps the estimator adapted its state for (16 draws each) before it was frozen",
-    "adapted_baseline": "REINFORCE's running-mean baseline after adaptation",
-    "adapted_eta": "the control variate's scale η after adaptation (REBAR, RELAX)",
-    "adapted_temperature": "the control variate's temperature λ after adaptation (REBAR, RELAX)",
-    "work_normalized_variance": "variance × objective evaluations per draw (equal-work cost)",
-    "time_normalized_variance": "variance × seconds per draw (equal-time cost)",
-    "work_normalized_mse": "MSE × objective evaluations per draw (equal-work cost)",
-    "time_normalized_mse": "MSE × seconds per draw (equal-time cost)",
-}
-UNITS = {
-    "seconds": "s",
-    "draw_seconds": "s",
-    "time_normalized_variance": "s",
-    "time_normalized_variance_se": "s",
-    "time_normalized_mse": "s",
-    "time_normalized_mse_se": "s",
-}
 
 # The netCDF-C library writes and reads a small sweep ten times faster than h5netcdf (which
 # attaches HDF5 dimension scales from Python); both make the same netCDF4/HDF5 files, and
@@ -103,42 +73,6 @@ def cell_digest(values: Mapping[str, float], status: str) -> str:
         {"status": status, **{k: float(v) for k, v in values.items()}}, sort_keys=True
     )
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-# The per-cell numeric variables of a sweep Dataset.
-CELL_VARIABLES = (
-    *METRICS,
-    *(f"{m}_se" for m in METRICS),
-    "mean_norm",
-    "seconds",
-    "draw_seconds",
-    "evaluations",
-    "parameters",
-    "reference_norm2",
-    "reference_draws",
-    "reference_variance",
-    "warmup",
-    "adapted_baseline",
-    "adapted_eta",
-    "adapted_temperature",
-    *(
-        f"{unit}_normalized_{m}{se}"
-        for unit in ("work", "time")
-        for m in ("variance", "mse")
-        for se in ("", "_se")
-    ),
-)
-
-
-# Per parameter group (a ``group`` dimension, as ``group_<name>``), when a task has groups.
-GROUP_VARIABLES = (
-    *METRICS,
-    *(f"{m}_se" for m in METRICS),
-    "mean_norm",
-    "parameters",
-    "reference_norm2",
-    "reference_variance",
-)
 
 
 def experiment_digest(identity: Mapping[str, Any]) -> str:
@@ -184,10 +118,8 @@ def build_dataset(
         digest[position] = record["digest"] if "digest" in record else sealed(record)["digest"]
     data_vars: dict[str, Any] = {}
     for name in names:
-        base = name.removesuffix("_se")
-        long_name = LONG_NAMES[base] + (" (standard error)" if name.endswith("_se") else "")
-        units = UNITS.get(name, "1")
-        data_vars[name] = (DIMS, values[name], {"long_name": long_name, "units": units})
+        described = {"long_name": long_name(name), "units": quantity(name).units()}
+        data_vars[name] = (DIMS, values[name], described)
     data_vars["status"] = (DIMS, status, {"long_name": "cell status"})
     data_vars["digest"] = (
         DIMS,
@@ -204,12 +136,13 @@ def build_dataset(
                 for group, metrics in record.get("groups", {}).items():
                     if name in metrics:
                         table[(*position, slot[group])] = metrics[name]
-            base = name.removesuffix("_se")
-            long_name = LONG_NAMES[base] + (" (standard error)" if name.endswith("_se") else "")
             data_vars[f"group_{name}"] = (
                 (*DIMS, "group"),
                 table,
-                {"long_name": f"{long_name}, per parameter group", "units": UNITS.get(name, "1")},
+                {
+                    "long_name": f"{long_name(name)}, per parameter group",
+                    "units": quantity(name).units(),
+                },
             )
     for name, column in estimator_coords.items():
         data_vars[name] = ("estimator", _array(column))
