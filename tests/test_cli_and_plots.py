@@ -9,7 +9,7 @@ import pytest
 
 import gvbench
 from gvbench.cli import main
-from gvbench.harness import read
+from gvbench.harness import METRICS, read
 
 
 def test_list_shows_estimators_and_tasks(capsys):
@@ -50,6 +50,12 @@ def test_sweep_then_plot(tmp_path, capsys):
         for extension in ("png", "pdf"):
             path = tmp_path / "figures" / f"toy-{name}.{extension}"
             assert path.stat().st_size > 1000 and str(path) in written
+    # Every metric with an SE can be drawn; a quantity without one is not offered.
+    figures = tmp_path / "every-metric"
+    assert main(["plot", str(out), "--out-dir", str(figures), "--metrics", *METRICS]) == 0
+    assert {f"toy-{m}.png" for m in METRICS} <= {p.name for p in figures.iterdir()}
+    with pytest.raises(SystemExit):
+        main(["plot", str(out), "--metrics", "seconds"])
 
 
 @pytest.mark.parametrize(
