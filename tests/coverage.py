@@ -9,7 +9,7 @@ Laws: Gaussian (a pathwise estimator's draws), three-valued and skewed (a straig
 estimator's), Student-t with ν = 10 (heavy-tailed; finite moments below the 10th). Bias: zero
 (the reference is the mean) or large (every coordinate off by 2, about 40 standard errors).
 
-``python -m tests.coverage`` prints the table the README quotes.
+``python -m tests.coverage`` prints the tables docs/guide/harness.md quotes.
 """
 
 from __future__ import annotations
