@@ -13,7 +13,8 @@ DRAWS, SEEDS = 1000, 1000
 NOMINAL = (0.93, 0.97)
 # The one cell short of nominal, as measured: the SNR of three-valued draws, 92.4% (its SE is
 # right on average but noisy, 32% from experiment to experiment: V̂'s spread is estimated from
-# fourth moments of a skewed law; a log-scale interval covers no more). Stated in docs/guide/harness.md.
+# fourth moments of a skewed law; a log-scale interval covers no more). Stated in
+# docs/guide/harness.md.
 SHORT = {("three-valued", "snr"): (0.91, 0.97)}
 
 
