@@ -25,7 +25,7 @@ extensions = [
     "report_gallery",
 ]
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build", "_ext", "README.md"]
+exclude_patterns = ["_build", "_ext"]
 
 # MyST: $…$ and $$…$$ for the math, ::: fences for directives, definition lists for options.
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
