@@ -1,10 +1,13 @@
-"""The shape every experiment shares: data, an ordinary ``nn.Module``, a loss, what it
-reports — and, written once here, its training (many runs as one, on any device) and its
-harness task (the model at a trained checkpoint, measured through ``ModuleTask``).
+"""The shape every trained experiment shares: data, an ordinary ``nn.Module``, a loss, what
+it reports — and, written once here, its training (many runs as one, on any device), its
+harness task (the model at a trained checkpoint, measured through ``ModuleTask``) and, as a
+:class:`~gvbench.study.Study`, its presets, claims and report section.
 
 An experiment subclasses :class:`Experiment` and fills in the hooks; its model is a module
 like a user's, whose ``forward(*inputs, sample=…)`` calls the sampler at every discrete
-choice. ``tests/test_experiment.py`` writes a third experiment in one short file.
+choice. Registered under the ``gvbench.experiments`` entry point, it gets ``gvbench train
+NAME``, ``gvbench reproduce --only NAME``, a report section and ``gvbench sweep NAME``
+(``tests/test_experiment.py`` writes one in a short file; ``docs/experiments.md`` packages it).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import abc
 import copy
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import xarray as xr
@@ -26,29 +29,57 @@ from gvbench.estimators import Sampler
 from gvbench.estimators.validation import check_count
 from gvbench.harness.draws import gradient_draws
 from gvbench.harness.metrics import trace_variance
-from gvbench.run_group import Run, Steps, fit_runs, vectorised
+from gvbench.harness.quantities import ERRORS, quantity
+from gvbench.study import PresetRun, Study
 from gvbench.tasks.module import ModuleTask
 from gvbench.threads import pinned_threads
 from gvbench.training import (
+    Run,
     RunConfig,
+    Steps,
     TrainingDiverged,
     cached_checkpoint,
     check_one_group,
     finish_run,
+    fit_runs,
     read_parameters,
+    vectorised,
 )
 
 Splits = dict[str, tuple[Tensor, ...]]
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+# What a preset keeps of its variance sweep at a checkpoint: the error metrics and their SEs.
+VARIANCE_METRICS = [variable for name in ERRORS for variable in quantity(name).variables]
 
 
-class Experiment(abc.ABC):
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """The options of an experiment's harness task (``gvbench sweep NAME --task-option``):
+    the model at a checkpoint, or briefly trained with ST-GS (τ = 1) and cached.
+
+    An experiment subclasses it with the configuration fields its model is built from;
+    they come first, as they do in the task's stored configuration.
+    """
+
+    train_steps: int = 300
+    seed: int = 0
+    checkpoint: str | None = None
+    batch_pool: int = 64
+    checkpoint_dir: str | None = None  # default: results/NAME/checkpoints
+
+
+class Experiment(Study, Generic[ConfigT]):
     """An experiment: what to train and how to judge it. Subclass and fill in the hooks
     (``data``, ``model``, ``loss`` and ``score`` are abstract: a subclass without one
     cannot be made).
 
     Class attributes:
         name: the experiment's name (``gvbench train NAME``, the harness task's name).
-        Config: its :class:`~gvbench.training.RunConfig` subclass.
+        title: one line for ``gvbench train --help`` and its report section.
+        Config: its :class:`~gvbench.training.RunConfig` subclass; every field becomes a
+            ``gvbench train NAME`` option, with the help in its ``metadata["help"]``.
+        presets: preset name → sizes (data), run by :meth:`run_preset`; none by default.
+        Options: its :class:`TaskOptions` subclass (the harness task's options).
         selection: the validation figure runs are selected on (``valid_accuracy``, …).
         selection_units: its units.
         higher_is_better: whether a higher selection figure is better.
@@ -57,7 +88,10 @@ class Experiment(abc.ABC):
     """
 
     name: ClassVar[str]
-    Config: ClassVar[type[RunConfig]]
+    title: ClassVar[str] = ""
+    Config: type[ConfigT]
+    presets: ClassVar[Mapping[str, Any]] = {}
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
     selection: ClassVar[str]
     selection_units: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
@@ -68,12 +102,12 @@ class Experiment(abc.ABC):
 
     # -- the hooks ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def data(self, config: RunConfig) -> tuple[Splits, str]:
+    def data(self, config: ConfigT) -> tuple[Splits, str]:
         """``{"train", "valid", "test"}`` → the module's input tensors, and where they came from."""
         ...
 
     @abc.abstractmethod
-    def model(self, config: RunConfig) -> nn.Module:
+    def model(self, config: ConfigT) -> nn.Module:
         """A fresh model, initialised from ``config.seed`` alone."""
         ...
 
@@ -91,26 +125,96 @@ class Experiment(abc.ABC):
         """The sampler scores are computed with (greedy, or hard samples from ``generator``)."""
         return lambda logits, *, dim=-1: E.categorical_one_hot(logits, dim, generator)
 
-    def report(self, model: nn.Module, splits: Splits, config: RunConfig) -> dict[str, Any]:
+    def test_figures(self, model: nn.Module, splits: Splits, config: ConfigT) -> dict[str, Any]:
         """Test figures of a finished run's selected model (the run's own numbers alone)."""
         return {}
 
-    def arity(self, config: RunConfig) -> int | None:
+    def arity(self, config: ConfigT) -> int | None:
         """The number of categories of every choice, where it is one number."""
         return None
 
-    def batch_size(self, config: RunConfig) -> int:
+    def batch_size(self, config: ConfigT) -> int:
+        """Examples a training step averages over."""
         return config.batch_size  # type: ignore[attr-defined]
 
     def units(self) -> dict[str, str]:
         return {self.selection: self.selection_units}
+
+    def measured_parameters(self) -> Callable[[str, Tensor], bool] | None:
+        """Which of the model's parameters its harness task differentiates (all: None)."""
+        return None
+
+    # -- what a reproduction runs ------------------------------------------------------------
+    def run_preset(
+        self, preset: str, out_dir: str | Path, run: PresetRun | None = None
+    ) -> xr.Dataset:
+        """Run every configuration of ``preset`` (resumable) and write ``out_dir/PRESET.nc``,
+        one summary Dataset; ``run.seed`` offsets the preset's seeds. An experiment with
+        presets overrides this; without any, every name is refused."""
+        self.preset(preset)  # the KeyError that lists the presets there are
+        raise TypeError(f"{type(self).__name__} has presets but does not define run_preset")
+
+    def summary_table(self, summary: xr.Dataset) -> dict[str, Any]:
+        """A preset's summary as titled pandas tables, for ``gvbench train NAME --preset``."""
+        return {}
+
+    def reproduce(self, preset: str, folder: Path, run: PresetRun) -> dict[str, str]:
+        """:meth:`run_preset` into ``folder/NAME``; its one results file."""
+        self.run_preset(preset, folder / self.name, run)
+        return {self.name: f"{self.name}/{preset}.nc"}
+
+    # -- the harness task --------------------------------------------------------------------
+    def task(self, **options: Any) -> ModuleTask:
+        """The model at a checkpoint as a harness task (``gvbench sweep NAME``), measured on
+        the first B of ``batch_pool`` validation examples. Without ``checkpoint``, a model
+        is trained for ``train_steps`` steps with ST-GS (τ = 1) and cached under
+        ``checkpoint_dir``. The options are the fields of the experiment's ``Options``."""
+        fields = [f.name for f in dataclasses.fields(self.Options)]
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise TypeError(
+                f"the {self.name} task takes no option {', '.join(unknown)}; its options: "
+                f"{', '.join(fields)}"
+            )
+        given = dataclasses.asdict(self.Options(**options))
+        shared = [f.name for f in dataclasses.fields(TaskOptions)]
+        # The model's own fields first, as the task's stored configuration lists them.
+        values = {k: given[k] for k in [*(f for f in fields if f not in shared), *shared]}
+        checkpoint_dir = values.pop("checkpoint_dir") or Path("results") / self.name / "checkpoints"
+        check_count(values["train_steps"], "train_steps", 1)
+        filtered = self.measured_parameters()
+        return self.checkpoint_task(
+            values["checkpoint"],
+            self.brief_run(values),
+            checkpoint_dir,
+            values["batch_pool"],
+            {"task": self.name, **values},
+            **({} if filtered is None else {"parameters": filtered}),
+        )
+
+    def brief_run(self, options: Mapping[str, Any]) -> ConfigT:
+        """The run a task without a checkpoint trains: ST-GS at τ = 1 for ``train_steps``
+        steps, from the task's options that are configuration fields."""
+        steps = options["train_steps"]
+        fields = {f.name for f in dataclasses.fields(self.Config)}
+        given = {k: v for k, v in options.items() if k in fields}
+        return self.Config(
+            **{
+                "estimator": "st_gumbel_softmax",
+                "tau": 1.0,
+                **given,
+                "steps": steps,
+                "eval_every": steps,
+                "variance_every": 0,
+            }
+        )
 
     # -- what every experiment gets -----------------------------------------------------------
     def module_task(
         self,
         model: nn.Module,
         inputs: Sequence[Tensor],
-        run_config: RunConfig,
+        run_config: ConfigT,
         *,
         batched: bool | str = True,
         **options: Any,
@@ -131,7 +235,7 @@ class Experiment(abc.ABC):
     def checkpoint_task(
         self,
         checkpoint: str | Path | None,
-        brief_run: RunConfig,
+        brief_run: ConfigT,
         checkpoint_dir: str | Path,
         batch_pool: int,
         task_config: Mapping[str, Any],
@@ -153,12 +257,12 @@ class Experiment(abc.ABC):
 
     def train(
         self,
-        configs: RunConfig | Sequence[RunConfig],
+        configs: ConfigT | Sequence[ConfigT],
         out_dir: str | Path | None = None,
         progress: bool = True,
         final_checkpoints: Sequence[str | Path | None] | None = None,
     ) -> Any:
-        """Train ``configs`` as one (see :mod:`gvbench.run_group`); resume from ``out_dir``.
+        """Train ``configs`` as one (see :mod:`gvbench.training`); resume from ``out_dir``.
 
         Writes ``out_dir/NAME/{checkpoint.pt, curves.nc}`` per run. One configuration: its
         curves, or :class:`TrainingDiverged`. Several: a list with each run's curves or its
@@ -176,69 +280,84 @@ class Experiment(abc.ABC):
         if twice:  # one folder, one checkpoint: the two would overwrite each other
             raise ValueError(f"configs lists a run twice: {', '.join(twice)}")
         first = configs[0]
-        device = torch.device(first.device)
         with pinned_threads(first.threads):
             data = [self.data(config) for config in configs]
-            for config, (splits, source) in zip(configs, data, strict=True):
-                examples = len(splits["train"][0])
-                if self.batch_size(config) > examples:  # it would train on the whole set
-                    raise ValueError(
-                        f"batch_size must be at most the {examples} training examples of "
-                        f"{source}, got {self.batch_size(config)}"
-                    )
-            runs = [
-                Run(
-                    directory=out_dir / config.name(),
-                    config=config.as_dict(),
-                    seed=config.seed,
-                    lr=config.lr,
-                    momentum=config.momentum,
-                    tau=config.estimator_options().get("tau"),
-                    model=self.model(config).to(device),
-                    train=_on(splits["train"], device),
-                    valid=_on(splits["valid"], device),
-                )
-                for config, (splits, _) in zip(configs, data, strict=True)
-            ]
+            runs = self._runs(configs, data, out_dir)
             results = fit_runs(
                 runs,
                 self._steps(first),
                 progress=progress,
                 desc=f"{self.name}: {len(configs)} run{'s' * (len(configs) > 1)} as one",
             )
-            out = []
-            for config, run, (splits, source), result, final in zip(
-                configs, runs, data, results, final_checkpoints, strict=True
-            ):
-                if isinstance(result, TrainingDiverged):
-                    out.append(result)
-                    continue
-                best = copy.deepcopy(run.model)
-                best.load_state_dict(result["best"]["params"], strict=False)
-                figures = {
-                    "data": source,
-                    f"best_{self.selection}": result["best_score"],
-                    f"initial_{self.selection}": result["initial_score"],
-                    **self.report(best, {k: _on(v, device) for k, v in splits.items()}, config),
-                }
-                out.append(
-                    finish_run(
-                        run.directory,
-                        config,
-                        result,
-                        f"{self.name} training curves: {config.name()}",
-                        figures,
-                        {**self.units(), "gradient_variance": "1", "gradient_variance_se": "1"},
-                        final,
-                    )
+            out = [
+                result if isinstance(result, TrainingDiverged) else self._finish(*parts, result)
+                for *parts, result in zip(
+                    configs, runs, data, final_checkpoints, results, strict=True
                 )
+            ]
         if single:
             if isinstance(out[0], TrainingDiverged):
                 raise out[0]
             return out[0]
         return out
 
-    def _steps(self, config: RunConfig) -> Steps:
+    def _runs(
+        self, configs: list[ConfigT], data: list[tuple[Splits, str]], out_dir: Path
+    ) -> list[Run]:
+        """Each configuration's run, its model and data on its device."""
+        device = torch.device(configs[0].device)
+        for config, (splits, source) in zip(configs, data, strict=True):
+            examples = len(splits["train"][0])
+            if self.batch_size(config) > examples:  # it would train on the whole set
+                raise ValueError(
+                    f"batch_size must be at most the {examples} training examples of "
+                    f"{source}, got {self.batch_size(config)}"
+                )
+        return [
+            Run(
+                directory=out_dir / config.name(),
+                config=config.as_dict(),
+                seed=config.seed,
+                lr=config.lr,
+                momentum=config.momentum,
+                tau=config.estimator_options().get("tau"),
+                model=self.model(config).to(device),
+                train=_on(splits["train"], device),
+                valid=_on(splits["valid"], device),
+            )
+            for config, (splits, _) in zip(configs, data, strict=True)
+        ]
+
+    def _finish(
+        self,
+        config: ConfigT,
+        run: Run,
+        data: tuple[Splits, str],
+        final: str | Path | None,
+        result: Any,
+    ) -> xr.Dataset:
+        """A finished run's curves and test figures, written beside its checkpoint."""
+        splits, source = data
+        device = torch.device(config.device)
+        best = copy.deepcopy(run.model)
+        best.load_state_dict(result["best"]["params"], strict=False)
+        figures = {
+            "data": source,
+            f"best_{self.selection}": result["best_score"],
+            f"initial_{self.selection}": result["initial_score"],
+            **self.test_figures(best, {k: _on(v, device) for k, v in splits.items()}, config),
+        }
+        return finish_run(
+            run.directory,
+            config,
+            result,
+            f"{self.name} training curves: {config.name()}",
+            figures,
+            {**self.units(), "gradient_variance": "1", "gradient_variance_se": "1"},
+            final,
+        )
+
+    def _steps(self, config: ConfigT) -> Steps:
         batch_size = self.batch_size(config)
         options = config.estimator_options()
 

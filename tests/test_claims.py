@@ -8,17 +8,10 @@ import pytest
 import xarray as xr
 
 import gvbench
-from gvbench.report.claims import (
-    FAILS,
-    HOLDS,
-    OPEN,
-    Estimate,
-    bonferroni,
-    listops_claims,
-    toy_claims,
-    vae_claims,
-    verdict,
-)
+from gvbench.listops.report import listops_claims
+from gvbench.report.claims import FAILS, HOLDS, OPEN, Estimate, bonferroni, verdict
+from gvbench.toy_study.claims import toy_claims
+from gvbench.vae.report import vae_claims
 
 
 def test_verdict_thresholds_and_bonferroni():

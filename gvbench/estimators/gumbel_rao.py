@@ -54,7 +54,7 @@ MAX_CONDITIONAL_DRAWS = 1 << 36
 def working_dtype(dtype: torch.dtype, tau: float | Tensor) -> torch.dtype:
     """float64 for float64 logits, and for float32 at τ > 1 (see the module docstring); else
     float32. A τ given as a tensor (one per run under ``vmap``) cannot be compared there: its
-    dtype is the precision asked for (:mod:`gvbench.run_group` makes it float64 at τ > 1)."""
+    dtype is the precision asked for (:mod:`gvbench.training` makes it float64 at τ > 1)."""
     if isinstance(tau, Tensor):
         above_one = tau.dtype == torch.float64
     else:

@@ -89,7 +89,7 @@ def check_real(value: object, name: str) -> float:
 
 def per_run(value: object) -> bool:
     """Whether ``value`` is one number per run of a stack: a 0-d floating tensor under a
-    function transform (``vmap`` over runs, :mod:`gvbench.run_group`). Its values cannot be
+    function transform (``vmap`` over runs, :mod:`gvbench.training.stacked`). Its values cannot be
     read there; they were checked where the runs were configured or the state was kept."""
     return (
         isinstance(value, Tensor)
@@ -104,7 +104,7 @@ def check_tau(tau: float | Tensor, dtype: torch.dtype | None = None) -> float | 
     normal number (below it ``x/τ`` overflows for every logit of order one) and its largest.
 
     Under a function transform, a 0-d floating tensor — one τ per run when runs train as one
-    under ``vmap`` (:mod:`gvbench.run_group`) — is returned as it is, its dtype the working
+    under ``vmap`` (:mod:`gvbench.training.stacked`) — is returned as it is, its dtype the working
     precision it asks for (GR-MCK's): its values cannot be read there, and were checked when
     the runs were configured. Elsewhere a 0-d tensor is read as a number.
     """

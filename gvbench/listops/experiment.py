@@ -16,34 +16,45 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import xarray as xr
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 import gvbench.estimators as E
+from gvbench import provenance
 from gvbench.estimators import Sampler
-from gvbench.estimators.validation import check_count
-from gvbench.experiment import Experiment, Splits
+from gvbench.experiment import VARIANCE_METRICS, Experiment, Splits, TaskOptions
+from gvbench.harness.store import write_atomic
+from gvbench.harness.sweep import sweep_over
+from gvbench.listops import report as listops_report
 from gvbench.listops.data import CLASSES, PAD, VOCABULARY, generate_splits
-from gvbench.tasks.module import ModuleTask
-from gvbench.training import RunConfig
+from gvbench.listops.presets import PRESETS, Preset
+from gvbench.report.builder import Report
+from gvbench.report.claims import Claim
+from gvbench.study import PresetRun
+from gvbench.training import RunConfig, option, train_grid
 
-CHECKPOINTS = Path("results/listops/checkpoints")
+CURVES = ["gradient_variance", "gradient_variance_se", "valid_accuracy"]
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(RunConfig):
     """One ListOps run. ``batch_size`` 0 means the maximum length L, as in the paper."""
 
-    max_length: int = 10
-    d_hidden: int = 32
-    batch_size: int = 0
+    max_length: int = option(10, "maximum tokens L of an expression (10, 25, 50 in the paper)")
+    d_hidden: int = option(32, "Tree-LSTM hidden size")
+    batch_size: int = option(0, "examples per step (0: L, as in the paper)")
     lr: float = 0.02
-    sizes: tuple[int, int, int] = (5000, 500, 500)
+    sizes: tuple[int, int, int] = option(
+        (5000, 500, 500), "generated expressions for training, validation and test"
+    )
 
     COUNTS: ClassVar[dict[str, int]] = {
         **RunConfig.COUNTS,
@@ -159,22 +170,39 @@ def _padded(tokens: Tensor, width: int) -> Tensor:
     return F.pad(tokens, (0, width - tokens.shape[-1]), value=PAD)
 
 
-class ListOps(Experiment):
+@dataclasses.dataclass(frozen=True)
+class ListOpsOptions(TaskOptions):
+    """The ListOps task: the gradient of the cross-entropy w.r.t. all weights. Every merge
+    is a discrete choice (L − 1 per sequence, each depending on the previous ones);
+    relaxed samples do not apply (the tree needs hard merges); the reference is the
+    harness's high-sample RLOO estimate."""
+
+    max_length: int = 10
+    d_hidden: int = 32
+
+
+class ListOps(Experiment[TrainConfig]):
+    """The Gumbel Tree-LSTM on ListOps (paper §5.2)."""
+
     name = "listops"
+    title = "the Gumbel Tree-LSTM on ListOps (paper §5.2)"
     Config = TrainConfig
+    Options = ListOpsOptions
+    presets = PRESETS
+    order = 20
     selection = "valid_accuracy"
     higher_is_better = True
     sequential_choices = True  # each merge's candidates depend on the merges before it
     max_draws_per_pass = 32  # R × B × L × 5d activations per merge step stay small
     reference_reps = 4000
 
-    def data(self, config: TrainConfig) -> tuple[Splits, str]:  # type: ignore[override]
+    def data(self, config: TrainConfig) -> tuple[Splits, str]:
         source = (
             f"generated ListOps, L <= {config.max_length}, seed {config.seed}, sizes {config.sizes}"
         )
         return _generated(config.max_length, config.sizes, config.seed), source
 
-    def model(self, config: TrainConfig) -> nn.Module:  # type: ignore[override]
+    def model(self, config: TrainConfig) -> nn.Module:
         return GumbelTreeLSTM(config.d_hidden, seed=config.seed)
 
     def loss(self, output: Tensor, tokens: Tensor, lengths: Tensor, labels: Tensor) -> Tensor:
@@ -186,10 +214,10 @@ class ListOps(Experiment):
     def evaluation_sampler(self, generator: Any) -> Sampler:
         return greedy
 
-    def batch_size(self, config: TrainConfig) -> int:  # type: ignore[override]
+    def batch_size(self, config: TrainConfig) -> int:
         return config.batch
 
-    def report(self, model: nn.Module, splits: Splits, config: TrainConfig) -> dict[str, Any]:  # type: ignore[override]
+    def test_figures(self, model: nn.Module, splits: Splits, config: TrainConfig) -> dict[str, Any]:
         tokens, lengths, labels = splits["test"]
         with torch.no_grad():
             predicted = torch.cat(
@@ -204,46 +232,156 @@ class ListOps(Experiment):
             / len(labels),
         }
 
+    def run_preset(
+        self, name: str, out_dir: str | Path = "results/listops", run: PresetRun | None = None
+    ) -> xr.Dataset:
+        """Train every (estimator, τ, L, seed) configuration of preset ``name``, then measure
+        the gradient variance of ST-GS and GR-MCK over K at a briefly trained checkpoint per
+        L; write one summary to ``out_dir/NAME.nc``: test accuracy by (run, τ, L, seed), the
+        gradient variance measured during training by step, and the variance by (τ, K, L).
+
+        ``run.seed`` offsets the preset's seeds (``seed … seed + seeds − 1``); the data is
+        generated, so ``run.data_dir`` is not used.
+        """
+        preset = self.preset(name)
+        out_dir = Path(out_dir)
+        run = run or PresetRun()
+        seed, executor, progress, device = run.seed, run.executor, run.progress, run.device
+        seeds = range(seed, seed + preset.seeds)
+        # The variance sweep first: a folder holding another experiment is refused before any
+        # run is trained.
+        measured = self._checkpoint_variance(
+            preset, name, out_dir, seed=seed, executor=executor, progress=progress, device=device
+        )
+        trained = train_grid(
+            self.train,
+            training_configs(preset, seeds, device),
+            ("run", "tau", "max_length", "seed"),
+            {
+                "test_accuracy": ("test accuracy of the model selected on validation", "1"),
+                "best_valid_accuracy": ("best validation accuracy", "1"),
+                "test_majority_accuracy": (
+                    "test accuracy of always answering the commonest label",
+                    "1",
+                ),
+            },
+            out_dir / "runs",
+            executor,
+            curves=CURVES,
+            progress=progress,
+            desc=f"ListOps {name} runs",
+        )
+        variance = (
+            measured[VARIANCE_METRICS]
+            .sel(batch_size=measured["max_length"])
+            .drop_vars("batch_size")
+        )
+        summary = variance.merge(trained)
+        summary.attrs.update(
+            experiment="listops",
+            preset=name,
+            config=json.dumps(dataclasses.asdict(preset)),
+            **provenance.stamp(),
+        )
+        write_atomic(summary, out_dir / f"{name}.nc")
+        return summary
+
+    def _checkpoint_variance(
+        self,
+        preset: Preset,
+        name: str,
+        out_dir: Path,
+        *,
+        seed: int,
+        executor: Any,
+        progress: bool,
+        device: str,
+    ) -> xr.Dataset:
+        """ST-GS and GR-MCK over τ and K at a briefly trained checkpoint per L (B = L)."""
+        lengths = list(preset.max_lengths)
+        tasks = [
+            self.task(
+                max_length=length,
+                d_hidden=preset.d_hidden,
+                train_steps=max(10, preset.steps // 5),
+                seed=seed,
+                checkpoint_dir=str(out_dir / "checkpoints"),
+            )
+            for length in lengths
+        ]
+        return sweep_over(
+            tasks,
+            {"max_length": lengths},
+            folder=out_dir / f"{name}-variance",
+            progress=progress,
+            per_task=[{"batch_size": length} for length in lengths],  # B = L, as in training
+            estimators=["st_gumbel_softmax", "gumbel_rao"],
+            tau=list(preset.taus),
+            k=list(preset.variance_k),
+            reps=preset.variance_reps,
+            seed=seed,
+            executor=executor,
+            reference_reps=preset.reference_reps,
+            device=device,
+        ).swap_dims(point="max_length")
+
+    def summary_table(self, summary: xr.Dataset) -> dict[str, Any]:
+        """The two tables of a preset (mean over seeds), as pandas objects (for printing)."""
+        accuracy = summary["test_accuracy"].mean("seed")
+        accuracy = accuracy.to_dataframe()["test_accuracy"].unstack("tau")
+        variance = (
+            summary["variance"].sel(estimator="gumbel_rao").to_dataframe()["variance"].unstack("k")
+        )
+        st = (
+            summary["variance"]
+            .sel(estimator="st_gumbel_softmax")
+            .isel(k=0)
+            .to_series()
+            .rename("ST-GS")
+        )
+        return {"test accuracy (mean over seeds)": accuracy, "variance": variance.join(st)}
+
+    def preset_runs(self, name: str) -> list[TrainConfig]:
+        """Every run preset ``name`` trains (its first seeds)."""
+        preset = self.preset(name)
+        return list(training_configs(preset, range(preset.seeds)).values())
+
+    def counting_overrides(self, config: TrainConfig) -> dict[str, Any]:
+        """Fields a training step's cost does not depend on, set small to count it quickly."""
+        return {"sizes": (max(300, config.batch), 50, 50), "variance_every": 0}
+
+    def claims(self, data: Mapping[str, xr.Dataset]) -> list[Claim]:
+        return listops_report.listops_claims(data[self.name]) if self.name in data else []
+
+    def report(self, report: Report, data: Mapping[str, xr.Dataset]) -> None:
+        if self.name in data:
+            listops_report.listops_section(report, data[self.name])
+
 
 LISTOPS = ListOps()
 
 
-def listops(
-    max_length: int = 10,
-    d_hidden: int = 32,
-    train_steps: int = 300,
-    seed: int = 0,
-    checkpoint: str | None = None,
-    batch_pool: int = 64,
-    checkpoint_dir: str = str(CHECKPOINTS),
-) -> ModuleTask:
-    """The ListOps task at a briefly trained checkpoint (trained once, then cached on disk).
-
-    Without ``checkpoint``, a model is trained for ``train_steps`` SGD steps with ST-GS
-    (τ = 1) on generated data and saved under ``checkpoint_dir``; the harness then measures
-    the gradient of the cross-entropy, w.r.t. all weights, on the first B of ``batch_pool``
-    validation expressions. Every merge is a discrete choice (L − 1 per sequence, each
-    depending on the previous ones); relaxed samples do not apply (the tree needs hard
-    merges); the reference is the harness's high-sample RLOO estimate.
-    """
-    config = {
-        "task": "listops",
-        "max_length": max_length,
-        "d_hidden": d_hidden,
-        "train_steps": train_steps,
-        "seed": seed,
-        "checkpoint": checkpoint,
-        "batch_pool": batch_pool,
+def training_configs(
+    preset: Preset, seeds: Sequence[int], device: str = "cpu"
+) -> dict[tuple[str, float, int, int], TrainConfig]:
+    """Every run the preset trains, keyed ``(label, τ, max_length, seed)``."""
+    return {
+        (label, tau, length, s): TrainConfig(
+            estimator=estimator,
+            tau=tau,
+            k=k,
+            max_length=length,
+            d_hidden=preset.d_hidden,
+            lr=preset.lr,
+            steps=preset.steps,
+            sizes=preset.sizes,
+            eval_every=preset.eval_every,
+            variance_every=preset.variance_every,
+            seed=s,
+            device=device,
+        )
+        for length in preset.max_lengths
+        for tau in preset.taus
+        for label, estimator, k in preset.runs
+        for s in seeds
     }
-    check_count(train_steps, "train_steps", 1)
-    brief = TrainConfig(
-        estimator="st_gumbel_softmax",
-        tau=1.0,
-        max_length=max_length,
-        d_hidden=d_hidden,
-        steps=train_steps,
-        seed=seed,
-        eval_every=max(1, train_steps),
-        variance_every=0,
-    )
-    return LISTOPS.checkpoint_task(checkpoint, brief, checkpoint_dir, batch_pool, config)

@@ -20,7 +20,7 @@ import gvbench
 from gvbench.cli import main
 from gvbench.harness import process_pool, read
 from gvbench.tasks import ModuleTask, Toy
-from gvbench.vae.experiment import vae
+from gvbench.vae.experiment import VAE_EXPERIMENT
 
 sweep_module = importlib.import_module("gvbench.harness.sweep")
 
@@ -96,7 +96,7 @@ def module_task():
 
 @pytest.fixture(scope="module")
 def experiment_task(tmp_path_factory):
-    task = vae(
+    task = VAE_EXPERIMENT.task(
         arity=4,
         latent_dim=4,
         hidden=16,

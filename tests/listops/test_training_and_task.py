@@ -11,10 +11,10 @@ import xarray as xr
 import gvbench
 import gvbench.estimators as E
 from gvbench.cli import main
-from gvbench.listops.experiment import LISTOPS, TrainConfig, listops
+from gvbench.listops.experiment import LISTOPS, TrainConfig
 from tests.stats import Z
 
-run_group = importlib.import_module("gvbench.run_group")
+run_group = importlib.import_module("gvbench.training.loop")
 train = LISTOPS.train
 
 
@@ -53,7 +53,7 @@ def test_an_interrupted_run_resumes_to_the_same_curves(tmp_path, monkeypatch):
         seed=1,
     )
     fresh = train(config, out_dir=tmp_path / "fresh", progress=False)
-    real_scores = run_group._scores
+    real_scores = run_group.scores
     evaluations = []
 
     def killed_at_the_second_evaluation(*args):
@@ -62,10 +62,10 @@ def test_an_interrupted_run_resumes_to_the_same_curves(tmp_path, monkeypatch):
         evaluations.append(1)
         return real_scores(*args)
 
-    monkeypatch.setattr(run_group, "_scores", killed_at_the_second_evaluation)
+    monkeypatch.setattr(run_group, "scores", killed_at_the_second_evaluation)
     with pytest.raises(KeyboardInterrupt):
         train(config, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_group, "_scores", real_scores)
+    monkeypatch.setattr(run_group, "scores", real_scores)
     resumed = train(config, out_dir=tmp_path / "resumed", progress=False)
     xr.testing.assert_equal(fresh, resumed)
     assert fresh.attrs["test_accuracy"] == resumed.attrs["test_accuracy"]
@@ -82,7 +82,7 @@ def test_bad_training_configurations():
 
 @pytest.fixture(scope="module")
 def small_task(tmp_path_factory):
-    return listops(
+    return LISTOPS.task(
         max_length=8,
         d_hidden=8,
         train_steps=40,
@@ -149,5 +149,5 @@ def test_cli_trains_one_run(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert "test_accuracy" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown ListOps preset"):
+    with pytest.raises(SystemExit, match="unknown listops preset"):
         main(["train", "listops", "--preset", "nope", "--out-dir", str(tmp_path)])

@@ -13,15 +13,13 @@ import gvbench
 import gvbench.estimators as E
 from gvbench.training import random_search
 from gvbench.vae.data import load
-from gvbench.vae.experiment import (
-    VAE_EXPERIMENT,
+from gvbench.vae.experiment import VAE_EXPERIMENT, TrainConfig
+from gvbench.vae.model import (
     CategoricalVAE,
-    TrainConfig,
     bernoulli_nll,
     importance_weighted_nll,
     kl_uniform,
     negative_elbo,
-    vae,
 )
 
 ARITY, LATENT = 3, 6  # m = 2 latents of arity 3: 9 joint configurations
@@ -101,7 +99,7 @@ def test_training_lowers_the_validation_negative_elbo(tmp_path, estimator, k, lr
 
 @pytest.fixture(scope="module")
 def binary_task(tmp_path_factory):
-    return vae(
+    return VAE_EXPERIMENT.task(
         arity=2,
         latent_dim=16,
         hidden=32,
