@@ -382,7 +382,7 @@ def test_a_manifest_naming_the_wrong_kind_of_sweep_is_one_line(tmp_path):
     assert (tmp_path / "simplex.png").stat().st_size > 0  # one interior point: drawn, no crash
     manifest = {"preset": "tiny", "files": {"toy": "simplex.nc"}, "provenance": {}}
     (tmp_path / "reproduction.json").write_text(json.dumps(manifest))
-    with pytest.raises(SystemExit, match=r"files\.toy names simplex\.nc, a sweep of a grid") as err:
+    with pytest.raises(SystemExit, match=r"files\.toy is a sweep of a grid") as err:
         main(["report", str(tmp_path)])
     one_line(err)
 
