@@ -146,7 +146,7 @@ def test_the_step_cost_of_a_preset_adds_its_stacks_and_bounds_each_step(tmp_path
         assert result["total"]["hours"][i] == pytest.approx(sum(s["hours"][i] for s in stacks))
     for argv, message in [
         (["vae", "--tflops", "0"], "--tflops must be > 0"),
-        (["vae", "--preset", "huge"], "--preset: unknown VAE preset 'huge'"),
+        (["vae", "--preset", "huge"], "--preset: unknown vae preset 'huge'"),
     ]:
         with pytest.raises(SystemExit):
             main(argv)

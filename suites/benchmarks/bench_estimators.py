@@ -58,7 +58,7 @@ class EstimatorsCudaMemory(_CudaPeakMemory):
 
 
 GUMBEL_RAO_K = [1, 10, 100, 1000]
-GUMBEL_RAO_SHAPES = ["vae-20x10", "vae-60x4", "vae-30x16", "listops-49"]
+GUMBEL_RAO_SHAPES = ["latents-20x10", "latents-60x4", "latents-30x16", "merges-49"]
 
 
 class GumbelRao(_ForwardBackwardBenchmarks):
@@ -80,7 +80,7 @@ class GumbelRaoOverUniforms:
     ratio is tracked: machine load moves both timings and cancels in the ratio.
     """
 
-    params = ([10, 100, 1000], ["toy", "vae-20x10", "listops-49"])
+    params = ([10, 100, 1000], ["toy", "latents-20x10", "merges-49"])
     param_names = ("k", "shape")
     number = 1
     repeat = 1

@@ -1,26 +1,32 @@
-"""Training: many runs as one against one run, in the same process, interleaved."""
+"""Training: many runs as one against one run, in the same process, interleaved, for every
+installed experiment that trains a model."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 
 import torch
 
-from benchmarks.step_cost import step_cost
+from benchmarks.step_cost import step_cost, trained_experiments
 from benchmarks.workloads import interleaved_ratio
-from gvbench.listops.experiment import LISTOPS
-from gvbench.listops.experiment import TrainConfig as ListOpsConfig
-from gvbench.vae.experiment import VAE_EXPERIMENT
-from gvbench.vae.experiment import TrainConfig as VAEConfig
+
+EXPERIMENTS = sorted(trained_experiments())
+
+
+def _stack(experiment, preset: str, runs: int, **fields):
+    """``runs`` seeds of the first run of ``preset``, with ``fields`` changed: a stack."""
+    first = experiment.preset_runs(preset)[0]
+    return [dataclasses.replace(first, seed=seed, **fields) for seed in range(runs)]
 
 
 class RunsAsOne:
-    """Eight ListOps seeds (or eight VAE trials of a learning-rate search) trained as one,
-    over one of them alone: what the seven others add (the goal: at most 2×). A run alone
-    pays for the spare run every stack carries (see gvbench.run_group)."""
+    """Eight seeds of each experiment's first ``small`` run trained as one, over one of them
+    alone: what the seven others add (the goal: at most 2×). A run alone pays for the spare
+    run every stack carries (see gvbench.training)."""
 
-    params = (["listops", "vae"],)
-    quick_params = (["listops-quick", "vae-quick"],)
+    params = (EXPERIMENTS,)
+    quick_params = ([f"{name}-quick" for name in EXPERIMENTS],)
     param_names = ("experiment",)
     number = 1
     repeat = 1
@@ -29,23 +35,11 @@ class RunsAsOne:
     def setup(self, experiment):
         torch.set_num_threads(1)
         quick = experiment.endswith("-quick")  # make test: a pipeline check, not a measurement
+        name = experiment.removesuffix("-quick")
         steps, self.rounds = (20, 1) if quick else (400, 3)
-        if experiment.startswith("listops"):
-            self.experiment = LISTOPS
-            small = {"sizes": (200, 40, 40), "d_hidden": 8} if quick else {}
-            self.runs = [
-                ListOpsConfig(tau=0.5, steps=steps, seed=seed, variance_every=0, **small)
-                for seed in range(8)
-            ]
-        else:
-            self.experiment = VAE_EXPERIMENT
-            small = {"hidden": 32, "latent_dim": 16, "iw_samples": 2} if quick else {}
-            self.runs = [
-                VAEConfig(
-                    tau=0.5, steps=steps, lr=10 ** (-3 + trial / 4), variance_every=0, **small
-                )
-                for trial in range(8)
-            ]
+        self.experiment = trained_experiments()[name]
+        fields = {"steps": steps, "variance_every": 0}
+        self.runs = _stack(self.experiment, "tiny" if quick else "small", 8, **fields)
         self.alone = self.runs[3]
 
     def train(self, configs):
@@ -61,11 +55,11 @@ class RunsAsOne:
 
 
 class StepLaunches:
-    """Kernels one training step launches for a stack of the ``small`` presets' shapes (four
-    runs, GR-MC10): on a GPU each launch costs microseconds whatever its size, so this is
-    what a step costs there at least; counted on the CPU (see benchmarks.step_cost)."""
+    """Kernels one training step launches for a stack of four seeds of each experiment's
+    first ``small`` run: on a GPU each launch costs microseconds whatever its size, so this
+    is what a step costs there at least; counted on the CPU (see benchmarks.step_cost)."""
 
-    params = (["listops", "vae"],)
+    params = (EXPERIMENTS,)
     param_names = ("experiment",)
     number = 1
     repeat = 1
@@ -73,16 +67,10 @@ class StepLaunches:
 
     def setup(self, experiment):
         torch.set_num_threads(1)
-        if experiment == "listops":
-            self.experiment = LISTOPS
-            shared = dict(estimator="gumbel_rao", k=10, tau=0.5, d_hidden=32, sizes=(300, 50, 50))
-            self.stack = [ListOpsConfig(seed=seed, **shared) for seed in range(4)]
-        else:
-            self.experiment = VAE_EXPERIMENT
-            shared = dict(estimator="gumbel_rao", k=10, tau=0.5, arity=8, batch_size=200)
-            shared |= dict(hidden=128, latent_dim=64, iw_samples=2)
-            self.stack = [VAEConfig(seed=seed, **shared) for seed in range(4)]
-        self.cost = step_cost(self.experiment.train, self.stack, variance_every=0)
+        self.experiment = trained_experiments()[experiment]
+        stack = _stack(self.experiment, "small", 4)
+        shrunk = self.experiment.counting_overrides(stack[0])
+        self.cost = step_cost(self.experiment.train, stack, **shrunk)
 
     def track_kernels(self, experiment):
         return self.cost["kernels"]

@@ -1,7 +1,7 @@
 """What one training step of each stack of a preset asks of a device, counted on the CPU.
 
 A preset trains its runs in stacks (those that differ only in seed, lr, momentum and τ train
-as one, see ``gvbench.run_group``). For each stack, one step in steady state is counted:
+as one, see ``gvbench.training``). For each stack, one step in steady state is counted:
 
 - **kernels**: aten ops dispatched, views left out (on a GPU, each is a kernel launch);
 - **FLOPs** of its matrix products (torch's ``FlopCounterMode``);
@@ -18,7 +18,9 @@ A step then takes at least max(kernels × launch, FLOPs / peak, 2 × bytes / ban
 bytes read taken as many as those written); the sum of the three is the pessimistic figure.
 The defaults are an H200's (FP32 without tensor cores, HBM3e) and 5 µs a launch, optimistic
 for eager PyTorch. Only training is counted: not the evaluations, the variance sweeps or the
-VAE's random search, and the tuned τ is taken below 1 (GR-MCK in float32).
+random searches, and the tuned τ is taken below 1 (GR-MCK in float32). Any installed
+experiment (``gvbench.experiments``) with presets is counted the same way: the runs of its
+``preset_runs`` and the fields its ``counting_overrides`` shrinks.
 
     cd suites && python -m benchmarks.step_cost vae --preset paper --out cost.json
 """
@@ -41,8 +43,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from gvbench import run_group
-from gvbench.training import group_key
+from gvbench import study
+from gvbench.experiment import Experiment
+from gvbench.training import group_key, loop
 
 # The module, not the estimator gvbench.estimators exports under the same name.
 gumbel_rao = importlib.import_module("gvbench.estimators.gumbel_rao")
@@ -58,13 +61,34 @@ class _Dispatched(TorchDispatchMode):
         self.kernels = self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         if not func.is_view:
             self.kernels += 1
-            for t in out if isinstance(out, tuple | list) else (out,):
+            # An op that writes into its arguments (add_, the foreach SGD update, out=)
+            # writes those; any other writes its outputs.
+            written = _written_arguments(func, args, kwargs)
+            for t in written if written else _flat(out):
                 if isinstance(t, torch.Tensor):
                     self.bytes += t.numel() * t.element_size()
         return out
+
+
+def _flat(value: Any) -> list[Any]:
+    return [t for v in value for t in _flat(v)] if isinstance(value, tuple | list) else [value]
+
+
+def _written_arguments(func: Any, args: tuple, kwargs: dict) -> list[Any]:
+    """The tensors an op writes into in place, by its schema's mutable arguments."""
+    written = []
+    for index, argument in enumerate(func._schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        if argument.name in kwargs:
+            written += _flat(kwargs[argument.name])
+        elif index < len(args) and not argument.kwarg_only:
+            written += _flat(args[index])
+    return written
 
 
 def count_training(train: Callable[..., Any], configs: Sequence[Any]) -> dict[str, int]:
@@ -72,11 +96,11 @@ def count_training(train: Callable[..., Any], configs: Sequence[Any]) -> dict[st
     dispatched, flops = _Dispatched(), FlopCounterMode(display=False)
     # What the code does off the CPU: GR-MCK's larger chunks, the update's foreach ops.
     chunk = gumbel_rao.ACCELERATOR_CHUNK_ELEMENTS
-    update = functools.partial(run_group._sgd, foreach=True)
+    update = functools.partial(loop.sgd, foreach=True)
     with tempfile.TemporaryDirectory() as folder:
         with (
             mock.patch.object(gumbel_rao, "CHUNK_ELEMENTS", chunk),
-            mock.patch.object(run_group, "_sgd", update),
+            mock.patch.object(loop, "sgd", update),
             flops,
             dispatched,
         ):
@@ -131,37 +155,17 @@ class Device:
         )
 
 
-def preset_stacks(experiment: str, preset: str) -> tuple[Callable[..., Any], list[list[Any]]]:
-    """The experiment's ``train`` and the preset's training runs, grouped into stacks."""
-    if experiment == "listops":
-        from gvbench.listops.experiment import LISTOPS
-        from gvbench.listops.presets import get_preset, training_configs
+def trained_experiments() -> dict[str, Any]:
+    """The installed experiments that train a model (gvbench's own and any plugin's)."""
+    return {n: s for n, s in study.registered().items() if isinstance(s, Experiment)}
 
-        chosen = get_preset(preset)
-        configs = training_configs(chosen, range(chosen.seeds))
-        train = LISTOPS.train
-    elif experiment == "vae":
-        from gvbench.vae.experiment import VAE_EXPERIMENT
-        from gvbench.vae.presets import get_preset, training_configs
 
-        chosen = get_preset(preset)
-        lr, tau = chosen.lr_range[0], min(chosen.tau_range[1], 0.5)
-        configs = training_configs(chosen, range(chosen.seeds), lambda *_: (lr, tau))
-        train = VAE_EXPERIMENT.train
-    else:
-        raise ValueError(f"experiment must be 'listops' or 'vae', got {experiment!r}")
+def preset_stacks(experiment: Experiment, preset: str) -> list[list[Any]]:
+    """The preset's training runs, grouped into stacks (runs that train as one)."""
     stacks: dict[str, list[Any]] = {}
-    for config in configs.values():
+    for config in experiment.preset_runs(preset):
         stacks.setdefault(group_key(config), []).append(config)
-    return train, list(stacks.values())
-
-
-# What a step costs depends neither on how much data there is nor on the final test's samples
-# nor on the variance measured at the last step (which both counts would make, and cancel).
-SHORT = {
-    "listops": lambda c: {"sizes": (max(300, c.batch), 50, 50), "variance_every": 0},
-    "vae": lambda c: {"iw_samples": 2, "variance_every": 0},
-}
+    return list(stacks.values())
 
 
 def stack_label(config: Any) -> str:
@@ -171,7 +175,7 @@ def stack_label(config: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=["listops", "vae"])
+    parser.add_argument("experiment", choices=sorted(trained_experiments()))
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--launch-us", type=float, default=5.0, help="µs a kernel launch")
     parser.add_argument("--tflops", type=float, default=67.0, help="FP32 TFLOP/s")
@@ -182,15 +186,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     device = Device(args.launch_us * 1e-6, args.tflops * 1e12, args.bandwidth_tbs * 1e12)
+    experiment = trained_experiments()[args.experiment]
     try:
-        train, stacks = preset_stacks(args.experiment, args.preset)
+        stacks = preset_stacks(experiment, args.preset)
     except KeyError as error:
         parser.error(f"--preset: {error.args[0]}")
     rows, low, high = [], 0.0, 0.0
     # Minutes a stack at the paper's sizes on a CPU (L = 50: tens of minutes).
     for stack in tqdm(stacks, unit="stack", desc=f"{args.experiment} {args.preset}"):
         first = stack[0]
-        cost = step_cost(train, stack, **SHORT[args.experiment](first))
+        cost = step_cost(experiment.train, stack, **experiment.counting_overrides(first))
         parts = device.bounds(cost)
         seconds = first.steps * max(parts), first.steps * sum(parts)
         low, high = low + seconds[0], high + seconds[1]

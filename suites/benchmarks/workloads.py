@@ -16,10 +16,10 @@ plugins.load()  # installed estimators are benchmarked like the built-in ones
 # Logits shapes of the paper's experiments (batch, …, categories).
 SHAPES = {
     "toy": (10_000, 3),  # 10⁴ draws of the 3-category toy, as the harness batches them
-    "vae-20x10": (100, 20, 10),  # VAE: 20 latents of arity 10, batch 100
-    "vae-60x4": (100, 60, 4),
-    "vae-30x16": (100, 30, 16),
-    "listops-49": (50, 49),  # ListOps L = 50: a choice among 49 merges, batch 50
+    "latents-20x10": (100, 20, 10),  # the discrete VAE's: 20 latents of arity 10, batch 100
+    "latents-60x4": (100, 60, 4),
+    "latents-30x16": (100, 30, 16),
+    "merges-49": (50, 49),  # the Tree-LSTM's at L = 50: a choice among 49 merges, batch 50
     "binary-200": (100, 200, 2),  # 200 Bernoulli latents, batch 100
 }
 DEVICES = ["cpu", "cuda"]
