@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from gvbench.harness.compare import (
+    COSTS,
     FAMILY_ERROR,
     best_at_budget,
     cost_points,
@@ -31,9 +32,7 @@ def add_parser(commands: Any) -> None:
         "machines): their shared cells side by side with differences, SEs and z.",
     )
     compare.add_argument("result", nargs="+", help="netCDF files written by gvbench sweep")
-    compare.add_argument(
-        "--cost", choices=["evaluations", "seconds"], default="evaluations", help="cost per draw"
-    )
+    compare.add_argument("--cost", choices=list(COSTS), default="evaluations", help="cost per draw")
     compare.add_argument(
         "--metric",
         choices=["variance", "mse"],

@@ -16,9 +16,12 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-# What a cell costs, by name: objective evaluations or seconds per draw.
-COSTS = {"evaluations": "evaluations", "seconds": "draw_seconds"}
-UNITS = {"evaluations": "objective evaluations per draw", "seconds": "seconds per draw"}
+from gvbench.harness import quantities
+
+# The costs a comparison fixes, by the name a command gives each: the cell's variable, and
+# how a sentence names it (both from the one table of quantities).
+COSTS = {cost.option: cost.variable for cost in quantities.COSTS}
+UNITS = {cost.option: cost.per_draw for cost in quantities.COSTS}
 # A winner, or a difference, is declared only at this family-wise error rate (Holm over the
 # comparisons a table makes).
 FAMILY_ERROR = 0.001

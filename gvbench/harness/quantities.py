@@ -77,18 +77,20 @@ class Cost:
         name: the budget it fixes ("work": equal-work comparisons).
         variable: the cell's quantity that measures it per draw.
         per_draw: how a sentence names it.
+        option: how a command names it (``gvbench compare --cost``).
         units: its units.
     """
 
     name: str
     variable: str
     per_draw: str
+    option: str
     units: str = "1"
 
 
 COSTS = (
-    Cost("work", "evaluations", "objective evaluations per draw"),
-    Cost("time", "draw_seconds", "seconds per draw", "s"),
+    Cost("work", "evaluations", "objective evaluations per draw", "evaluations"),
+    Cost("time", "draw_seconds", "seconds per draw", "seconds", "s"),
 )
 
 
