@@ -29,6 +29,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from gvbench.estimators import Estimator
+from gvbench.estimators.state import EstimatorState
 from gvbench.estimators.streams import PoolExhausted
 from gvbench.estimators.validation import NonFiniteLogits
 from gvbench.training.evaluation import scores
@@ -60,7 +61,7 @@ def per_run_state(estimator: Estimator) -> tuple[str, ...] | None:
     within a step (REINFORCE's baseline): a stack takes them as a tensor with a row per run.
     ``None`` where some state is not a number; then each run trains in a stack of its own."""
     frozen, _ = estimator.frozen()
-    keys = tuple(key for key, value in estimator.options.items() if hasattr(value, "frozen"))
+    keys = tuple(k for k, value in estimator.options.items() if isinstance(value, EstimatorState))
     numbers = all(
         isinstance(frozen.options[key], int | float) and not isinstance(frozen.options[key], bool)
         for key in keys
