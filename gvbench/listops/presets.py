@@ -43,8 +43,8 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # 6-7 min on 2 CPU cores (measured, Dask with 2 workers): L = 10, the paper's three
-    # temperatures, four seeds.
+    # Sized for 2 CPU cores (its time: the docs' performance notes): L = 10, the paper's
+    # three temperatures, four seeds.
     "small": Preset(
         max_lengths=(10,),
         taus=(0.01, 0.1, 1.0),
@@ -64,8 +64,8 @@ PRESETS = {
         variance_reps=200,
         reference_reps=1000,
     ),
-    # The paper's grid (Paulus et al. 2021, §5.2): its training at least 3.5 hours on one
-    # H200 (counted by suites/benchmarks/step_cost.py, launch-bound; 6.4 if nothing overlaps).
+    # The paper's grid (Paulus et al. 2021, §5.2), for a GPU (what its training asks of one:
+    # suites/benchmarks/step_cost.py).
     "paper": Preset(
         max_lengths=(10, 25, 50),
         taus=(0.01, 0.1, 1.0),

