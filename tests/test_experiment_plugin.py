@@ -4,6 +4,7 @@ its claims and section in the report, and its task sweeps like any other."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -205,3 +206,16 @@ def test_a_plugin_experiment_gives_a_harness_task(site, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "blobs.nc").is_file()
     assert (tmp_path / "results" / "blobs" / "checkpoints").is_dir()
+
+
+def test_every_field_of_gvbench_s_own_experiments_has_its_help():
+    from gvbench import study
+    from gvbench.cli.train import field_help
+    from gvbench.experiment import Experiment
+
+    trained = [s for s in study.registered().values() if isinstance(s, Experiment)]
+    assert {s.name for s in trained} >= {"listops", "vae"}
+    for experiment in trained:
+        fields = [f.name for f in dataclasses.fields(experiment.Config) if f.init]
+        missing = [name for name in fields if field_help(experiment.Config, name) is None]
+        assert not missing, (experiment.name, missing)
