@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,6 +122,14 @@ def _how(group: Any) -> None:
         "steps before any work); a longer plan is refused with its time",
     )
     add(
+        "--time-budget",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the longest the sweep may take: the warm-up and an auto reference shrink to fit "
+        "(from a pilot before any work), and the plan says what precision that buys",
+    )
+    add(
         "--threads-per-cell",
         type=int,
         default=1,
@@ -163,10 +172,21 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             warmup=args.warmup,
             max_warmup_seconds=args.max_warmup_seconds,
+            time_budget=args.time_budget,
+            confirm=ask if sys.stdin.isatty() else None,
             executor=executor,
         )
     written_sweep(ds, out, time.perf_counter() - start)
     return 0
+
+
+def ask(question: str) -> bool:
+    """Whether the person at the terminal, shown ``question``, answers yes."""
+    print(f"gvbench: {question}", file=sys.stderr)
+    try:
+        return input("compute it anyway? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def written_sweep(ds: Any, out: Path, seconds: float) -> None:

@@ -35,6 +35,9 @@ NOISE_FRACTION = 0.1
 FIRST_STAGE = 256
 # Pilot draws per cell for its resolution (pair differences: tr Σ² from all their pairs).
 PILOT_DRAWS = 16
+# The longest automatic reference drawn without being asked (a fixed size or a time budget
+# says how long the user allows).
+LONG_REFERENCE_SECONDS = 600.0
 
 
 def exact_reference(task: Task, batch_size: int) -> Reference:
@@ -96,14 +99,12 @@ def reference_gradient(
     Exact (autograd of the enumerated expectation) when the task can enumerate; otherwise the
     mean of RLOO draws with ``k`` samples, unbiased, whose per-coordinate variance and count
     are kept so that bias² can subtract the reference's own noise. ``reps`` draws (default:
-    the task's ``reference_reps``), or with ``noise_target``, as many as make
-    :math:`V_{ref}/N_{ref}` at most that, doubling from a first stage, up to ``cap``.
+    ``cap``, else the task's ``reference_reps``), or with ``noise_target``, as many as make
+    :math:`V_{ref}/N_{ref}` at most that, doubling from a first stage, up to that many.
     """
     if task.enumerable(batch_size):
         return exact_reference(task, batch_size)
-    target = task.reference_reps if reps is None else reps
-    if noise_target is not None:
-        target = cap or task.reference_reps
+    target = reps if reps is not None else cap or task.reference_reps
     estimator = E.get("rloo", k=k)
     accumulator = _Accumulator()
     moments: GradientMoments | None = None  # the spread of the draws, for bias²'s SE
@@ -171,6 +172,15 @@ def resolution(
     return 2 * math.sqrt(2 * trace_sq) / reps
 
 
+def expected_draws(variance: float, target: float, cap: int) -> int:
+    """About how many draws an ``auto`` reference of per-draw variance ``variance`` takes to
+    reach the noise ``target``: the first stage, or as many as ``variance / target`` (at
+    least twice the first stage, as the stages grow), at most ``cap``."""
+    first = min(cap, FIRST_STAGE)
+    needed = math.ceil(variance / target) if target > 0 else cap
+    return first if needed <= first else min(cap, max(2 * first, needed))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sizing:
     """Why an ``auto`` reference has the size it has (printed by the sweep)."""
@@ -180,17 +190,21 @@ class Sizing:
     draws: int
     noise: float
     cap: int
+    budget: float | None = None  # the time budget that set the cap, if one did
 
     def describe(self, batch_size: int) -> str:
-        limited = (
-            ""
-            if self.noise <= NOISE_FRACTION * self.resolution
-            else (
-                f"; capped at {self.cap}: cells resolving bias² below "
-                f"{self.noise / NOISE_FRACTION:.3g} are limited by the reference (raise "
-                "--reference-reps)"
+        limited = ""
+        if self.noise > NOISE_FRACTION * self.resolution:
+            bound = f"{self.noise / NOISE_FRACTION:.3g}"
+            limited = (
+                f"; capped at {self.cap}: cells resolving bias² below {bound} are limited by "
+                "the reference (raise --reference-reps)"
+                if self.budget is None
+                else f"; capped at {self.cap} by time_budget={self.budget:g} s: its noise is "
+                f"{self.noise / self.resolution:.2g} × the smallest bias² a cell resolves, so "
+                f"cells resolving bias² below {bound} are limited by the reference (raise "
+                "time_budget)"
             )
-        )
         return (
             f"reference at B={batch_size}: {self.draws} RLOO draws, noise V_ref/N_ref = "
             f"{self.noise:.3g} (target: {NOISE_FRACTION:g} × {self.resolution:.3g}, the smallest "
@@ -274,10 +288,12 @@ def load(path: str | os.PathLike[str], identity: str) -> tuple[Reference | None,
 
 
 __all__ = [
+    "LONG_REFERENCE_SECONDS",
     "NOISE_FRACTION",
     "REFERENCE_K",
     "Sizing",
     "exact_reference",
+    "expected_draws",
     "load",
     "reference_gradient",
     "resolution",

@@ -49,6 +49,8 @@ class SweepSpec:
         reference_k: K of the RLOO reference.
         warmup: adaptation steps of an estimator with state before it is measured.
         max_warmup_seconds: the longest all cells' adaptation may take (it changes no number).
+        time_budget: seconds the whole sweep may take, or None: the warm-up and an ``"auto"``
+            reference are fitted to it from a pilot (see :mod:`gvbench.harness.plan`).
     """
 
     task: Task
@@ -65,6 +67,7 @@ class SweepSpec:
     reference_k: int = REFERENCE_K
     warmup: int = DEFAULT_WARMUP
     max_warmup_seconds: float = MAX_WARMUP_SECONDS
+    time_budget: float | None = None
     device: dataclasses.InitVar[str | torch.device | None] = None
 
     def __post_init__(self, device: str | torch.device | None) -> None:
@@ -97,6 +100,11 @@ class SweepSpec:
         if not (isinstance(limit, int | float) and limit > 0):
             raise ValueError(f"max_warmup_seconds must be a number > 0, got {limit!r}")
         self._set("max_warmup_seconds", float(limit))
+        budget = self.time_budget
+        if budget is not None:
+            if isinstance(budget, bool) or not (isinstance(budget, int | float) and budget > 0):
+                raise ValueError(f"time_budget must be a number of seconds > 0, got {budget!r}")
+            self._set("time_budget", float(budget))
 
     def _check_grid(self, estimators: Any) -> None:
         """The grid's axes and draws, canonical; errors name the argument and its range."""

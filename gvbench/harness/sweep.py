@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -37,6 +38,7 @@ from gvbench.harness import journal, store
 from gvbench.harness.cell import Cell, not_applicable, plan_cells, run_cell
 from gvbench.harness.draws import adapt
 from gvbench.harness.metrics import Reference
+from gvbench.harness.plan import Plan, plan_sweep, resumed_warmup
 from gvbench.harness.reference import (
     NOISE_FRACTION,
     REFERENCE_K,
@@ -51,6 +53,7 @@ from gvbench.harness.spec import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, SweepSpec
 from gvbench.harness.warmup import DEFAULT_WARMUP, MAX_WARMUP_SECONDS, check_warmup_time
 from gvbench.path_lock import PathLock
 from gvbench.tasks import Task
+from gvbench.threads import pinned_threads
 
 __all__ = [
     "DEFAULT_K",
@@ -84,6 +87,8 @@ def sweep(
     device: str | torch.device | None = None,
     warmup: int = DEFAULT_WARMUP,
     max_warmup_seconds: float = MAX_WARMUP_SECONDS,
+    time_budget: float | None = None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
 
@@ -116,6 +121,8 @@ def sweep(
             RELAX's network) adapts at the fixed parameters before it is frozen and measured.
         max_warmup_seconds: the longest all cells' adaptation may take; a longer plan is
             refused before any work, in one line that gives its time (it changes no number).
+        time_budget: seconds the sweep may take: the warm-up and an auto reference fit it.
+        confirm: asked before an auto reference of over ten minutes (None: refused, said why).
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
@@ -138,9 +145,10 @@ def sweep(
         reference_k=reference_k,
         warmup=warmup,
         max_warmup_seconds=max_warmup_seconds,
+        time_budget=time_budget,
         device=device,
     )
-    return _run(spec, path, executor, progress)
+    return _run(spec, path, executor, progress, confirm)
 
 
 def process_pool(workers: int) -> cf.ProcessPoolExecutor:
@@ -176,8 +184,11 @@ def _run(
     path: str | os.PathLike[str] | None,
     executor: cf.Executor | None,
     progress: bool,
+    confirm: Callable[[str], bool] | None = None,
 ) -> xr.Dataset:
     """The sweep ``spec`` defines, resumed from and saved to ``path`` when given."""
+    if path is not None:
+        spec = resumed_warmup(spec, path)  # a budget fitted it when the file was started
     attrs = _attributes(spec)
     if path is not None:
         store.check_output_path(path)
@@ -204,13 +215,20 @@ def _run(
             if not all(key in records and store.is_finished(records[key]["status"]) for key in keys)
         }
         applicable = [c for c in todo if not_applicable(task, c) is None]
-        check_warmup_time(
-            task, applicable, spec.warmup, spec.max_warmup_seconds, spec.threads_per_cell
-        )
-        references = {
-            b: _reference(spec, b, [c for c in todo if c.batch_size == b], path, attrs, progress)
-            for b in sorted({cell.batch_size for cell in todo})
-        }
+        batch_sizes = {cell.batch_size for cell in todo}
+        saved = {b for b in batch_sizes if path is not None and _cache(path, b).exists()}
+        outline = plan_sweep(spec, applicable, batch_sizes, saved, bool(records), confirm)
+        if todo and progress:
+            print(outline.describe(), file=sys.stderr)
+        check_warmup_time(outline.pilot, applicable, outline.warmup, spec.max_warmup_seconds)
+        if outline.warmup != spec.warmup:  # fitted to the time budget: the file says so
+            spec = dataclasses.replace(spec, warmup=outline.warmup)
+            attrs["warmup"] = spec.warmup
+            attrs["experiment"] = store.experiment_digest({key: attrs[key] for key in IDENTITY})
+        references = {}
+        for b in sorted(batch_sizes):
+            at_b = [c for c in todo if c.batch_size == b]
+            references[b] = _reference(spec, outline, b, at_b, path, attrs, progress)
         if not todo and path is not None:  # said with or without progress bars
             print(f"all {len(plan)} cells already in {path}; nothing to compute", file=sys.stderr)
         output = _Output(records, todo, dataset, attrs["experiment"], path, lock)
@@ -329,8 +347,13 @@ def _collect(
     return failures
 
 
+def _cache(path: str | os.PathLike[str], batch_size: int) -> Path:
+    return Path(f"{path}.references") / f"batch-{batch_size}.npz"
+
+
 def _reference(
     spec: SweepSpec,
+    plan: Plan,
     batch_size: int,
     cells: Sequence[Cell],
     path: str | os.PathLike[str] | None,
@@ -338,12 +361,12 @@ def _reference(
     progress: bool,
 ) -> Reference:
     """The reference of the cells at ``batch_size``: from the cache beside ``path`` when it is
-    this experiment's and intact, else computed (with torch's global generator seeded, like a
-    cell's) and cached."""
+    this experiment's and intact, else computed (with torch's global generator seeded and the
+    cells' thread count, like a cell) and cached."""
     # Kept beside the results, so that a resumed sweep does not recompute minutes of RLOO
     # draws; tagged with the experiment and a digest, so a stale or edited one is never used.
     identity = json.dumps([attrs["experiment"], batch_size])
-    cache = None if path is None else Path(f"{path}.references") / f"batch-{batch_size}.npz"
+    cache = None if path is None else _cache(path, batch_size)
     if cache is not None:
         reference, why = load_reference(cache, identity)
         if why is not None:
@@ -352,10 +375,9 @@ def _reference(
             return reference
     source = Cell("reference", None, None, batch_size, spec.seed[0])
     device = spec.task.device
-    with source.seeded(device):
-        reference = _new_reference(
-            spec, batch_size, cells, attrs, progress, source.generator(device)
-        )
+    with source.seeded(device), pinned_threads(spec.threads_per_cell):
+        generator = source.generator(device)
+        reference = _new_reference(spec, plan, batch_size, cells, attrs, progress, generator)
     if cache is not None:
         save_reference(reference, cache, identity)
     return reference
@@ -363,13 +385,15 @@ def _reference(
 
 def _new_reference(
     spec: SweepSpec,
+    plan: Plan,
     batch_size: int,
     cells: Sequence[Cell],
     attrs: dict[str, Any],
     progress: bool,
     generator: torch.Generator,
 ) -> Reference:
-    """Exact, of a given size, or ``auto``: sized from the cells' own resolution, and said."""
+    """Exact, of a given size, or ``auto``: sized from the cells' own resolution (at most the
+    plan's cap; one that would run long is asked about first), and said."""
     task = spec.task
     if task.enumerable(batch_size):
         return reference_gradient(task, batch_size)
@@ -389,16 +413,20 @@ def _new_reference(
                 found = resolution(task, estimator, batch_size, spec.reps, pilot)
             if found < finest:
                 finest, where = found, f"{cell.estimator}{_hyper(cell)}"
+    target = NOISE_FRACTION * finest if math.isfinite(finest) else None
+    plan.check_reference(batch_size, target)
+    cap = plan.caps[batch_size]  # the task's, or fitted to the time budget
     reference = reference_gradient(
         task,
         batch_size,
         k=k,
         generator=generator,
         progress=progress,
-        noise_target=NOISE_FRACTION * finest if math.isfinite(finest) else None,
-        cap=task.reference_reps,
+        noise_target=target,
+        cap=cap,
     )
-    sizing = Sizing(finest, where, reference.count, reference.noise, task.reference_reps)
+    budget = plan.budget if cap < task.reference_reps else None
+    sizing = Sizing(finest, where, reference.count, reference.noise, cap, budget)
     attrs["reference_sizing"] = (
         attrs.get("reference_sizing", "") + sizing.describe(batch_size) + "\n"
     )
