@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import itertools
 from collections.abc import Callable
@@ -44,6 +45,7 @@ __all__ = [
     "EstimatorInfo",
     "Objective",
     "Sampler",
+    "UnknownEstimator",
     "available",
     "checked_k",
     "get",
@@ -59,6 +61,14 @@ SWEPT_HYPER = ("tau", "k")
 
 
 _REGISTRY: dict[str, EstimatorInfo] = {}
+
+
+class UnknownEstimator(KeyError):
+    """A name no estimator is registered under. A ``KeyError`` whose message prints as one
+    line, unquoted (a plain ``KeyError`` prints its message as a quoted string)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown estimator"
 
 
 def register(
@@ -225,8 +235,9 @@ def info(name: str) -> EstimatorInfo:
     try:
         entry = _REGISTRY[base]
     except KeyError:
-        raise KeyError(
-            f"unknown estimator {base!r}; available: {', '.join(sorted(_REGISTRY))}"
+        raise UnknownEstimator(
+            f"unknown estimator {base!r}; {_suggestion(base)}available: "
+            f"{', '.join(sorted(_REGISTRY))}"
         ) from None
     if not options:
         return entry
@@ -253,6 +264,15 @@ def info(name: str) -> EstimatorInfo:
         label=f"{entry.label} ({text})",
         defaults={**entry.defaults, **ordered},
     )
+
+
+def _suggestion(name: str) -> str:
+    """``"did you mean 'x'? "`` for the registered name closest to ``name`` (read against
+    the names and the labels, whatever the case: "RLOO" finds rloo), or nothing."""
+    spellings = {key.lower(): key for key in _REGISTRY}
+    spellings.update({entry.label.lower(): key for key, entry in _REGISTRY.items()})
+    close = difflib.get_close_matches(name.lower(), list(spellings), n=1, cutoff=0.6)
+    return f"did you mean {spellings[close[0]]!r}? " if close else ""
 
 
 def variants(name: str, **grids: Any) -> list[str]:
