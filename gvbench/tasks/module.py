@@ -32,6 +32,7 @@ threads drawing at once never see each other's parameters.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 import sysconfig
@@ -116,6 +117,7 @@ class ModuleTask(Task):
         if len(sizes) != 1:
             raise ValueError(f"inputs must share their first (example) dimension, got {sizes}")
         self.examples = sizes.pop()
+        _check_takes_sample(module)
         if loss is not None and not callable(loss):
             raise TypeError(f"loss must be callable or None, got {loss!r}")
         self.loss_fn = loss
@@ -495,3 +497,23 @@ def vmap_failure(error: BaseException) -> str:
     else:
         fix = "make the forward free of in-place updates and value-dependent Python branches"
     return f"{text[:200]}{where}; fix: {fix}"
+
+
+def _check_takes_sample(module: nn.Module) -> None:
+    """Refuse, in one line, a module whose ``forward`` cannot take the ``sample`` keyword
+    (otherwise the first draw fails deep inside ``functional_call``)."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # a forward Python cannot inspect: left to the first draw
+        return
+    takes = any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "sample" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+    if not takes:
+        raise TypeError(
+            f"{type(module).__name__}.forward takes no 'sample' keyword: ModuleTask passes the "
+            "sampler as the keyword `sample` (def forward(self, x, sample): … z = "
+            "sample(logits) …, where you would call F.gumbel_softmax)"
+        )
