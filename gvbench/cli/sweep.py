@@ -13,6 +13,7 @@ from typing import Any
 import gvbench.tasks
 from gvbench import engine
 from gvbench.cli.options import at_least, cluster, positive_seconds, progress, reference_size
+from gvbench.harness.cell import check_applicable
 from gvbench.harness.sweep import (
     DEFAULT_K,
     DEFAULT_REPS,
@@ -154,6 +155,7 @@ def _how(group: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """The sweep, its file written; a non-zero exit where a grid point failed."""
     task = gvbench.tasks.get(args.task, **task_options(args.task_option))
+    check_applicable(task, args.estimators, args.tau, args.k, args.batch_size)
     out = Path(args.out or f"results/{args.task}.nc")
     start = time.perf_counter()
     with engine.client(args.workers, args.scheduler) as executor:

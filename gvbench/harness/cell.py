@@ -12,7 +12,7 @@ import dataclasses
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,8 +75,14 @@ def plan_cells(
     ks: Sequence[int],
     batch_sizes: Sequence[int],
     seeds: Sequence[int],
+    grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[Cell, list[store.CellKey]]:
-    """Each cell with the grid points it fills (several when τ or K does not apply)."""
+    """Each cell with the grid points it fills: its own, and for an estimator that takes no
+    τ (or K), every τ (or K) of ``grid`` (default: the values asked for). A resumed file's
+    grid may hold more values than a sweep asks for; an estimator without τ is one cell at
+    all of them."""
+    filled_taus = list(grid["tau"]) if grid is not None else list(taus)
+    filled_ks = list(grid["k"]) if grid is not None else list(ks)
     plan: dict[Cell, list[store.CellKey]] = {}
     for name in estimators:
         hyper = E.info(name).hyper
@@ -87,12 +93,45 @@ def plan_cells(
                         cell = Cell(name, tau, k, batch_size, seed)
                         plan[cell] = [
                             (name, t, kk, batch_size, seed)
-                            for t in taus
-                            if tau is None or t == tau
-                            for kk in ks
-                            if k is None or kk == k
+                            for t in (filled_taus if tau is None else [tau])
+                            for kk in (filled_ks if k is None else [k])
                         ]
     return plan
+
+
+def inapplicable(task: Task, cells: Iterable[Cell]) -> str | None:
+    """Why none of ``cells`` can run on ``task``, in one line (each estimator's reason), or
+    None where one can: a sweep of them would compute nothing."""
+    reasons: dict[str, str] = {}
+    for cell in cells:
+        reason = not_applicable(task, cell)
+        if reason is None:
+            return None
+        label = E.info(cell.estimator).label
+        reasons.setdefault(label, reason if label in reason else f"{label}: {reason}")
+    if not reasons:
+        return None
+    return f"no estimator applies to the {task.name} task: {'; '.join(reasons.values())}"
+
+
+def check_applicable(
+    task: Task,
+    estimators: Sequence[str] | None,
+    taus: Sequence[float],
+    ks: Sequence[int],
+    batch_sizes: Sequence[int],
+) -> None:
+    """Refuse, before any work, a sweep of which no cell applies (``estimators`` None: the
+    registry's default set), in one line naming each estimator's reason.
+
+    Raises:
+        ValueError: no cell applies.
+    """
+    if estimators is None:
+        estimators = [name for name, entry in E.available().items() if entry.default]
+    reason = inapplicable(task, plan_cells(estimators, taus, ks, batch_sizes, [0]))
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def not_applicable(task: Task, cell: Cell) -> str | None:

@@ -10,7 +10,10 @@ import warnings
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
+import gvbench.estimators as E
+from gvbench.estimators.registry import SWEPT_HYPER
 from gvbench.harness import store
 from gvbench.tasks import Task
 
@@ -74,14 +77,8 @@ def resume(
             f"{attrs['git_commit']}: its finished cells are kept as they are",
             stacklevel=3,
         )
-    records = store.finished_records(stored)
-    merged = dict(coords)
-    for name, values in coords.items():
-        if name == "group":  # fixed by the task's configuration, which must match
-            continue
-        old = stored[name].values.tolist() if name in stored.dims else [int(stored.attrs["seed"])]
-        union = list(dict.fromkeys([*old, *values]))
-        merged[name] = union if name == "estimator" else sorted(union)
+    merged = _merged_grid(stored, coords)
+    records = _filled(store.finished_records(stored), merged, _hyper_of(stored))
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     attrs = {**attrs, "created": stored.attrs.get("created", attrs["created"]), "updated": now}
     chosen = stored.attrs.get("draw_mode", "batched")  # the only mode before it was stored
@@ -93,6 +90,57 @@ def resume(
             "(batched=…): the draws would differ; choose another path"
         )
     return Resumed(records, merged, attrs)
+
+
+def _merged_grid(stored: xr.Dataset, coords: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The stored grid grown by the new values. τ (or K) values grow it only where an
+    estimator asked for takes τ (or K): RLOO asked for at the default τ grid must not open
+    τ values that the file's Gumbel-Rao cells were never asked for."""
+    taken = {axis for name in coords["estimator"] for axis in E.info(name).hyper}
+    merged = dict(coords)
+    for name, values in coords.items():
+        if name == "group":  # fixed by the task's configuration, which must match
+            continue
+        old = stored[name].values.tolist() if name in stored.dims else [int(stored.attrs["seed"])]
+        if name in SWEPT_HYPER and name not in taken:
+            values = []
+        union = list(dict.fromkeys([*old, *values]))
+        merged[name] = union if name == "estimator" else sorted(union)
+    return merged
+
+
+def _hyper_of(stored: xr.Dataset) -> dict[str, set[str]]:
+    """The swept hyper-parameters each stored estimator takes: from the file (``uses_tau``,
+    ``uses_k``), else from the registry; both where neither knows (nothing is filled)."""
+    taken = {}
+    for index, name in enumerate(stored["estimator"].values.tolist()):
+        flags = {axis: f"uses_{axis}" for axis in SWEPT_HYPER}
+        if all(flag in stored for flag in flags.values()):
+            taken[name] = {a for a, flag in flags.items() if bool(stored[flag].values[index])}
+        else:
+            try:
+                taken[name] = set(E.info(name).hyper)
+            except KeyError:
+                taken[name] = set(SWEPT_HYPER)
+    return taken
+
+
+def _filled(
+    records: dict[store.CellKey, dict[str, Any]],
+    grid: dict[str, list[Any]],
+    taken: dict[str, set[str]],
+) -> dict[store.CellKey, dict[str, Any]]:
+    """``records`` with each cell of an estimator that takes no τ (or K) at every τ (or K) of
+    the grown ``grid``: one cell, whose seed does not depend on the axis it does not take, so
+    exactly what a sweep of the whole grid stores there (never a pending hole)."""
+    filled = dict(records)
+    for key, record in records.items():
+        name, tau, k, batch_size, seed = key
+        uses = taken.get(name, set(SWEPT_HYPER))
+        for t in [tau] if "tau" in uses else grid["tau"]:
+            for kk in [k] if "k" in uses else grid["k"]:
+                filled.setdefault((name, t, kk, batch_size, seed), record)
+    return filled
 
 
 def _plain(value: Any) -> Any:

@@ -208,7 +208,7 @@ def _run(
         attrs["draw_mode"] = task.draw_mode
         attrs["experiment"] = store.experiment_digest({key: attrs[key] for key in IDENTITY})
         dataset = functools.partial(_dataset, records, coords, attrs, spec.seed_axis)
-        plan = plan_cells(spec.estimators, spec.tau, spec.k, spec.batch_size, spec.seed)
+        plan = plan_cells(spec.estimators, spec.tau, spec.k, spec.batch_size, spec.seed, coords)
         todo = {
             cell: keys
             for cell, keys in plan.items()
