@@ -11,7 +11,13 @@ import gvbench.estimators as E
 from gvbench import engine
 from gvbench.cli.options import at_least, cluster, progress
 from gvbench.cli.sweep import written_sweep
-from gvbench.harness.compare import best_at_budget, cost_points, frontier, variance_ratio
+from gvbench.harness.compare import (
+    best_at_budget,
+    cost_points,
+    frontier,
+    shown_best,
+    variance_ratio,
+)
 from gvbench.harness.store import read
 from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, DEFAULT_WARMUP, sweep
 from gvbench.plots import plot_sweep
@@ -79,8 +85,12 @@ def _tables(ds: Any) -> None:
     columns = ["point", "cost", "variance", "variance_se", "at_equal_cost", "front"]
     print(shown[columns].to_string(index=False))
     best = best_at_budget(points, "mse")
-    print("\nLowest MSE within a budget of one evaluation per gradient, by τ (z: vs runner-up):")
+    print(
+        "\nLowest MSE within a budget of one evaluation per gradient, by τ (z: vs runner-up; "
+        "A = B (tie): the runner-up achieves exactly the same, z = 0):"
+    )
     columns = ["tau", "best", "mse", "mse_se", "runner_up", "z"]
+    best = best.assign(best=shown_best(best))
     print(best[best["budget"] == 1.0][columns].to_string(index=False))
     statuses = ds["status"].to_series()
     skipped = statuses[statuses.str.startswith("not applicable")].reset_index()

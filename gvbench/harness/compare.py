@@ -180,6 +180,10 @@ def best_at_budget(points: pd.DataFrame, metric: str = "variance") -> pd.DataFra
     largest two-sided p-value of the best against each other candidate (beating all of them
     is an intersection of tests, so its p is their largest), ``p_holm`` that p corrected by
     Holm over the table's rows. Elsewhere ``winner`` is empty: the best is not resolved.
+
+    ``tie`` marks a best that the runner-up matches exactly (z = 0, or NaN for two exact
+    points): estimators that coincide at these settings. The best of a tie is only the
+    first in the table's order, never a winner; ``tied_with`` names the others it ties with.
     """
     if metric not in ("variance", "mse"):
         raise ValueError(f"metric must be 'variance' or 'mse', got {metric!r}")
@@ -214,13 +218,29 @@ def best_at_budget(points: pd.DataFrame, metric: str = "variance") -> pd.DataFra
                 row["p"] = max(
                     two_sided_p(_z(achieved, spread, best, other)) for other in order[1:]
                 )
-            rows.append(row)
+            tied = [
+                fits["point"].iloc[i] for i in order[1:] if achieved.iloc[i] == achieved.iloc[best]
+            ]
+            rows.append(row | {"tie": bool(tied), "tied_with": ", ".join(tied)})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     table["p_holm"] = holm(table["p"].to_numpy())
     table["winner"] = np.where(table["p_holm"] <= FAMILY_ERROR, table["best"], "")
     return table
+
+
+def shown_best(best: pd.DataFrame) -> pd.Series:
+    """The ``best`` column as a table prints it: a tie as ``"A = B (tie)"``, never as a
+    winner."""
+    return pd.Series(
+        [
+            f"{name} = {' = '.join(others.split(', '))} (tie)" if tie else name
+            for name, tie, others in zip(best["best"], best["tie"], best["tied_with"], strict=True)
+        ],
+        index=best.index,
+        dtype=object,
+    )
 
 
 def _z(achieved: pd.Series, spread: pd.Series, best: int, other: int) -> float:
