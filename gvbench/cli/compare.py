@@ -16,8 +16,14 @@ from gvbench.harness.compare import (
     cost_points,
     differences,
     frontier,
+    shown_best,
 )
 from gvbench.harness.store import read
+from gvbench.harness.views import groups, select_group, variance_shares
+
+# A group that holds at least this share of the total variance in every cell is said to
+# dominate it: the totals then say little about the other groups.
+DOMINANT_SHARE = 0.9
 
 
 def add_parser(commands: Any) -> None:
@@ -43,19 +49,57 @@ def add_parser(commands: Any) -> None:
     compare.add_argument(
         "--frontier", action="store_true", help="each file's frontier, even of different tasks"
     )
+    compare.add_argument(
+        "--group",
+        default=None,
+        metavar="NAME",
+        help="compare one parameter group's part of the gradient (a ModuleTask's group, e.g. "
+        "encoder) in every table; a file with groups first shows each group's share of the "
+        "total variance",
+    )
     compare.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Tables: one sweep's estimators at equal cost; several sweeps' shared cells."""
-    sweeps = {label: read(name) for label, name in labels(args.result).items()}
+    stored = {label: read(name) for label, name in labels(args.result).items()}
+    sweeps = dict(stored)
+    if args.group is not None:
+        sweeps = {label: select_group(ds, args.group) for label, ds in stored.items()}
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         if len(sweeps) > 1 and not args.frontier:
             print(differences(sweeps).round(6).to_string(index=False))
             return 0
         for name, ds in sweeps.items():
+            if groups(stored[name]):
+                _shares(name, stored[name], args.group)
             _one(name, ds, args.cost, args.metric)
     return 0
+
+
+def _shares(name: str, ds: Any, group: str | None) -> None:
+    """Each group's share of the total variance, and the group that dominates it, if one."""
+    shares = variance_shares(ds)
+    names = groups(ds)
+    shown = shares.assign(
+        tau=[("–" if pd.isna(t) else f"{t:g}") for t in shares["tau"]],
+        k=[("–" if pd.isna(k) else f"{int(k)}") for k in shares["k"]],
+        **{g: [f"{100 * v:.1f}%" for v in shares[g]] for g in names},
+    )
+    extra = [c for c in ("seed", "point") if c in shown.columns]
+    tables = f"; the tables below are of group {group}" if group else ""
+    print(
+        f"\n{name}: each parameter group's share of the total variance (tr Σ_group / tr Σ, "
+        f"per cell; –: not a hyper-parameter of the estimator{tables})"
+    )
+    print(shown[[*extra, "label", "tau", "k", "batch_size", *names]].to_string(index=False))
+    for dominant in (g for g in names if (shares[g] >= DOMINANT_SHARE).all()):
+        others = ", ".join(g for g in names if g != dominant)
+        print(
+            f"{dominant} holds at least {DOMINANT_SHARE:.0%} of the total variance in every "
+            f"cell: the totals are mostly its; --group {others.split(', ')[0]} compares "
+            f"the estimators on {others}"
+        )
 
 
 def _one(name: str, ds: Any, cost: str, metric: str) -> None:
@@ -64,21 +108,23 @@ def _one(name: str, ds: Any, cost: str, metric: str) -> None:
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
     extra = [c for c in ("seed", "grid_point") if c in points.columns]
-    print(f"\n{name}: the variance–cost frontier ({cost} per draw)")
+    of = f", group {ds.attrs['group']}" if "group" in ds.attrs else ""
+    print(f"\n{name}: the variance–cost frontier ({cost} per draw{of})")
     shown = points.assign(front=points["on_front"].map({True: "*", False: ""}))
     columns = [*extra, "tau", "batch_size", "point", "cost", "variance"]
     columns += ["variance_se", "at_equal_cost", "at_equal_cost_se", "front"]
     print(shown[columns].to_string(index=False))
     print(
-        f"\n{name}: best at each budget ({metric}; z: best vs runner-up; "
+        f"\n{name}: best at each budget ({metric}{of}; z: best vs runner-up; "
         f"a winner only where it beats every other at family-wise error "
-        f"{FAMILY_ERROR:g}, Holm over the rows)"
+        f"{FAMILY_ERROR:g}, Holm over the rows; A = B (tie): z = 0)"
     )
     best = best_at_budget(points, metric)
     if best.empty:
         print("no unbiased estimator to rank by variance (--metric mse ranks all)")
     else:
-        print(best.to_string(index=False))
+        shown = best.assign(best=shown_best(best)).drop(columns=["tie", "tied_with"])
+        print(shown.to_string(index=False))
 
 
 def labels(paths: Sequence[str]) -> dict[str, str]:

@@ -35,6 +35,13 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="only the variance–cost frontiers, side by side (sweeps of any tasks)",
     )
+    plot.add_argument(
+        "--group",
+        default=None,
+        metavar="NAME",
+        help="draw every figure of one parameter group's part of the gradient (a ModuleTask's "
+        "group, e.g. encoder): files named FILE-group-NAME-…",
+    )
     plot.set_defaults(run=run)
 
 
@@ -43,10 +50,16 @@ def run(args: argparse.Namespace) -> int:
         if not Path(name).exists():
             raise FileNotFoundError(f"no such results file: {name}")
     if len(args.result) == 1 and not args.frontier:
-        written = plot_file(args.result[0], out_dir=args.out_dir, metrics=args.metrics)
+        written = plot_file(
+            args.result[0], out_dir=args.out_dir, metrics=args.metrics, group=args.group
+        )
     else:
         written = plot_files(
-            args.result, out_dir=args.out_dir, metrics=args.metrics, frontier_only=args.frontier
+            args.result,
+            out_dir=args.out_dir,
+            metrics=args.metrics,
+            frontier_only=args.frontier,
+            group=args.group,
         )
     for target in written:
         print(f"wrote {target}")

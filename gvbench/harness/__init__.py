@@ -5,6 +5,7 @@ from gvbench.harness.metrics import METRICS, GradientMoments, Reference, gradien
 from gvbench.harness.reference import reference_gradient
 from gvbench.harness.store import read, write_atomic
 from gvbench.harness.sweep import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, Cell, process_pool, sweep
+from gvbench.harness.views import select_group, table, variance_shares
 
 __all__ = [
     "DEFAULT_K",
@@ -20,6 +21,9 @@ __all__ = [
     "process_pool",
     "read",
     "reference_gradient",
+    "select_group",
     "sweep",
+    "table",
+    "variance_shares",
     "write_atomic",
 ]

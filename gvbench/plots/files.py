@@ -14,6 +14,7 @@ import xarray as xr
 from gvbench.harness.compare import COSTS, check_comparable
 from gvbench.harness.quantities import ERRORS
 from gvbench.harness.store import read
+from gvbench.harness.views import select_group
 from gvbench.plots.bands import pool_seeds
 from gvbench.plots.comparison import plot_comparison, plot_frontier
 from gvbench.plots.curves import plot_curves
@@ -49,8 +50,13 @@ def plot_sweep(
     metrics: Sequence[str] = ERRORS,
     formats: Sequence[str] = ("png", "pdf"),
     stem: str | None = None,
+    group: str | None = None,
 ) -> list[Path]:
-    """Write the figures of a sweep (a Dataset or a netCDF path); returns the files written."""
+    """Write the figures of a sweep (a Dataset or a netCDF path); returns the files written.
+
+    With ``group``, every figure is of that parameter group's part of the gradient
+    (:func:`~gvbench.harness.select_group`), named ``STEM-group-GROUP-…``.
+    """
     if not isinstance(ds, xr.Dataset):
         stem = stem or Path(ds).stem
         out_dir = Path(out_dir) if out_dir is not None else Path(ds).parent
@@ -58,6 +64,8 @@ def plot_sweep(
     else:
         stem = stem or ds.attrs.get("task", "sweep")
         out_dir = Path(out_dir or ".")
+    if group is not None:
+        ds, stem = select_group(ds, group), f"{stem}-group-{group}"
     if "seed" in ds.dims:
         ds = pool_seeds(ds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,19 +86,29 @@ def plot_file(
     out_dir: str | os.PathLike[str] | None = None,
     metrics: Sequence[str] = ERRORS,
     formats: Sequence[str] = ("png", "pdf"),
+    group: str | None = None,
 ) -> list[Path]:
-    """The figures of any file gvbench writes (a sweep, ``simplex.nc``, a run's ``curves.nc``).
+    """The figures of any file gvbench writes (a sweep, ``simplex.nc``, a run's ``curves.nc``);
+    of a sweep's parameter ``group`` where one is named.
 
     Raises:
-        ValueError: a file of another kind (the message says which kinds are plotted).
+        ValueError: a file of another kind (the message says which kinds are plotted), or a
+            group the file does not have.
     """
     path = Path(path)
     ds = read(path)
     kind = file_kind(ds)
     if kind == "sweep":
         return plot_sweep(
-            ds, out_dir=out_dir or path.parent, metrics=metrics, formats=formats, stem=path.stem
+            ds,
+            out_dir=out_dir or path.parent,
+            metrics=metrics,
+            formats=formats,
+            stem=path.stem,
+            group=group,
         )
+    if group is not None:
+        raise ValueError(f"{path} is not a sweep: only a sweep's figures are drawn per group")
     if kind is None:
         raise ValueError(
             f"{path} is not a file that `gvbench plot` draws: it draws sweeps (gvbench sweep, "
@@ -108,16 +126,20 @@ def plot_files(
     metrics: Sequence[str] = ERRORS,
     formats: Sequence[str] = ("png", "pdf"),
     frontier_only: bool = False,
+    group: str | None = None,
 ) -> list[Path]:
     """Several sweeps side by side: of one problem, each metric with a line style per sweep
     and their frontiers in one figure; of different problems (``frontier_only``), only the
-    frontiers. Named ``compare-<stems>-…`` beside the first file."""
+    frontiers. Named ``compare-<stems>-…`` beside the first file (``…-group-GROUP-…`` for
+    one parameter group's figures)."""
     paths = [Path(p) for p in paths]
     sweeps = {}
     for path in paths:
         ds = read(path)
         if file_kind(ds) != "sweep":
             raise ValueError(f"{path} is not a sweep: only sweeps are put side by side")
+        if group is not None:
+            ds = select_group(ds, group)
         sweeps[path.stem] = ds.isel(seed=0) if "seed" in ds.dims else ds
     if len(set(sweeps)) < len(paths):
         raise ValueError("the sweeps to put side by side need different file names")
@@ -125,7 +147,7 @@ def plot_files(
         check_comparable(sweeps)
     out_dir = Path(out_dir or paths[0].parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / ("compare-" + "-".join(sweeps))
+    stem = out_dir / ("compare-" + "-".join(sweeps) + (f"-group-{group}" if group else ""))
     sns.set_theme(style="whitegrid", context="paper")
     figures = [] if frontier_only else [(m, plot_comparison(sweeps, m).figure) for m in metrics]
     figures += [(f"frontier-{cost}", plot_frontier(sweeps, cost).figure) for cost in COSTS]

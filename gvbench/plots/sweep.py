@@ -12,7 +12,15 @@ import xarray as xr
 from gvbench.harness.compare import option_grid, variance_ratio
 from gvbench.harness.quantities import QUANTITIES, title
 from gvbench.plots.bands import Z95, is_signed, line_with_band, long_table
-from gvbench.plots.style import DECADES, estimator_style, legend_for, tidy_log_axis
+from gvbench.plots.style import (
+    DECADES,
+    add_legend,
+    estimator_dashes,
+    estimator_style,
+    legend_for,
+    measured,
+    tidy_log_axis,
+)
 
 
 def plot_metric(ds: xr.Dataset, metric: str, decades: float = DECADES) -> sns.FacetGrid:
@@ -56,14 +64,23 @@ def plot_metric(ds: xr.Dataset, metric: str, decades: float = DECADES) -> sns.Fa
         rows = table[table["label"] == label]
         for (b, k), part in rows.groupby(["batch_size", "k"]):
             plt.sca(grid.axes[list(grid.row_names).index(b), list(grid.col_names).index(k)])
-            line_with_band(part, color=colour, floor=floor, marker=marker, signed=signed)
+            line_with_band(
+                part,
+                color=colour,
+                floor=floor,
+                marker=marker,
+                signed=signed,
+                ls=estimator_dashes(label),
+            )
     grid.set(xscale="log", yscale="log")
     for ax in grid.axes.flat:
         ax.set_ylim(min(floor, bottom) / 2, top * 1.5)  # what is drawn, no empty margins
         tidy_log_axis(ax)
+        tidy_log_axis(ax, "x")
     grid.set_axis_labels("temperature τ", title(metric))
     grid.set_titles(col_template="K = {col_name}", row_template="B = {row_name}")
-    grid.add_legend(legend_data={h.get_label(): h for h in legend_for(order)}, title="estimator")
+    handles = legend_for(order, dashes=True)
+    add_legend(grid, handles, "estimator")
     reps = ds.attrs.get("reps", "?")
     seeds = f", mean of {ds.attrs['seeds']} seeds" if "seeds" in ds.attrs else ""
     left_out = " unbiased estimators left out;" if of_bias else ""
@@ -73,7 +90,7 @@ def plot_metric(ds: xr.Dataset, metric: str, decades: float = DECADES) -> sns.Fa
         else ""
     )
     grid.figure.suptitle(
-        f"{ds.attrs.get('task', '')}: {title(metric)} of the gradient "
+        f"{ds.attrs.get('task', '')}: {title(metric)} of {measured(ds)} "
         f"(N = {reps} draws per cell{seeds}; bands: 95%;{left_out}{unresolved} ▼: below "
         f"{floor:.0e})",
         y=1.02,
@@ -82,7 +99,9 @@ def plot_metric(ds: xr.Dataset, metric: str, decades: float = DECADES) -> sns.Fa
 
 
 def plot_gumbel_rao_advantage(ds: xr.Dataset) -> plt.Figure | None:
-    """ST-GS variance over GR-MCK variance against τ, one line per K (the paper's Figure 1 story)."""
+    """ST-GS variance over GR-MCK variance against τ, one line per K (the paper's Figure 1
+    story); of one parameter group's variance for a :func:`~gvbench.harness.select_group`
+    view (a supernet's total can hide what Gumbel-Rao does to its architecture)."""
     names = list(ds["estimator"].values)
     if "gumbel_rao" not in names or "st_gumbel_softmax" not in names:
         return None
@@ -103,8 +122,9 @@ def plot_gumbel_rao_advantage(ds: xr.Dataset) -> plt.Figure | None:
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         tidy_log_axis(ax)
+    of = f", group {ds.attrs['group']}" if "group" in ds.attrs else ""
     grid.figure.suptitle(
-        "Variance reduction of Gumbel-Rao over ST-GS (same bias; > 1: GR-MCK lower)\n"
+        f"Variance reduction of Gumbel-Rao over ST-GS{of} (same bias; > 1: GR-MCK lower)\n"
         f"N = {ds.attrs.get('reps', '?')} draws per cell, bands: 95% (delta method, log scale)",
         y=1.12,
     )
