@@ -219,3 +219,52 @@ def test_an_unresolved_claim_says_how_many_seeds_would_decide_it():
     # No spread (seeds that agree exactly): nothing can be promised.
     same = listops_claims(_listops([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]))[0]
     assert "no number of seeds can be stated" in same.evidence
+
+
+def _claim(z, **fields):
+    from gvbench.report.claims import Claim
+
+    return Claim("t", f"claim at z = {z}", verdict(z), "evidence.", "rule", z=z, **fields)
+
+
+def test_a_report_decides_its_claims_as_one_holm_family():
+    from gvbench.report.claims import family
+
+    # Alone, every claim at |z| >= 3 is decided; in a family at 0.001 the step-down decides
+    # 3.5 only while the family is small enough.
+    decided = family([_claim(8.0), _claim(3.5), _claim(0.5), _claim(-5.0)])
+    assert [c.verdict for c in decided] == [HOLDS, HOLDS, OPEN, FAILS]
+    larger = family([_claim(8.0), _claim(-5.0), _claim(3.5), _claim(3.4), _claim(0.5)])
+    assert [c.verdict for c in larger] == [HOLDS, FAILS, OPEN, OPEN, OPEN]
+    assert all("Holm over its 5 measured claims" in c.rule for c in larger)
+    # Nothing measured: not resolved, and not counted in the family.
+    assert [c.verdict for c in family([_claim(float("nan")), _claim(3.5)])] == [OPEN, HOLDS]
+
+
+def test_a_claim_of_no_difference_fails_only_where_a_difference_is_resolved():
+    from gvbench.report.claims import family
+
+    same = [_claim(3.0, tests=10, same=True), _claim(5.0, tests=10, same=True)]
+    assert [c.verdict for c in family(same)] == [HOLDS, FAILS]
+
+
+def test_an_unresolved_claim_states_its_power_at_the_family_threshold():
+    from scipy import stats
+
+    from gvbench.report.claims import Claim, family
+
+    difference = Estimate(0.1, ((0.0025, 3.0),))  # t = 2 on 3 df: open alone and in a family
+    alone = Claim(
+        "t",
+        "s",
+        verdict(difference.z()),
+        "e." + difference.power(),
+        "r",
+        z=difference.z(),
+        power=difference,
+    )
+    claim = family([alone, _claim(8.0)])[0]
+    threshold = float(stats.norm.isf(0.001 / (2 * 2)))  # Bonferroni over the two claims
+    assert claim.verdict == OPEN and claim.evidence.count("Not resolved") == 1
+    assert f"decided (z = {threshold:g})" in claim.evidence
+    assert "decided (z = 3)" not in claim.evidence

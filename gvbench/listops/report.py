@@ -45,6 +45,8 @@ def listops_claims(listops: xr.Dataset) -> list[Claim]:
                 f"{at(gr, next_up).text()} and {at(gr, low).text()}, drop {gr_drop.test()}."
                 + undecided(drop),
                 SEED_RULE,
+                z=drop.z(),
+                power=drop,
             )
         )
         gain = at(gr, low) - at("ST-GS", low)
@@ -57,6 +59,8 @@ def listops_claims(listops: xr.Dataset) -> list[Claim]:
                 f"at τ = {low:g}, {gr}: {at(gr, low).text()}; ST-GS: {at('ST-GS', low).text()}; "
                 f"difference {gain.test()}." + undecided(gain),
                 SEED_RULE,
+                z=gain.z(),
+                power=gain,
             )
         )
     return claims

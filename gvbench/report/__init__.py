@@ -20,7 +20,7 @@ import xarray as xr
 from gvbench import provenance, study
 from gvbench.atomic_files import write_bytes
 from gvbench.report.builder import Report
-from gvbench.report.claims import HOLDS, Claim
+from gvbench.report.claims import FAMILY_ERROR, HOLDS, Claim, family
 from gvbench.report.page import render, write_page
 
 __all__ = ["MANIFEST", "build_report", "read_manifest"]
@@ -87,15 +87,18 @@ def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
     for owner, files in owned:
         claims += owner.claims(files)
         owner.report(report, files)
-    claims_table = pd.DataFrame([vars(c) for c in claims])
+    claims = family(claims)
+    records = [c.record() for c in claims]
+    claims_table = pd.DataFrame(records)
     write_bytes(claims_table.to_csv(index=False).encode(), folder / "tables" / "claims.csv")
-    write_bytes(json.dumps([vars(c) for c in claims], indent=1).encode(), folder / "claims.json")
+    write_bytes(json.dumps(records, indent=1).encode(), folder / "claims.json")
     held = sum(c.verdict == HOLDS for c in claims)
     counts = claims_table["verdict"].value_counts().to_dict() if claims else {}
     summary = (
         f"Preset '{manifest['preset']}': {held} of {len(claims)} claims hold at this scale "
-        f"({', '.join(f'{v} {k}' for k, v in counts.items())}). Each verdict is decided at "
-        "three standard errors; 'not resolved' means this run is too small to tell."
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())}). The claims are decided as "
+        f"one family, Holm at family-wise error {FAMILY_ERROR:g}; 'not resolved' means this "
+        "run is too small to tell."
     )
     page = render(
         "gvbench: Rao-Blackwellizing the Straight-Through Gumbel-Softmax Gradient Estimator, "

@@ -1,13 +1,17 @@
 """The paper's claims, each decided from a reproduction's results with its standard error.
 
 A claim compares two quantities; its z-score is their difference over the SE of the
-difference. It **holds** at z ≥ 3, **does not hold** at z ≤ −3 and is **not resolved** in
-between — three standard errors, so that a verdict is rarely a fluke. Where a claim is checked
-over several cells at once, the threshold is Bonferroni-corrected for their number. Over
-seeds, the SE is the spread between seeds (sample standard deviation / √n) and the difference
-is judged on Student's t with Welch–Satterthwaite degrees of freedom, expressed as the normal
-z with the same tail probability (so that "three standard errors" keeps its meaning with
-three or four seeds).
+difference. Alone, it **holds** at z ≥ 3, **does not hold** at z ≤ −3 and is **not
+resolved** in between; where it is checked over several cells at once, the threshold is
+Bonferroni-corrected for their number. Over seeds, the SE is the spread between seeds (sample
+standard deviation / √n) and the difference is judged on Student's t with
+Welch–Satterthwaite degrees of freedom, expressed as the normal z with the same tail
+probability (so that "three standard errors" keeps its meaning with three or four seeds).
+
+A report decides its claims as one family (:func:`family`): each claim's two-sided p-value
+(Bonferroni over its cells) enters Holm's step-down procedure, and a claim is resolved only
+where its adjusted p is at most :data:`FAMILY_ERROR` (0.001), the family-wise error of
+every winner gvbench declares.
 """
 
 from __future__ import annotations
@@ -19,17 +23,54 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from gvbench.harness.compare import FAMILY_ERROR, holm
+
 Z = 3.0
 HOLDS, FAILS, OPEN = "holds", "does not hold", "not resolved"
 
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
+    """A claim and its verdict.
+
+    Attributes:
+        experiment, statement: whose claim, and what it says.
+        verdict: :data:`HOLDS`, :data:`FAILS` or :data:`OPEN`.
+        evidence: the numbers behind the verdict.
+        rule: how the verdict was decided.
+        z: the statistic it rests on, signed so that z > 0 supports the claim; for a claim of
+            no difference (``same``), the largest ``|z|`` among its cells. NaN: nothing measured.
+        tests: the comparisons it makes (its p-value is Bonferroni over them).
+        same: a claim of no difference, which fails where a difference is resolved.
+        power: the difference a claim left unresolved rests on, for its power statement.
+    """
+
     experiment: str
-    statement: str  # what the paper says
-    verdict: str  # HOLDS, FAILS or OPEN
-    evidence: str  # the numbers behind the verdict
-    rule: str  # how the verdict was decided
+    statement: str
+    verdict: str
+    evidence: str
+    rule: str
+    z: float = math.nan
+    tests: int = 1
+    same: bool = False
+    power: Estimate | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def p(self) -> float:
+        """Its two-sided p-value, Bonferroni over its ``tests`` (NaN where z is not finite)."""
+        if not math.isfinite(self.z):
+            return math.nan
+        return min(1.0, self.tests * 2 * float(stats.norm.sf(abs(self.z))))
+
+    def record(self) -> dict[str, object]:
+        """What claims.json and claims.csv hold of it."""
+        return {
+            "experiment": self.experiment,
+            "statement": self.statement,
+            "verdict": self.verdict,
+            "evidence": self.evidence,
+            "rule": self.rule,
+            "z": self.z if math.isfinite(self.z) else None,
+        }
 
 
 def verdict(z: float, threshold: float = Z) -> str:
@@ -160,6 +201,41 @@ class Estimate:
 def undecided(difference: Estimate) -> str:
     """The power statement of a difference left unresolved ("" where it is decided)."""
     return difference.power() if verdict(difference.z()) == OPEN else ""
+
+
+def family(claims: list[Claim], error: float = FAMILY_ERROR) -> list[Claim]:
+    """``claims`` decided as one family: Holm's step-down over their p-values at
+    family-wise error ``error``. A claim of a difference holds (or does not) where its
+    adjusted p is at most ``error``, by the sign of its z; a claim of no difference does not
+    hold there and holds elsewhere; a claim with nothing measured stays not resolved. An
+    unresolved claim's power statement is made at the family's Bonferroni threshold, the z
+    that would decide it whatever its rank."""
+    decided = [c for c in claims if math.isfinite(c.p())]
+    adjusted = dict(zip(map(id, decided), holm([c.p() for c in decided]), strict=True))
+    threshold = float(stats.norm.isf(error / (2 * max(len(decided), 1))))
+    out = []
+    for claim in claims:
+        p = adjusted.get(id(claim), math.nan)
+        resolved = p <= error
+        if not math.isfinite(p):
+            decision = OPEN
+        elif claim.same:
+            decision = FAILS if resolved else HOLDS
+        else:
+            decision = (HOLDS if claim.z > 0 else FAILS) if resolved else OPEN
+        evidence = claim.evidence
+        if claim.power is not None:
+            # Alone, an unresolved claim ends with its power statement at z = 3; the family
+            # states it at its own threshold instead.
+            evidence = evidence.removesuffix(claim.power.power())
+            if decision == OPEN:
+                evidence += claim.power.power(threshold)
+        rule = (
+            f"{claim.rule}; in the report, Holm over its {len(decided)} measured claims at "
+            f"family-wise error {error:g} (this claim's adjusted p = {p:.2g})"
+        )
+        out.append(dataclasses.replace(claim, verdict=decision, evidence=evidence, rule=rule))
+    return out
 
 
 SEED_RULE = (

@@ -35,6 +35,7 @@ def toy_claims(toy: xr.Dataset) -> list[Claim]:
             f"Var ST-GS / Var GR-MC{k_max}: {ratios}; log-ratio at τ = {low:g} exceeds τ = "
             f"{high:g} by {a - b:.2f} ± {math.hypot(sa, sb):.2f} (z = {z_tau:.1f}).",
             rule,
+            z=z_tau,
         )
     ]
     (c, sc), (d, sd) = _log_ratio(ds, low, k_max), _log_ratio(ds, low, k_min)
@@ -48,6 +49,7 @@ def toy_claims(toy: xr.Dataset) -> list[Claim]:
             f"Var ST-GS / Var GR-MCK at τ = {low:g}: {ratios}; log-ratio at K = {k_max} exceeds "
             f"K = {k_min} by {c - d:.2f} ± {math.hypot(sc, sd):.2f} (z = {z_k:.1f}).",
             rule,
+            z=z_k,
         )
     )
     st = ds.sel(estimator="st_gumbel_softmax")
@@ -65,6 +67,9 @@ def toy_claims(toy: xr.Dataset) -> list[Claim]:
             f"bias² of GR-MCK − bias² of ST-GS over {cells} (τ, K) cells: largest |z| = "
             f"{worst:.1f} (threshold {threshold:.2f}, Bonferroni for {cells} cells).",
             "holds when no cell's difference is resolved; does not hold when one is",
+            z=worst,
+            tests=max(cells, 1),
+            same=True,
         )
     )
     return claims
@@ -72,9 +77,10 @@ def toy_claims(toy: xr.Dataset) -> list[Claim]:
 
 def _lower(
     ds: xr.Dataset, better: str, worse: str, metric: str, pairs: list[tuple[dict, dict]]
-) -> tuple[str, str] | None:
-    """Verdict and evidence for "``better``'s ``metric`` is below ``worse``'s" over the cells
-    ``pairs`` (selectors of the two), Bonferroni-corrected for their number."""
+) -> tuple[str, str, float, int] | None:
+    """Verdict, evidence, the smallest z and the number of cells for "``better``'s
+    ``metric`` is below ``worse``'s" over the cells ``pairs`` (selectors of the two),
+    Bonferroni-corrected for their number."""
     zs, parts = [], []
     for first, second in pairs:
         a, b = ds.sel(estimator=better, **first), ds.sel(estimator=worse, **second)
@@ -90,7 +96,8 @@ def _lower(
         return None  # neither applies here (e.g. a binary-only estimator on a ternary task)
     threshold = bonferroni(len(zs))
     decided = HOLDS if min(zs) >= threshold else FAILS if min(zs) <= -threshold else OPEN
-    return decided, "; ".join(parts) + f" (threshold {threshold:.2f} over {len(zs)} cells)"
+    evidence = "; ".join(parts) + f" (threshold {threshold:.2f} over {len(zs)} cells)"
+    return decided, evidence, min(zs), len(zs)
 
 
 def field_claims(ds: xr.Dataset, experiment: str) -> list[Claim]:
@@ -137,5 +144,6 @@ def field_claims(ds: xr.Dataset, experiment: str) -> list[Claim]:
             continue
         decided = _lower(ds, better, worse, metric, pairs)
         if decided is not None:
-            claims.append(Claim(experiment, statement, *decided, rule))
+            outcome, evidence, z, cells = decided
+            claims.append(Claim(experiment, statement, outcome, evidence, rule, z, cells))
     return claims
