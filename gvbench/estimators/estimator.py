@@ -19,7 +19,7 @@ from torch import Tensor
 
 from gvbench.estimators.adapters import categorical_from_bernoulli
 from gvbench.estimators.state import EstimatorState
-from gvbench.estimators.streams import RunStream
+from gvbench.estimators.streams import NoiseStream
 from gvbench.estimators.validation import MAX_K, check_count, check_losses, check_objective
 
 __all__ = [
@@ -181,9 +181,10 @@ class Estimator:
 
     def __call__(self, objective: Objective, *, generator: torch.Generator | None = None) -> Tensor:
         check_objective(objective)
-        if generator is not None and not isinstance(generator, torch.Generator | RunStream):
+        if generator is not None and not isinstance(generator, torch.Generator | NoiseStream):
             raise TypeError(
-                f"generator must be a torch.Generator, a RunStream or None, got {generator!r}"
+                "generator must be a torch.Generator, a DrawRow, a RunStream or None, got "
+                f"{generator!r}"
             )
         if self.info.kind == "sample":
             return check_losses(objective(self.sampler(generator)))

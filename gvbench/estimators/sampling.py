@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gvbench.estimators.streams import RunStream
+from gvbench.estimators.streams import NoiseStream
 from gvbench.estimators.validation import check_count, check_logits, check_sample
 
 
@@ -17,10 +17,12 @@ def uniform(
     shape: torch.Size | tuple[int, ...],
     dtype: torch.dtype,
     device: torch.device,
-    generator: torch.Generator | RunStream | None = None,
+    generator: torch.Generator | NoiseStream | None = None,
 ) -> Tensor:
-    """Uniform draws on [0, 1): ``torch.rand``, or one run's from its :class:`RunStream`."""
-    if isinstance(generator, RunStream):
+    """Uniform draws on [0, 1): ``torch.rand``, or the next from a :class:`NoiseStream` (one
+    run's :class:`~gvbench.estimators.streams.RunStream`, one draw's
+    :class:`~gvbench.estimators.streams.DrawRow`)."""
+    if isinstance(generator, NoiseStream):
         return generator.rand(shape, dtype, device)
     return torch.rand(shape, dtype=dtype, device=device, generator=generator)
 
@@ -29,10 +31,10 @@ def randint(
     high: int,
     shape: torch.Size | tuple[int, ...],
     device: torch.device,
-    generator: torch.Generator | RunStream | None = None,
+    generator: torch.Generator | NoiseStream | None = None,
 ) -> Tensor:
     """Integers uniform on [0, high): ``torch.randint``, or one run's (see :func:`uniform`)."""
-    if isinstance(generator, RunStream):
+    if isinstance(generator, NoiseStream):
         return generator.randint(high, shape, device)
     return torch.randint(high, shape, device=device, generator=generator)
 
@@ -40,7 +42,7 @@ def randint(
 def uniform_like(
     shape: torch.Size | tuple[int, ...],
     like: Tensor,
-    generator: torch.Generator | RunStream | None = None,
+    generator: torch.Generator | NoiseStream | None = None,
 ) -> Tensor:
     """Uniform draws on [0, 1) in float64 (53 bits), on ``like``'s device (see :func:`uniform`)."""
     return uniform(shape, torch.float64, like.device, generator)
@@ -49,7 +51,7 @@ def uniform_like(
 def exponential_like(
     shape: torch.Size | tuple[int, ...],
     like: Tensor,
-    generator: torch.Generator | RunStream | None = None,
+    generator: torch.Generator | NoiseStream | None = None,
 ) -> Tensor:
     r"""Standard exponential draws :math:`E = -\log(1 - U) \sim \mathrm{Exp}(1)` with ``like``'s dtype and device.
 

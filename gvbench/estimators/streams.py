@@ -1,4 +1,4 @@
-r"""One random stream per run: many training runs drawing their noise as if each were alone.
+r"""Noise streams in place of a ``torch.Generator``: one per run, one per draw of a pass.
 
 Runs trained as one are a ``torch.func.vmap`` over their stacked parameters. Under vmap,
 ``torch.rand(…, generator=g)`` draws every run's noise from the one ``g``, so a run's samples
@@ -15,15 +15,20 @@ first), so the size follows the step's needs alone, whatever the group. Uniforms
 asked for in a narrower type than float64 are rounded down below 1, so that ``1 − U`` never
 vanishes; integers are ``⌊U · high⌋``.
 
+The same device serves a second need: R gradient draws of a module made one forward and
+backward pass at a time must draw the noise that a ``vmap`` over the same R draws draws, so
+that which way is faster does not decide the draws (:class:`DrawAxis`).
+
 Estimators draw through :func:`gvbench.estimators.sampling.uniform` and
-:func:`~gvbench.estimators.sampling.randint`, which accept a :class:`RunStream` wherever
-they accept a ``torch.Generator``.
+:func:`~gvbench.estimators.sampling.randint`, which accept a :class:`NoiseStream` (a
+:class:`RunStream`, a :class:`DrawRow`) wherever they accept a ``torch.Generator``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -79,7 +84,20 @@ class RunStreams:
         return f"RunStreams({len(self.generators)} runs on {self.device})"
 
 
-class RunStream:
+class NoiseStream(ABC):
+    """What an estimator draws from where it takes ``generator=``, in place of a
+    ``torch.Generator``: uniforms and integers of one draw's (or one run's) shape."""
+
+    @abstractmethod
+    def rand(self, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Uniforms on [0, 1) of ``shape``."""
+
+    @abstractmethod
+    def randint(self, high: int, shape: Sequence[int], device: torch.device) -> Tensor:
+        """Integers uniform on [0, high) of ``shape``."""
+
+
+class RunStream(NoiseStream):
     """One run's stream: successive slices of its pool (under vmap, each run's own pool)."""
 
     def __init__(self, pool: Tensor) -> None:
@@ -107,3 +125,109 @@ class RunStream:
     def randint(self, high: int, shape: Sequence[int], device: torch.device) -> Tensor:
         """Integers uniform on [0, high) of ``shape``."""
         return (self._next(shape) * high).floor_().long().clamp_max_(high - 1)
+
+
+def rewinder(generator: torch.Generator | None, device: torch.device) -> Callable[[], None]:
+    """A function that puts ``generator`` (``None``: torch's global generator on ``device``)
+    back in its present state: an attempt that fails, or a probe, then moves no stream."""
+    if generator is not None:
+        state = generator.get_state()
+        return lambda: generator.set_state(state)
+    if device.type == "cuda":
+        state = torch.cuda.get_rng_state(device)
+        return lambda: torch.cuda.set_rng_state(state, device)
+    state = torch.get_rng_state()
+    return lambda: torch.set_rng_state(state)
+
+
+# A request for noise, as a draw axis serves it: kind ("rand", "randint"), shape, dtype or
+# high, device.
+Request = tuple[str, tuple[int, ...], object, str]
+
+
+class DrawAxis:
+    r"""The noise of one pass of R draws made one at a time, as a draw axis gives it.
+
+    Under ``torch.func.vmap(..., randomness="different")`` over R draws, as in a task whose
+    parameters carry a draw axis, a draw's request for noise of shape S is one call
+    ``torch.rand((R, *S), generator=g)`` made for all R draws, draw r taking row r. Draws
+    made one forward and backward pass at a time would instead take S values each in turn,
+    and as soon as a draw makes two requests (an estimator that samples twice, a module
+    with two sampler calls, GR-MCK's draws in the backward pass) the two ways interleave
+    the stream differently. Here the first draw to make its k-th request draws that
+    request's block of R rows from ``g``, and every draw's k-th request takes its own row
+    (:meth:`row`): the same noise, bit for bit and on any device, as the vmapped pass.
+
+    A draw's k-th request that differs from the block's (another kind, shape or dtype) has
+    no vmapped counterpart, since vmap's draws make the same requests; it draws its own
+    noise from ``g`` when it is made. The blocks are kept until all R draws have taken
+    their rows: at most R draws' noise.
+
+    Args:
+        generator: the pass's generator (``None``: torch's global one, as vmap would use).
+        draws: R, the draws of the pass.
+    """
+
+    def __init__(self, generator: torch.Generator | None, draws: int) -> None:
+        if draws < 1:
+            raise ValueError(f"draws must be >= 1, got {draws}")
+        self.generator, self.draws = generator, draws
+        self._requests: list[Request] = []
+        self._blocks: list[Tensor | None] = []
+        self._taken: list[int] = []
+
+    def row(self, draw: int) -> DrawRow:
+        """The stream of draw ``draw`` (0 ≤ draw < R), to pass as its ``generator``."""
+        if not 0 <= draw < self.draws:
+            raise ValueError(f"draw must lie in [0, {self.draws}), got {draw}")
+        return DrawRow(self, draw)
+
+    def take(
+        self, draw: int, index: int, request: Request, make: Callable[[tuple[int, ...]], Tensor]
+    ) -> Tensor:
+        """Draw ``draw``'s ``index``-th request: its row of the block (drawn by
+        ``make((R,))`` if it is the first to ask), or its own noise (``make(())``)."""
+        if index == len(self._requests):
+            self._requests.append(request)
+            self._blocks.append(make((self.draws,)))
+            self._taken.append(0)
+        block = self._blocks[index] if self._requests[index] == request else None
+        if block is None:
+            return make(())
+        self._taken[index] += 1
+        if self._taken[index] == self.draws:
+            self._blocks[index] = None  # every draw has its row
+        # A copy of its own: the caller may transform it in place, or keep it for backward.
+        return block[draw].clone()
+
+
+class DrawRow(NoiseStream):
+    """One draw's share of a :class:`DrawAxis`: row ``draw`` of each of its requests' blocks."""
+
+    def __init__(self, axis: DrawAxis, draw: int) -> None:
+        self.axis, self.draw, self.requests = axis, draw, 0
+
+    def _next(self, request: Request, make: Callable[[tuple[int, ...]], Tensor]) -> Tensor:
+        index, self.requests = self.requests, self.requests + 1
+        return self.axis.take(self.draw, index, request, make)
+
+    def rand(self, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+        shape = tuple(shape)
+        generator = self.axis.generator
+        return self._next(
+            ("rand", shape, dtype, str(torch.device(device))),
+            lambda rows: torch.rand(
+                (*rows, *shape), dtype=dtype, device=device, generator=generator
+            ),
+        )
+
+    def randint(self, high: int, shape: Sequence[int], device: torch.device) -> Tensor:
+        shape = tuple(shape)
+        generator = self.axis.generator
+        return self._next(
+            ("randint", shape, high, str(torch.device(device))),
+            lambda rows: torch.randint(high, (*rows, *shape), device=device, generator=generator),
+        )
+
+    def __repr__(self) -> str:
+        return f"DrawRow({self.draw} of {self.axis.draws})"
