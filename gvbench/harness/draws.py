@@ -1,7 +1,10 @@
 """N independent gradient draws of an estimator on a task, R per backward pass.
 
 R is bounded by memory (examples per pass, gradient elements per pass) and by the task
-(a module measured one draw per pass when that is faster, or when it cannot be batched).
+(a module's estimator that vmap cannot run takes one draw per pass). R is part of the draws'
+numbers: the draws of a pass take their noise as rows of one block per request, whether a
+draw axis, a vmap or a loop of plain passes makes them
+(:class:`~gvbench.estimators.streams.DrawAxis`): a cell must get the same R wherever it runs.
 Draws stay on the task's device and in its dtype; the reduction widens precision where it
 sums (:mod:`gvbench.harness.metrics`).
 """

@@ -17,7 +17,13 @@ samples from the cell's generator), which wins for small models; or one plain fo
 backward pass per draw, which wins for large ones (a batched matmul over R copies of a
 million weights reads as much memory as R plain ones). A module or estimator that cannot run
 under vmap is measured one draw per pass, with a warning that names the operation, the line
-of the user's code and the cost.
+of the user's code and the cost. Both ways draw the same noise for every estimator: a pass
+of R draws made one at a time takes the noise vmap would give each of them
+(:class:`~gvbench.estimators.streams.DrawAxis`) and moves the estimator's state as vmap does.
+Their draws then agree to rounding, not bit for bit (vmap's kernels over R draws round
+elsewhere than one draw's), and noise the module draws itself from torch's global generator
+(dropout) follows the way the draws are made: a results file keeps its draw mode.
+
 
 The user's module is never changed, not even for the length of a call: its parameters are
 read, never written, and every draw sees fresh copies of its buffers, so BatchNorm in training
@@ -48,6 +54,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from gvbench.estimators import Estimator, Sampler
+from gvbench.estimators.streams import DrawAxis, NoiseStream, rewinder
 from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
 from gvbench.tasks.parameter_selection import (
@@ -62,6 +69,8 @@ CALIBRATION_DRAWS = 8
 BATCHED_ADVANTAGE = 1.1
 # The largest arity or reference size taken (a vocabulary, a long reference).
 MAX_COUNT = 2**40
+# What a failed vmap attempt raises (the draws are then made one plain pass at a time).
+VMAP_FAILURES = (RuntimeError, NotImplementedError, ValueError, TypeError)
 
 
 class ModuleTask(Task):
@@ -141,12 +150,14 @@ class ModuleTask(Task):
         self.dtype, self.device = first.dtype, first.device
         self._groups = group_parameters(self.measured, groups)
         self._unbatchable: dict[str, str] = {}
+        self._batchable: set[str] = set()  # estimators vmap has made draws of
         self.notes: list[str] = []
         self._skeletons = threading.local()
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies taken under the GIL: a cell may add a note while the task is pickled.
         state = {**self.__dict__, "_unbatchable": dict(self._unbatchable)}
+        state["_batchable"] = set(self._batchable)
         state["notes"] = list(self.notes)
         state.pop("_skeletons", None)
         return state
@@ -193,11 +204,9 @@ class ModuleTask(Task):
         return self._groups
 
     def pass_limit(self, estimator: Estimator) -> int | None:
-        if (
-            self.batched is False
-            or estimator.name in self._unbatchable
-            or not estimator.info.transforms
-        ):
+        # Whatever the draw mode: a vmapped pass's draws share its blocks of noise, one row
+        # each, and so do the draws of a loop (DrawAxis), so R is part of their numbers.
+        if estimator.name in self._unbatchable or not estimator.info.transforms:
             return 1
         return self.max_draws_per_pass
 
@@ -208,7 +217,7 @@ class ModuleTask(Task):
         moved.module = copy.deepcopy(self.module).to(target)
         moved.inputs = tuple(x.to(target) for x in self.inputs)
         moved.device = target
-        moved._unbatchable = {}
+        moved._unbatchable, moved._batchable = {}, set()
         moved._skeletons = threading.local()
         return moved
 
@@ -301,22 +310,41 @@ class ModuleTask(Task):
         batch_size: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        if (
-            self.batched is not False
-            and draws > 1
-            and estimator.name not in self._unbatchable
-            and estimator.info.transforms
-        ):
-            grads = self._vmapped(estimator, draws, batch_size, generator)
-            if grads is not None:
-                return grads
-        rows = [self._one_draw(estimator, batch_size, generator) for _ in range(draws)]
+        # Both modes draw vmap's noise where vmap can make the draws, and that of one plain
+        # pass after another where it cannot; the mode chooses only how they are made.
+        if draws > 1 and estimator.info.transforms and estimator.name not in self._unbatchable:
+            if self.batched is not False:
+                grads = self._vmapped(estimator, draws, batch_size, generator)
+                if grads is not None:
+                    return grads
+            elif self._vmappable(estimator, batch_size, generator):
+                return self._looped(estimator, draws, batch_size, generator)
+        rows = [self._one_draw(estimator, batch_size, generator)[0] for _ in range(draws)]
         return rows[0][None] if draws == 1 else torch.stack(rows)
 
-    def _one_draw(
-        self, estimator: Estimator, batch_size: int, generator: torch.Generator | None
+    def _looped(
+        self,
+        estimator: Estimator,
+        draws: int,
+        batch_size: int,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        """One plain forward and backward pass: the gradient as a flat vector (P,)."""
+        """``draws`` draws that vmap could make, made one plain pass at a time with the
+        noise :meth:`_vmapped` gives them: draw r takes row r of the pass's noise
+        (:class:`~gvbench.estimators.streams.DrawAxis`), and the estimator's state, read as
+        a constant, moves once after the last draw, as it does after a vmapped pass."""
+        frozen, update = estimator.frozen()
+        noise = DrawAxis(generator, draws)
+        draws_made = [self._one_draw(frozen, batch_size, noise.row(r)) for r in range(draws)]
+        rows, losses = zip(*draws_made, strict=True)
+        update(torch.stack(losses))
+        return torch.stack(rows)
+
+    def _one_draw(
+        self, estimator: Estimator, batch_size: int, generator: torch.Generator | NoiseStream | None
+    ) -> tuple[Tensor, Tensor]:
+        """One plain forward and backward pass: the gradient as a flat vector (P,) and the
+        per-example surrogate losses (B,)."""
         named = dict(self.module.named_parameters())
         if all(named[n].requires_grad for n in self.measured) and not any(
             True for _ in self.module.buffers()
@@ -336,37 +364,32 @@ class ModuleTask(Task):
                 f"expected ({batch_size},)"
             )
         grads = torch.autograd.grad(surrogate.mean(), leaves, allow_unused=True)
-        return torch.cat(
+        flat = torch.cat(
             [
                 (g if g is not None else torch.zeros_like(v)).reshape(-1)
                 for g, v in zip(grads, leaves, strict=True)
             ]
         )
+        return flat, surrogate.detach()
 
-    def _vmapped(
+    def _vmap_pass(
         self,
         estimator: Estimator,
         draws: int,
         batch_size: int,
         generator: torch.Generator | None,
-    ) -> Tensor | None:
+    ) -> tuple[Tensor, Tensor, Callable[[Tensor], None]]:
+        """``draws`` draws in one vmapped pass: the gradients (draws, P), the per-example
+        surrogate losses (draws, B), and the update of the estimator's state that the losses
+        make. Raises what the estimator or vmap raise."""
+        frozen, update = estimator.frozen()
         stacked = {n: v.expand(draws, *v.shape).clone() for n, v in self.parameters().items()}
         buffers = self._buffers(draws)
-        try:
-            frozen, update = estimator.frozen()
-        except TypeError as error:
-            return self._not_batched(estimator, error, batch_size, generator)
-        # A failed attempt must not move the cell's generator: it runs on a copy, adopted
-        # only on success, so a replay that skips the attempt draws the same numbers.
-        trial = None
-        if generator is not None:
-            trial = torch.Generator(device=generator.device)
-            trial.set_state(generator.get_state())
 
         def one_draw(params: dict[str, Tensor], own: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
             surrogate = frozen(
                 lambda sample: self._losses({**own, **params}, sample, batch_size),
-                generator=trial,
+                generator=generator,
             )
             return surrogate.mean(), surrogate.detach()
 
@@ -380,16 +403,50 @@ class ModuleTask(Task):
                 grads, losses = vmap(grad(one_draw, has_aux=True), randomness="different")(
                     stacked, buffers
                 )
-        except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
-            return self._not_batched(estimator, error, batch_size, generator)
         finally:
             set_validate_args(checking)
-        if generator is not None:
-            generator.set_state(trial.get_state())
-        update(losses)
         for name, value in grads.items():
             stacked[name].grad = value
-        return flatten_gradients(stacked, draws)
+        return flatten_gradients(stacked, draws), losses, update
+
+    def _vmapped(
+        self,
+        estimator: Estimator,
+        draws: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        """The draws of :meth:`_vmap_pass`, or None (said once, with why) where vmap
+        cannot make them."""
+        rewind = rewinder(generator, self.device)
+        try:
+            grads, losses, update = self._vmap_pass(estimator, draws, batch_size, generator)
+        except VMAP_FAILURES as error:
+            # A failed attempt moves no generator: a replay that skips it draws the same.
+            rewind()
+            return self._not_batched(estimator, error, batch_size, generator)
+        self._batchable.add(estimator.name)
+        update(losses)
+        return grads
+
+    def _vmappable(
+        self, estimator: Estimator, batch_size: int, generator: torch.Generator | None
+    ) -> bool:
+        """Whether vmap can make ``estimator``'s draws here, for draws made one per pass:
+        tried once, silently, on two draws whose numbers, noise and update are thrown away,
+        so that a loop knows whose noise to give: vmap's, or one plain pass's after another."""
+        if estimator.name in self._batchable:
+            return True
+        rewind = rewinder(generator, self.device)
+        try:
+            self._vmap_pass(estimator, 2, batch_size, generator)
+        except VMAP_FAILURES as error:
+            self._unbatchable[estimator.name] = vmap_failure(error)
+            return False
+        finally:
+            rewind()
+        self._batchable.add(estimator.name)
+        return True
 
     def _not_batched(
         self,
@@ -400,13 +457,12 @@ class ModuleTask(Task):
     ) -> None:
         """Remember that ``estimator`` cannot run under vmap here, and say why and at what
         cost (the user's own line, the measured seconds per draw, the reference's time)."""
-        # Timed on copies: neither the cell's generator nor the estimator's state may move.
-        probe = None if generator is None else torch.Generator(device=generator.device)
-        if probe is not None:
-            probe.set_state(generator.get_state())
+        # Timed on a copy of the estimator, and the generator rewound: nothing may move.
+        rewind = rewinder(generator, self.device)
         start = time.perf_counter()
-        self._one_draw(copy.deepcopy(estimator), batch_size, probe)
+        self._one_draw(copy.deepcopy(estimator), batch_size, generator)
         seconds = time.perf_counter() - start
+        rewind()
         reason = vmap_failure(error)
         self._unbatchable[estimator.name] = reason
         reference = self.reference_reps * 8 * seconds  # RLOO(k=8): eight losses per draw
