@@ -15,7 +15,11 @@ independent samples the weights are 1 and the estimators are RLOO.
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import itertools
+import threading
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -163,6 +167,36 @@ def carms_joint(p: Tensor, k: int) -> Tensor:
     return total / orders.shape[0]
 
 
+# A sweep cell draws at fixed parameters, so each of its draws asks for the weights of the
+# same probabilities, which cost far more than the draw's K runs (n(n − 1)/2 orders of n²
+# pairs per variable). The last few are kept, by content, shape and thread count (torch may
+# round a pow's last bit differently where threads split the work): a kept tensor is bit for
+# bit what a new computation would return. Tensors inside torch.func transforms (batched
+# draws) cannot be read, so they are not kept.
+KEPT_WEIGHTS = 4
+_kept: collections.OrderedDict[tuple[Any, ...], Tensor] = collections.OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def _kept_weights(p: Tensor, k: int) -> Tensor:
+    """:func:`carms_weights` of ``p``, computed once for the last :data:`KEPT_WEIGHTS`
+    probabilities seen."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(p):
+        return carms_weights(p, k)
+    content = hashlib.sha256(p.detach().cpu().contiguous().numpy().tobytes()).digest()
+    key = (k, p.dtype, p.device, tuple(p.shape), torch.get_num_threads(), content)
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    weights = carms_weights(p, k)
+    with _kept_lock:
+        _kept[key] = weights
+        while len(_kept) > KEPT_WEIGHTS:
+            _kept.popitem(last=False)
+    return weights
+
+
 def carms_weights(p: Tensor, k: int) -> Tensor:
     r"""The importance weight :math:`p_a p_b / P(z_i = a, z_j = b)` of every pair of categories,
     ``(…, n, n)``; 0 where the coupling never draws the pair (it then never weighs anything)."""
@@ -214,7 +248,7 @@ def carms(objective: Objective, *, k: int = 2, generator: torch.Generator | None
         p = torch.softmax(theta.detach().to(torch.float64), -1)
         n = p.shape[-1]
         categories = torch.arange(n, device=p.device)
-        weights = carms_weights(p, k)  # (…, n, n), by pair of categories
+        weights = _kept_weights(p, k)  # (…, n, n), by pair of categories
         f = stacked.detach().to(torch.float64)
         f = f.reshape(*f.shape, *[1] * (z.dim() - 1 - example_ndim))
         drawn = (z.unsqueeze(-1) == categories).to(p.dtype)  # (K, …, n)
