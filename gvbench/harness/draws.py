@@ -56,7 +56,7 @@ def draws_per_pass(task: Task, estimator: Estimator, reps: int, batch_size: int)
     repeats *= estimator.info.memory_factor(estimator.options)
     size = max(1, PASS_BUDGET // (batch_size * repeats))
     size = min(size, max(1, DRAW_ELEMENTS // parameter_count(task)))
-    limit = task.pass_limit(estimator)
+    limit = task.pass_limit(estimator, batch_size)
     if limit is not None:
         size = min(size, limit)
     return min(size, reps)

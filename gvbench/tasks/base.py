@@ -166,9 +166,10 @@ class Task(abc.ABC):
         """How draws are made: ``"batched"`` (a draw axis), ``"loop"`` (one per pass)."""
         return "batched" if self.max_draws_per_pass != 1 else "loop"
 
-    def pass_limit(self, estimator: Estimator) -> int | None:
-        """The most draws one pass of ``estimator`` may hold (None: the memory budget)."""
-        del estimator
+    def pass_limit(self, estimator: Estimator, batch_size: int) -> int | None:
+        """The most draws one pass of ``estimator`` at ``batch_size`` may hold (None: the
+        harness's bound on examples per pass)."""
+        del estimator, batch_size
         return self.max_draws_per_pass
 
     def enumerable(self, batch_size: int) -> bool:

@@ -38,6 +38,7 @@ threads drawing at once never see each other's parameters.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 import re
@@ -57,6 +58,7 @@ from gvbench.estimators import Estimator, Sampler
 from gvbench.estimators.streams import DrawAxis, NoiseStream, rewinder
 from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
+from gvbench.tasks.memory import PassSizes
 from gvbench.tasks.parameter_selection import (
     ParameterChoice,
     group_parameters,
@@ -94,7 +96,8 @@ class ModuleTask(Task):
         sequential_choices: whether some choice's logits depend on earlier samples.
         batched: ``"auto"`` (default): the faster of vmap and a plain loop, measured once by
             :meth:`calibrate`; ``True``: vmap; ``False``: one draw per pass.
-        max_draws_per_pass: a cap on R (default: the harness's memory budget).
+        max_draws_per_pass: a cap on R; a pass also holds no more draws than fit the attribute
+            ``memory_budget`` (bytes; None: half of what is free, see :mod:`gvbench.tasks.memory`).
         reference_reps: draws of the RLOO reference.
         config: extra JSON-serialisable description stored with results (e.g. a checkpoint).
     """
@@ -150,6 +153,8 @@ class ModuleTask(Task):
         self.dtype, self.device = first.dtype, first.device
         self._groups = group_parameters(self.measured, groups)
         self._unbatchable: dict[str, str] = {}
+        self.memory_budget: int | None = None
+        self._pass_sizes = PassSizes(name, self.device)
         self._batchable: set[str] = set()  # estimators vmap has made draws of
         self.notes: list[str] = []
         self._skeletons = threading.local()
@@ -203,12 +208,32 @@ class ModuleTask(Task):
     def parameter_groups(self) -> dict[str, list[str]] | None:
         return self._groups
 
-    def pass_limit(self, estimator: Estimator) -> int | None:
+    def pass_limit(self, estimator: Estimator, batch_size: int) -> int | None:
         # Whatever the draw mode: a vmapped pass's draws share its blocks of noise, one row
-        # each, and so do the draws of a loop (DrawAxis), so R is part of their numbers.
+        # each, and so do the draws of a loop (DrawAxis), so R is part of their numbers. The
+        # memory limit is the vmapped pass's in either mode, for the same reason.
+        pilot = functools.partial(self._pilot, estimator, batch_size=batch_size)
+        memory = self._pass_sizes.limit(estimator, batch_size, self.memory_budget, pilot)
         if estimator.name in self._unbatchable or not estimator.info.transforms:
             return 1
-        return self.max_draws_per_pass
+        return min((n for n in (self.max_draws_per_pass, memory) if n is not None), default=None)
+
+    def _pilot(self, estimator: Estimator, draws: int, batch_size: int) -> bool:
+        """One plain draw, or ``draws`` vmapped ones (whether vmap made them), to be measured:
+        on a copy of the estimator, a generator of their own, torch's own restored after."""
+        copied = copy.deepcopy(estimator)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if draws == 1:
+                self._one_draw(copied, batch_size, generator)
+                return False
+            if estimator.name in self._unbatchable or not estimator.info.transforms:
+                return False
+            try:
+                self._vmap_pass(copied, draws, batch_size, generator)
+            except VMAP_FAILURES:
+                return False
+        return True
 
     def to(self, device: str | torch.device) -> ModuleTask:
         """A copy whose module (a deep copy) and inputs live on ``device``."""
@@ -218,6 +243,7 @@ class ModuleTask(Task):
         moved.inputs = tuple(x.to(target) for x in self.inputs)
         moved.device = target
         moved._unbatchable, moved._batchable = {}, set()
+        moved._pass_sizes = PassSizes(self.name, target)
         moved._skeletons = threading.local()
         return moved
 
@@ -310,6 +336,7 @@ class ModuleTask(Task):
         batch_size: int,
         generator: torch.Generator | None,
     ) -> Tensor:
+        self._pass_sizes.admit(estimator, draws, batch_size, self.notes)
         # Both modes draw vmap's noise where vmap can make the draws, and that of one plain
         # pass after another where it cannot; the mode chooses only how they are made.
         if draws > 1 and estimator.info.transforms and estimator.name not in self._unbatchable:
@@ -488,7 +515,7 @@ class ModuleTask(Task):
         if self.batched != "auto":
             return self.draw_mode
         generator = generator or torch.Generator(device=self.device).manual_seed(0)
-        draws = min(CALIBRATION_DRAWS, self.max_draws_per_pass or CALIBRATION_DRAWS)
+        draws = min(CALIBRATION_DRAWS, self.pass_limit(estimator, batch_size) or CALIBRATION_DRAWS)
         self.batched = True
         batched = self._timed(lambda: self.gradients(estimator, draws, batch_size, generator))
         self.batched = False
