@@ -22,6 +22,7 @@ from gvbench.harness.sweep import (
     MAX_WARMUP_SECONDS,
     sweep,
 )
+from gvbench.tasks.memory import parse_memory
 
 
 def task_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -105,6 +106,14 @@ def _grid(group: Any) -> None:
     )
 
 
+def memory_size(text: str) -> int:
+    """An argparse type: a size like 4G or 512M, in bytes."""
+    try:
+        return parse_memory(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("memory ")) from None
+
+
 def _how(group: Any) -> None:
     """How it runs: the warmup, the threads, the device, the task's options, the file."""
     add = group.add_argument
@@ -129,6 +138,15 @@ def _how(group: Any) -> None:
         metavar="SECONDS",
         help="the longest the sweep may take: the warm-up and an auto reference shrink to fit "
         "(from a pilot before any work), and the plan says what precision that buys",
+    )
+    add(
+        "--memory",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="what one pass of a ModuleTask's draws may take, e.g. 4G or 512M (default: half "
+        "the memory available where it runs, measured by pilot passes); a cell whose one draw "
+        "needs more fails, saying how much it needs",
     )
     add(
         "--threads-per-cell",
@@ -174,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             warmup=args.warmup,
             max_warmup_seconds=args.max_warmup_seconds,
+            memory=args.memory,
             time_budget=args.time_budget,
             confirm=ask if sys.stdin.isatty() else None,
             executor=executor,

@@ -15,6 +15,7 @@ from gvbench.harness.metrics import MIN_DRAWS
 from gvbench.harness.reference import REFERENCE_K
 from gvbench.harness.warmup import DEFAULT_WARMUP, MAX_WARMUP_SECONDS
 from gvbench.tasks import Task
+from gvbench.tasks.memory import parse_memory
 
 DEFAULT_TAU = (0.01, 0.1, 0.5, 1.0, 2.0, 10.0)
 DEFAULT_K = (1, 10, 100, 1000)
@@ -51,6 +52,9 @@ class SweepSpec:
         max_warmup_seconds: the longest all cells' adaptation may take (it changes no number).
         time_budget: seconds the whole sweep may take, or None: the warm-up and an ``"auto"``
             reference are fitted to it from a pilot (see :mod:`gvbench.harness.plan`).
+        memory: bytes one pass of a ModuleTask's draws may take (a size like ``"4G"`` or
+            ``"512M"``, or a number of bytes), or None: half the memory available where the
+            pass runs (see :mod:`gvbench.tasks.memory`).
     """
 
     task: Task
@@ -68,6 +72,7 @@ class SweepSpec:
     warmup: int = DEFAULT_WARMUP
     max_warmup_seconds: float = MAX_WARMUP_SECONDS
     time_budget: float | None = None
+    memory: int | str | None = None
     device: dataclasses.InitVar[str | torch.device | None] = None
 
     def __post_init__(self, device: str | torch.device | None) -> None:
@@ -105,6 +110,8 @@ class SweepSpec:
             if isinstance(budget, bool) or not (isinstance(budget, int | float) and budget > 0):
                 raise ValueError(f"time_budget must be a number of seconds > 0, got {budget!r}")
             self._set("time_budget", float(budget))
+        if self.memory is not None:
+            self._set("memory", parse_memory(self.memory))
 
     def _check_grid(self, estimators: Any) -> None:
         """The grid's axes and draws, canonical; errors name the argument and its range."""

@@ -52,7 +52,8 @@ from gvbench.harness.resume import IDENTITY, resume
 from gvbench.harness.spec import DEFAULT_K, DEFAULT_REPS, DEFAULT_TAU, SweepSpec
 from gvbench.harness.warmup import DEFAULT_WARMUP, MAX_WARMUP_SECONDS, check_warmup_time
 from gvbench.path_lock import PathLock
-from gvbench.tasks import Task
+from gvbench.tasks import ModuleTask, Task
+from gvbench.tasks.memory import MemoryBudgetError
 from gvbench.threads import pinned_threads
 
 __all__ = [
@@ -89,6 +90,7 @@ def sweep(
     max_warmup_seconds: float = MAX_WARMUP_SECONDS,
     time_budget: float | None = None,
     confirm: Callable[[str], bool] | None = None,
+    memory: int | str | None = None,
 ) -> xr.Dataset:
     """Variance, bias², MSE, cosine and SNR of every estimator over a grid of τ, K and B.
 
@@ -123,6 +125,8 @@ def sweep(
             refused before any work, in one line that gives its time (it changes no number).
         time_budget: seconds the sweep may take: the warm-up and an auto reference fit it.
         confirm: asked before an auto reference of over ten minutes (None: refused, said why).
+        memory: what one pass of a ModuleTask's draws may take, e.g. ``"4G"`` (default: half
+            the memory available where it runs); a cell whose one draw needs more fails.
 
     Returns:
         Dataset with dims ``estimator, tau, k, batch_size`` (and ``seed`` for a sequence of
@@ -132,20 +136,16 @@ def sweep(
         ``reference_norm2`` ‖g*‖², ``reference_draws``: 0 for an exact reference). A task
         with parameter groups adds ``group_<metric>`` variables along a ``group`` dimension.
     """
+    grid = (task, estimators, tau, k, batch_size, reps, seed)
     spec = SweepSpec(
-        task,
-        estimators,
-        tau,
-        k,
-        batch_size,
-        reps,
-        seed,
+        *grid,
         threads_per_cell=threads_per_cell,
         reference_reps=reference_reps,
         reference_k=reference_k,
         warmup=warmup,
         max_warmup_seconds=max_warmup_seconds,
         time_budget=time_budget,
+        memory=memory,
         device=device,
     )
     return _run(spec, path, executor, progress, confirm)
@@ -199,6 +199,13 @@ def _run(
         if path is not None and Path(path).exists():
             resumed = resume(path, task, attrs, coords)
             records, coords, attrs = resumed.records, resumed.coords, resumed.attrs
+        if isinstance(task, ModuleTask):  # its passes hold what fits the budget
+            task.memory_budget = spec.memory
+        elif spec.memory is not None:
+            warnings.warn(
+                f"memory= bounds a ModuleTask's passes; the {task.name} task sets its own",
+                stacklevel=3,
+            )
         if task.draw_mode == "auto":
             # Once per task, in the driver: every cell, on any executor, draws the same way.
             task.calibrate(E.get("st_gumbel_softmax"), max(spec.batch_size))
@@ -406,11 +413,13 @@ def _new_reference(
     for cell in cells:
         if not_applicable(task, cell) is None:
             pilot = cell.generator(task.device, 1)
-            with cell.seeded(task.device):
-                estimator = adapt(
-                    task, E.get(cell.estimator, **cell.options()), spec.warmup, batch_size, pilot
-                )
-                found = resolution(task, estimator, batch_size, spec.reps, pilot)
+            try:
+                with cell.seeded(task.device):
+                    estimator = E.get(cell.estimator, **cell.options())
+                    estimator = adapt(task, estimator, spec.warmup, batch_size, pilot)
+                    found = resolution(task, estimator, batch_size, spec.reps, pilot)
+            except MemoryBudgetError:  # the cell fails on its own, saying what it needs
+                continue
             if found < finest:
                 finest, where = found, f"{cell.estimator}{_hyper(cell)}"
     target = NOISE_FRACTION * finest if math.isfinite(finest) else None
