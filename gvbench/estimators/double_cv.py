@@ -162,11 +162,13 @@ def double_cv(
     draws = [d.to(torch.float64) for d in draws]
     example_ndim = losses.dim() - 1
     phis = [t.detach()[..., 1] - t.detach()[..., 0] for t in first.thetas]
-    p = flat_variables([torch.sigmoid(phi.to(torch.float64)) for phi in phis], example_ndim)
+    p = flat_variables(
+        [torch.sigmoid(phi.to(torch.float64)) for phi in phis], example_ndim, losses.shape[1:]
+    )
     a, b = taylor_terms(
         losses.detach().to(torch.float64),
-        flat_variables(list(draws), example_ndim + 1),
-        flat_variables(list(grads), example_ndim + 1),
+        flat_variables(list(draws), example_ndim + 1, losses.shape),
+        flat_variables(list(grads), example_ndim + 1, losses.shape),
         p,
     )
     if isinstance(weight, ControlWeight):

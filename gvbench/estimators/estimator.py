@@ -43,7 +43,8 @@ Objective = Callable[[Sampler], Tensor]
 """A model's loss as a function of the sampler it calls at every discrete choice.
 
 It returns per-example losses (any shape, e.g. ``(batch,)``); each sampler call's logits
-must have that shape as their leading dimensions, the rest being the variables of one example.
+must have that shape as their leading dimensions, the rest being the variables of one example;
+a leading dimension of size 1 is a choice shared by the examples along it (broadcast).
 """
 
 

@@ -34,6 +34,8 @@ def _one_sample(objective: Objective, generator: torch.Generator | None) -> Tens
         index = base.indices[call]
         variables = index.shape[example_ndim:].numel()
         flat_index = index.reshape(*index.shape[:example_ndim], variables)
+        # A choice shared by the examples (a size-1 example axis) fills every example's row.
+        rows_index = flat_index.expand(*loss.shape, variables)
         rows = []
         for v in range(variables):
             row = loss.detach().new_zeros((*loss.shape, n))
@@ -47,10 +49,12 @@ def _one_sample(objective: Objective, generator: torch.Generator | None) -> Tens
 
                 changed = run(objective, Replay(play, "IndeCateR", first=base)).detach()
                 row = row.scatter(
-                    -1, moved[..., v : v + 1], (changed - loss.detach()).unsqueeze(-1)
+                    -1,
+                    (rows_index[..., v : v + 1] + shift) % n,
+                    (changed - loss.detach()).unsqueeze(-1),
                 )
             rows.append(row)
-        tables.append(torch.stack(rows, -2).reshape(theta.shape))
+        tables.append(torch.stack(rows, -2).reshape(*loss.shape, *theta.shape[example_ndim:]))
     gradients = []
     for theta, table in zip(base.thetas, tables, strict=True):
         p = torch.softmax(theta.detach().to(table.dtype), -1)

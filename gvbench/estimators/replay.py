@@ -146,16 +146,25 @@ def logit_surrogate(
     return total
 
 
-def flat_variables(tensors: Sequence[Tensor], example_ndim: int) -> Tensor:
-    """Every call's per-variable values of one example side by side: ``(*example, D)``."""
+def flat_variables(
+    tensors: Sequence[Tensor], example_ndim: int, examples: torch.Size | None = None
+) -> Tensor:
+    """Every call's per-variable values of one example side by side: ``(*example, D)``.
+
+    ``examples``: the example shape every call is broadcast to, so that a choice shared by
+    the examples (a size-1 example axis) sits beside each example's own (default: each
+    call's own leading shape, which must then agree)."""
+    if examples is not None:
+        tensors = [t.expand(*examples, *t.shape[example_ndim:]) for t in tensors]
     return torch.cat([t.reshape(*t.shape[:example_ndim], -1) for t in tensors], dim=-1)
 
 
 def split_variables(flat: Tensor, like: Sequence[Tensor], example_ndim: int) -> list[Tensor]:
-    """The inverse of :func:`flat_variables`, shaped as ``like``."""
+    """The inverse of :func:`flat_variables`, shaped as ``like`` past ``flat``'s examples."""
     sizes = [t.shape[example_ndim:].numel() for t in like]
     parts = flat.split(sizes, dim=-1)
-    return [p.reshape(t.shape) for p, t in zip(parts, like, strict=True)]
+    examples = flat.shape[:example_ndim]
+    return [p.reshape(*examples, *t.shape[example_ndim:]) for p, t in zip(parts, like, strict=True)]
 
 
 class Runs(NamedTuple):

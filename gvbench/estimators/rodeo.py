@@ -236,9 +236,13 @@ def rodeo(
         estimate = stein_terms(
             control,
             losses.detach().to(torch.float64),
-            flat_variables(list(draws), example_ndim + 1),
-            flat_variables(list(grads), example_ndim + 1),
-            flat_variables([torch.sigmoid(phi.to(torch.float64)) for phi in phis], example_ndim),
+            flat_variables(list(draws), example_ndim + 1, losses.shape),
+            flat_variables(list(grads), example_ndim + 1, losses.shape),
+            flat_variables(
+                [torch.sigmoid(phi.to(torch.float64)) for phi in phis],
+                example_ndim,
+                losses.shape[1:],
+            ),
         )
     if control.optimizer is not None and torch.is_grad_enabled():
         control.update(estimate.pow(2).mean())

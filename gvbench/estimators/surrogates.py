@@ -32,16 +32,30 @@ def log_prob(logits: Tensor, sample: Tensor, dim: int = -1) -> Tensor:
 
 
 def sum_to_examples(values: Tensor, example_shape: torch.Size, what: str = "log q") -> Tensor:
-    """Sum the trailing (per-example variable) dimensions of ``values`` down to ``example_shape``."""
-    if values.shape[: len(example_shape)] != example_shape:
+    r"""Sum the trailing (per-example variable) dimensions of ``values`` down to ``example_shape``.
+
+    The leading dimensions of ``values`` are the examples'; one of size 1 where the examples
+    have more is a choice *shared* by every example along that axis (one architecture for the
+    whole minibatch), and its term is broadcast to each of them. Each example's surrogate then
+    weighs the shared choice's score by its own loss, so together they weigh it by the
+    minibatch's total loss, :math:`\sum_b (f_b - b_b)\,\nabla\log q(D)`: the objective of
+    a choice is the loss of every example it touches (the mean over examples then divides by
+    B, as it does every term).
+    """
+    leading = values.shape[: len(example_shape)]
+    if len(leading) < len(example_shape) or any(
+        size not in (1, examples) for size, examples in zip(leading, example_shape, strict=True)
+    ):
         raise ValueError(
             f"a sampler call's logits have batch shape {tuple(values.shape)}, which does not "
-            f"start with the objective's per-example loss shape {tuple(example_shape)}; "
-            f"every discrete choice must belong to one example ({what})"
+            f"start with the objective's per-example loss shape {tuple(example_shape)}, nor "
+            f"broadcast to it (size 1: a choice shared by the examples); every discrete choice "
+            f"must belong to one example or be shared by them ({what})"
         )
     trailing = tuple(range(len(example_shape), values.dim()))
     # sum(()) would reduce every dimension, not none
-    return values.sum(trailing) if trailing else values
+    summed = values.sum(trailing) if trailing else values
+    return summed if leading == example_shape else summed.expand(example_shape)
 
 
 class ScoreRecorder:

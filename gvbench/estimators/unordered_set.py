@@ -258,10 +258,11 @@ def unordered_set(
     it adds no bias. Without replacement, duplicate samples never waste evaluations: at low
     entropy the estimate tends to the exact sum over the likely configurations.
     An example's discrete choices (any number of variables and sampler calls) form one joint
-    variable; their logits must not depend on earlier samples. Runs the objective K + 1
-    times (one run finds the logits). 2 ≤ K ≤ 10: the set probabilities are computed exactly
-    in :math:`O(K^3 2^K)` per example. Returns per-example surrogates whose value is the
-    unbiased estimate :math:`\sum_s p(s)R(S,s) f(s)` of :math:`\mathbb{E}f`.
+    variable, and a choice shared by the examples (logits with a size-1 example axis) joins
+    all of theirs into one; their logits must not depend on earlier samples. Runs the
+    objective K + 1 times (one run finds the logits). 2 ≤ K ≤ 10: the set probabilities are
+    computed exactly in :math:`O(K^3 2^K)` per example. Returns per-example surrogates whose
+    value is the unbiased estimate :math:`\sum_s p(s)R(S,s) f(s)` of :math:`\mathbb{E}f`.
     """
     check_objective(objective)
     k = checked_k(unordered_set, k)
@@ -269,22 +270,29 @@ def unordered_set(
     example_shape = check_losses(objective(probe)).shape
     if not probe.calls:
         raise ValueError("the objective made no discrete choice (it never called the sampler)")
-    examples = math.prod(example_shape)
-    variables, layouts = [], []
-    for logits, dim in probe.calls:
-        moved = logits.movedim(dim, -1)
-        if moved.shape[: len(example_shape)] != example_shape:
-            sum_to_examples(moved[..., 0], example_shape, "the logits")  # raises, naming the shapes
-        layouts.append(moved.shape[:-1])
-        flat = torch.log_softmax(moved.to(torch.float64), -1).reshape(examples, -1, moved.shape[-1])
-        variables.extend(flat.unbind(1))
+    moved = [logits.movedim(dim, -1) for logits, dim in probe.calls]
+    ndim = len(example_shape)
+    for theta in moved:
+        if theta.shape[:ndim] != example_shape:  # raises, naming the shapes, unless shared
+            sum_to_examples(theta[..., 0], example_shape, "the logits")
+    # A choice shared by the examples along an axis (size 1 there) couples them: from the first
+    # such axis on, the set is drawn over the joint choices of all those examples.
+    independent = next(
+        (i for i in range(ndim) if any(t.shape[i] != example_shape[i] for t in moved)), ndim
+    )
+    rows = example_shape[:independent]
+    layout = (*rows, *[1] * (ndim - independent))
+    variables = []
+    for theta in moved:
+        flat = torch.log_softmax(theta.to(torch.float64), -1)
+        variables.extend(flat.reshape(math.prod(rows), -1, theta.shape[-1]).unbind(1))
     choices, member_log_p = _top_k_configurations(variables, k, generator)
     # Each call's choices back in its own layout: (*example, *variables, k).
     per_call, start = [], 0
-    for layout in layouts:
-        count = math.prod(layout[len(example_shape) :])
+    for theta in moved:
+        count = math.prod(theta.shape[independent:-1])
         block = torch.stack(choices[start : start + count], 1)
-        per_call.append(block.reshape(*layout, k))
+        per_call.append(block.reshape(*theta.shape[:-1], k))
         start += count
     losses, log_qs = [], []
     for j in range(k):
@@ -293,14 +301,18 @@ def unordered_set(
         if loss.shape != example_shape or len(member.log_probs) != len(probe.calls):
             raise ValueError("the objective made different choices in its evaluations")
         losses.append(loss)
-        log_qs.append(sum(sum_to_examples(lp, example_shape) for lp in member.log_probs))
+        if independent == ndim:
+            log_qs.append(sum(sum_to_examples(lp, example_shape) for lp in member.log_probs))
+        else:  # the member's log q: every choice it couples
+            joint = sum(lp.reshape(*rows, -1).sum(-1) for lp in member.log_probs)
+            log_qs.append(joint.reshape(layout).expand(example_shape))
     f = torch.stack(losses, -1)  # (*example, k)
     log_q = torch.stack(log_qs, -1)
     log_r, log_r2 = _set_log_ratios(member_log_p)
     dtype = f.dtype
-    weight = (member_log_p + log_r).exp().reshape(*example_shape, k).to(dtype)
+    weight = (member_log_p + log_r).exp().reshape(*layout, k).to(dtype)
     # Baseline of member s: Σ_s' p(s') R₂(s, s') f(s'), an estimate of E f from the others.
-    cross = (member_log_p.unsqueeze(1) + log_r2).exp().reshape(*example_shape, k, k).to(dtype)
+    cross = (member_log_p.unsqueeze(1) + log_r2).exp().reshape(*layout, k, k).to(dtype)
     baseline = (cross * f.detach().unsqueeze(-2)).sum(-1)
     advantage = (f - baseline).detach()
     surrogate = weight * f + weight * advantage * (log_q - log_q.detach())
