@@ -42,7 +42,6 @@ import functools
 import inspect
 import os
 import re
-import sysconfig
 import threading
 import time
 import traceback
@@ -59,6 +58,7 @@ from gvbench.estimators.streams import DrawAxis, NoiseStream, rewinder
 from gvbench.estimators.validation import check_count, set_validate_args, validate_args
 from gvbench.tasks.base import Parameters, Task, check_device, flatten_gradients
 from gvbench.tasks.memory import PassSizes
+from gvbench.tasks.module_sampler import ChoiceShapeError, ModuleSampler, module_arity, user_frame
 from gvbench.tasks.parameter_selection import (
     ParameterChoice,
     group_parameters,
@@ -79,8 +79,12 @@ class ModuleTask(Task):
     """A user's ``nn.Module`` with a fixed batch and a per-example loss.
 
     Args:
-        module: calls ``sample(logits)`` (categories last) at each discrete choice; its
-            forward is ``module(*inputs, sample=sample)``.
+        module: calls ``sample(logits, dim=-1)`` at each discrete choice; its forward is
+            ``module(*inputs, sample=sample)``. The logits of a per-example choice start with
+            the batch axis; ``sample(logits, shared=True)``, logits without a batch axis
+            (``(edges, operations)``), is one choice for the whole minibatch: an
+            architecture, a routing per batch. Score-function estimators weigh a shared
+            choice by the minibatch's total loss; pathwise ones need nothing.
         inputs: tensors whose first dimension indexes the examples; a cell with batch size B
             uses the first B of them.
         loss: ``loss(output, *inputs)`` → per-example losses, shape ``(B,)``. Default: the
@@ -91,7 +95,9 @@ class ModuleTask(Task):
             prefixes. Default: one group per top-level child module (``encoder``, …).
         name: the task's name in results and figures.
         arity: the number of categories of every choice, when it is one number (binary-only
-            estimators need 2).
+            estimators need 2); default: the module's own integer ``arity`` attribute, if
+            any. A call whose ``dim`` has another size is refused, naming its line and the
+            ``dim`` that has the declared size.
         relaxed_inputs: whether the module accepts relaxed samples (GS, REBAR, RELAX).
         sequential_choices: whether some choice's logits depend on earlier samples.
         batched: ``"auto"`` (default): the faster of vmap and a plain loop, measured once by
@@ -136,6 +142,10 @@ class ModuleTask(Task):
         self.name = name
         if arity is not None:
             arity = check_count(arity, "arity", 2, MAX_COUNT)
+            self._arity_origin = f"arity={arity} on the ModuleTask"
+        else:
+            arity = module_arity(module)
+            self._arity_origin = f"{type(module).__name__}.arity"
         self._arity = arity
         self.relaxed_inputs = relaxed_inputs
         self.sequential_choices = sequential_choices
@@ -272,6 +282,7 @@ class ModuleTask(Task):
             )
         inputs = tuple(x[:batch_size] for x in self.inputs)
         part = f"{type(self.module).__name__}.forward"
+        sample = ModuleSampler(sample, batch_size, self._arity, self._arity_origin, self.name)
         try:
             if state is None:
                 output = self.module(*inputs, sample=sample)
@@ -282,6 +293,8 @@ class ModuleTask(Task):
                 )
             part = f"loss {getattr(self.loss_fn, '__qualname__', repr(self.loss_fn))}"
             losses = output if self.loss_fn is None else self.loss_fn(output, *inputs)
+        except ChoiceShapeError:
+            raise  # its one line names the task and the call already
         except Exception as error:
             mismatch = self._dtype_mismatch(inputs)
             if isinstance(error, RuntimeError) and "dtype" in str(error) and mismatch:
@@ -539,28 +552,10 @@ class ModuleTask(Task):
         return time.perf_counter() - start
 
 
-# Frames from these folders are not the user's code: torch, gvbench and the standard library.
-_OUTSIDE_USER_CODE = tuple(
-    os.path.abspath(folder) + os.sep
-    for folder in (
-        os.path.dirname(torch.__file__),
-        os.path.dirname(os.path.dirname(__file__)),  # gvbench/, above tasks/
-        sysconfig.get_paths()["stdlib"],
-    )
-)
-
-
 def vmap_failure(error: BaseException) -> str:
     """Why vmap failed, in one line: the operation, the user's own frame, and the known fix."""
     frames = traceback.extract_tb(error.__traceback__)
-    user = next(
-        (
-            frame
-            for frame in reversed(frames)
-            if not os.path.abspath(frame.filename).startswith(_OUTSIDE_USER_CODE)
-        ),
-        None,
-    )
+    user = user_frame(frames)
     text = re.sub(r"\s+", " ", f"{type(error).__name__}: {error}").strip()
     where = ""
     if user is not None:
