@@ -31,6 +31,7 @@ from gvbench.harness.spec import SweepSpec
 from gvbench.tasks import ModuleTask
 from gvbench.tasks.memory import MemoryBudgetError, parse_memory
 from gvbench.threads import pinned_threads
+from tests.conftest import cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX_RSS = pytest.mark.skipif(
@@ -136,6 +137,17 @@ def test_the_pass_size_shrinks_as_the_budget_does():
     assert message.startswith("module: rloo k=100 at batch size 8 needs ")
     assert "for one draw, more than the memory budget of 16 MiB" in message
     assert "raise it with --memory (memory= in the API)" in message
+
+
+@cuda
+def test_on_a_gpu_a_pass_is_measured_in_the_bytes_torch_allocates():
+    task, rloo = conv_vae_task().to("cuda"), E.get("rloo", **RLOO_K100)
+    task.memory_budget = parse_memory("1G")
+    assert 1 <= task.pass_limit(rloo, 8) < 64
+    task.memory_budget = parse_memory("1M")
+    assert task.pass_limit(rloo, 8) == 1
+    with pytest.raises(MemoryBudgetError, match=r"needs [\d.]+ MiB for one draw"):
+        task.gradients(rloo, 1, 8, torch.Generator(device="cuda").manual_seed(0))
 
 
 @LINUX_RSS
