@@ -58,7 +58,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def build_report(folder: str | os.PathLike[str] = "results/report") -> Path:
-    """Decide the paper's claims from the results in ``folder`` and write ``index.html``,
+    """Decide the studies' claims from the results in ``folder`` and write ``index.html``,
     ``figures/*.{png,pdf}``, ``tables/*.csv`` and ``claims.json`` there; returns the page."""
     from gvbench.harness.store import read
 
