@@ -321,6 +321,7 @@ class Experiment(Study, Generic[ConfigT]):
                 lr=config.lr,
                 momentum=config.momentum,
                 tau=config.estimator_options().get("tau"),
+                tau_schedule=None if config.tau_schedule is None else config.temperature,
                 model=self.model(config).to(device),
                 train=_on(splits["train"], device),
                 valid=_on(splits["valid"], device),

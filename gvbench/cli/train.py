@@ -125,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
             "--search and --preset are exclusive: a preset names its own runs and "
             "searches (run the search without --preset)"
         )
+    if args.preset and args.tau_schedule is not None:
+        raise ValueError(
+            "--tau-schedule and --preset are exclusive: a preset names its own runs' τ (train "
+            "one run with --tau-schedule instead)"
+        )
     if args.preset and len(args.seed) > 1:
         raise ValueError("--preset takes one --seed (its first seed)")
     configs = [] if args.preset else _configs(args, experiment)

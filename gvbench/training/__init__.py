@@ -2,8 +2,9 @@
 random search.
 
 A run is a :class:`RunConfig` (an experiment subclasses it with its own fields). Runs that
-differ only in seed, learning rate, momentum and τ (:func:`group_key`) train as one loop,
-:func:`fit_runs`, and a run's numbers are those it would have alone, bit for bit. The modules:
+differ only in seed, learning rate, momentum and τ or its schedule (:func:`group_key`) train
+as one loop, :func:`fit_runs`, and a run's numbers are those it would have alone, bit for bit.
+The modules:
 
 - :mod:`~gvbench.training.config`: :class:`RunConfig`, which runs train as one, and
   :class:`Train`, the signature of an experiment's ``train``;
@@ -17,7 +18,9 @@ differ only in seed, learning rate, momentum and τ (:func:`group_key`) train as
 - :mod:`~gvbench.training.checkpoints`: atomic checkpoints with digests, a finished run's
   curves and best parameters;
 - :mod:`~gvbench.training.grid`: many configurations on an executor, gathered over a grid;
-- :mod:`~gvbench.training.search`: random search over lr, momentum and τ.
+- :mod:`~gvbench.training.search`: random search over lr, momentum and τ;
+- :mod:`~gvbench.training.temperature`: :class:`TemperatureSchedule`, τ by training step
+  (constant, exponential or linear annealing, or a function), ``--tau-schedule``.
 """
 
 from gvbench.training.checkpoints import (
@@ -34,6 +37,7 @@ from gvbench.training.grid import train_grid, train_many
 from gvbench.training.loop import fit_runs, per_run_state, vectorised
 from gvbench.training.runs import Run, RunProgress, Steps, TrainingDiverged
 from gvbench.training.search import random_search, random_searches
+from gvbench.training.temperature import TemperatureSchedule
 
 __all__ = [
     "CheckpointError",
@@ -41,6 +45,7 @@ __all__ = [
     "RunConfig",
     "RunProgress",
     "Steps",
+    "TemperatureSchedule",
     "Train",
     "TrainingDiverged",
     "cached_checkpoint",

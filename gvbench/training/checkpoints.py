@@ -63,6 +63,8 @@ def finish_run(
         **figures,
         **provenance.stamp(),
     }
+    if config.tau_schedule is not None:  # as the run applied it: where its annealing ends
+        attrs["tau_schedule"] = str(config.temperature)
     rows = [{k: v for k, v in row.items() if k != "selection"} for row in result["rows"]]
     curves = curves_dataset(rows, attrs, {"train_loss": "nats", **units})
     write_atomic(curves, Path(run_dir) / "curves.nc")

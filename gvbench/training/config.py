@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 import torch
 
 from gvbench.estimators.validation import check_count, check_real, check_tau
+from gvbench.training.temperature import TemperatureSchedule
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -31,15 +32,27 @@ class RunConfig:
     """The fields every training run has; an experiment subclasses it with its own.
 
     Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
-    counts below their least value, a learning rate or momentum out of range) so that a bad run
-    fails before any work. ``threads`` fixes torch's intra-op threads for the run: the same
-    configuration gives the same numbers however many runs share the machine. ``device``
-    is where it trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``); it is part of the run's name,
-    since another device gives other (equally valid) numbers.
+    counts below their least value, a learning rate or momentum out of range, a τ schedule that
+    does not parse or leaves τ > 0) so that a bad run fails before any work. ``threads`` fixes
+    torch's intra-op threads for the run: the same configuration gives the same numbers however
+    many runs share the machine. ``device`` is where it trains (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``); it is part of the run's name, since another device gives other (equally
+    valid) numbers.
+
+    ``tau_schedule`` anneals τ over the run (:mod:`gvbench.training.temperature`): give a
+    :class:`~gvbench.training.TemperatureSchedule`, its string form or a module-level function
+    of the step; ``tau`` is then its τ at step 0 (set from it), and the field holds the string
+    form. Without one, τ stays at ``tau`` and the run is the one it always was; a constant
+    schedule is that same run (the field ``None``, and left out of :meth:`as_dict`).
     """
 
     estimator: str = option("st_gumbel_softmax", "a registered estimator (see `gvbench list`)")
     tau: float = option(1.0, "temperature τ > 0")
+    tau_schedule: str | None = option(
+        None,
+        "τ by training step: exp:1->0.1 (Jang et al. 2017) or linear:2->0.5, either with "
+        "@STEP for the step it ends at, or call:MODULE:FUNCTION; none: τ stays at --tau",
+    )
     k: int = option(1, "K for GR-MCK, RLOO or US-BL")
     steps: int = option(2000, "SGD steps")
     lr: float = option(0.05, "learning rate")
@@ -83,6 +96,7 @@ class RunConfig:
         get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
         for name, least in self.COUNTS.items():
             check_count(getattr(self, name), name, least, 2**62)
+        self._bind_schedule()
         check_tau(self.tau)  # even where the estimator takes none: a τ ≤ 0 is a mistake
         lr, momentum = check_real(self.lr, "lr"), check_real(self.momentum, "momentum")
         largest = float(torch.finfo(torch.float32).max)  # the optimiser holds it as float32
@@ -95,6 +109,45 @@ class RunConfig:
         from gvbench.tasks.base import check_device
 
         check_device(self.device)
+
+    def _bind_schedule(self) -> None:
+        """``tau_schedule`` as its string form and ``tau`` as its τ at step 0; ``None`` for
+        a constant schedule (its τ in ``tau``), the run it always was."""
+        given = self.tau_schedule
+        if given is None:
+            return
+        if isinstance(given, str):
+            schedule = TemperatureSchedule.parse(given)
+        elif isinstance(given, TemperatureSchedule):
+            schedule = given
+        elif callable(given):
+            schedule = TemperatureSchedule.function(given)
+        else:
+            raise TypeError(
+                f"tau_schedule must be a TemperatureSchedule, its string form or a function of "
+                f"the step, got {given!r}"
+            )
+        start = schedule.over(self.steps)(0)
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "tau")
+        if self.tau not in (default, start):
+            raise ValueError(
+                f"tau {self.tau!r} disagrees with tau_schedule {schedule}, whose τ at step 0 is "
+                f"{start!r}: give one of them"
+            )
+        if not schedule.is_constant and "tau" not in self.estimator_options():
+            raise ValueError(
+                f"tau_schedule anneals τ, but estimator {self.estimator} takes no τ; leave it out"
+            )
+        schedule.largest(self.steps)  # a function's τ checked at every step before any work
+        object.__setattr__(self, "tau", start)
+        object.__setattr__(self, "tau_schedule", None if schedule.is_constant else str(schedule))
+
+    @property
+    def temperature(self) -> TemperatureSchedule:
+        """τ at each step of this run (a constant at ``tau`` without a schedule)."""
+        if self.tau_schedule is None:
+            return TemperatureSchedule.constant(self.tau)
+        return TemperatureSchedule.parse(str(self.tau_schedule)).over(self.steps)
 
     @property
     def batch(self) -> int:
@@ -116,7 +169,12 @@ class RunConfig:
         return {h: getattr(self, h) for h in info(self.estimator).hyper}
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; ``tau_schedule`` only where τ anneals (so a run without one keeps the
+        name, checkpoint and provenance it always had)."""
+        data = dataclasses.asdict(self)
+        if data["tau_schedule"] is None:
+            del data["tau_schedule"]
+        return data
 
     def prefix(self) -> str:
         """The experiment's part of the run's name."""
@@ -125,6 +183,11 @@ class RunConfig:
     def name(self) -> str:
         """Readable, and unique per configuration (a short hash of every field)."""
         options = "".join(f"-{k}{v:g}" for k, v in self.estimator_options().items())
+        if self.tau_schedule is not None:  # -tau1 → -tau1exp0.1: where it starts, how, to where
+            end = self.temperature.end
+            options = options.replace(
+                f"-tau{self.tau:g}", f"-tau{self.tau:g}{self.temperature.kind}{end:g}", 1
+            )
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
 
@@ -162,21 +225,25 @@ class Train(Protocol[_Config]):
     ) -> list[xr.Dataset | TrainingDiverged]: ...
 
 
-# Fields in which runs trained as one may differ; τ too where the estimator takes it, on one
-# side of τ = 1 (GR-MCK works in float64 above it).
+# Fields in which runs trained as one may differ; τ and its schedule too where the estimator
+# takes one, on one side of τ = 1 (GR-MCK works in float64 above it).
 PER_RUN = ("seed", "lr", "momentum")
 
 
 def _shared(config: RunConfig) -> dict[str, Any]:
     shared = {k: v for k, v in config.as_dict().items() if k not in PER_RUN}
     if "tau" in config.estimator_options():
-        shared["tau"] = "above 1" if config.tau > 1.0 else "at most 1"
+        shared.pop("tau_schedule", None)
+        # A schedule's largest τ: a run that goes above 1 at any step works in float64 at all.
+        largest = config.temperature.largest(config.steps)
+        shared["tau"] = "above 1" if largest > 1.0 else "at most 1"
     return shared
 
 
 def group_key(config: RunConfig) -> str:
-    """What runs must share to train as one: every field but seed, lr, momentum and τ (its
-    side of τ = 1 where the estimator takes a τ, all of it where it takes none)."""
+    """What runs must share to train as one: every field but seed, lr, momentum, τ and its
+    schedule (the side of τ = 1 of its largest value where the estimator takes a τ, all of it
+    where it takes none)."""
     return json.dumps([type(config).__qualname__, _shared(config)], sort_keys=True, default=str)
 
 
@@ -188,6 +255,7 @@ def check_one_group(configs: Sequence[RunConfig]) -> None:
             {k for c in configs[1:] for k, v in _shared(c).items() if first.get(k) != v} or {"type"}
         )
         raise ValueError(
-            "runs trained as one may differ only in seed, lr, momentum and τ (on one side of "
-            "τ = 1, where the estimator takes one); these differ in " + ", ".join(differ)
+            "runs trained as one may differ only in seed, lr, momentum and τ (its schedule too; "
+            "on one side of τ = 1, where the estimator takes one); these differ in "
+            + ", ".join(differ)
         )

@@ -209,7 +209,7 @@ def _plain_step(member: RunState, steps: Steps) -> tuple[dict[str, Tensor], floa
         output = functional_call(member.run.model, state, batch, {"sample": sample})
         return steps.loss(output, *batch)
 
-    surrogate = member.estimator(objective, generator=member.generator)
+    surrogate = member.tempered()(objective, generator=member.generator)
     grads = torch.autograd.grad(surrogate.mean(), list(leaves.values()), allow_unused=True)
     return {
         n: g if g is not None else torch.zeros_like(leaves[n])
@@ -249,12 +249,14 @@ def _evaluate_row(state: RunState, steps: Steps, score: float) -> dict[str, floa
         "selection": score,
     }
     state.losses.clear()
+    if state.run.tau_schedule is not None:
+        row["tau"] = state.tau  # the τ the next step takes, and the variance is measured at
     if steps.variance is not None and steps.variance_every:
         if step % steps.variance_every == 0 or step == steps.steps:
             # Its own generator, seeded by the run and the step: measuring takes nothing from
             # the training stream, so curves with and without it train alike.
             seed = np.random.SeedSequence([state.run.seed, step]).generate_state(1)
             generator = torch.Generator(device=state.generator.device).manual_seed(int(seed[0]))
-            v, se = steps.variance(state.run, state.module(), state.estimator, generator)
+            v, se = steps.variance(state.run, state.module(), state.tempered(), generator)
             row["gradient_variance"], row["gradient_variance_se"] = v, se
     return row

@@ -18,6 +18,7 @@ from gvbench.atomic_files import save_torch
 from gvbench.estimators import Estimator
 from gvbench.training.checkpoints import CheckpointError, checkpoint_digest, read_checkpoint
 from gvbench.training.sgd import RunUpdate
+from gvbench.training.temperature import TemperatureSchedule
 
 
 class TrainingDiverged(ValueError):
@@ -37,6 +38,9 @@ class Run:
             vmap each run's τ is a tensor, float64 where τ > 1 or the parameters are float64
             (GR-MCK's working precision, read from it), float32 otherwise; runs on both sides
             of τ = 1 do not train as one.
+        tau_schedule: τ step by step where it anneals (``tau`` is then its τ at step 0).
+            Under vmap, a run that goes above τ = 1 at any step takes its τ in float64 at
+            every step: its precision, like the rest of its numbers, is its own in any stack.
         model: its freshly initialised module (the template every run shares in shape); the
             loop trains a copy and leaves it as it is.
         train, valid: its input tensors (first dimension: examples), as the module takes them.
@@ -51,6 +55,7 @@ class Run:
     train: tuple[Tensor, ...]
     valid: tuple[Tensor, ...]
     tau: float | None = None
+    tau_schedule: TemperatureSchedule | None = None
 
 
 @dataclasses.dataclass
@@ -155,6 +160,9 @@ class RunState:
         self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
         self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
+        schedule = run.tau_schedule
+        # The τ its precision follows (see Run): its largest over the run.
+        self.largest_tau = run.tau if schedule is None else schedule.largest(steps.steps)
         self.sign = 1.0 if steps.higher_is_better else -1.0
         self.progress = RunProgress()
         self.losses: list[float] = []
@@ -185,6 +193,21 @@ class RunState:
         self.generator.set_state(saved["generator"])
         self.estimator.load_state_dict(saved.get("estimator", {}))
         self.progress = RunProgress.from_checkpoint(saved["state"])
+
+    @property
+    def tau(self) -> float | None:
+        """The run's τ at its current step (``None`` where its estimator takes none)."""
+        schedule = self.run.tau_schedule
+        return self.run.tau if schedule is None else schedule(self.progress.step)
+
+    def tempered(self) -> Estimator:
+        """The run's estimator at its current step's τ (the estimator itself where τ does not
+        anneal); any state it keeps is the run's own, shared with it."""
+        if self.run.tau_schedule is None:
+            return self.estimator
+        return dataclasses.replace(
+            self.estimator, options={**self.estimator.options, "tau": self.tau}
+        )
 
     def batch(self, batch_size: int) -> tuple[Tensor, ...]:
         """The run's next batch: shuffled epochs from its own generator."""

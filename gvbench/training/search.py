@@ -125,6 +125,6 @@ def _search(
         coords={"trial": np.arange(len(tried))},
         attrs={
             "best_trial": best,
-            "best_config": json.dumps(dataclasses.asdict(tried[best]), sort_keys=True),
+            "best_config": json.dumps(tried[best].as_dict(), sort_keys=True),
         },
     )

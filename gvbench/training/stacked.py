@@ -185,13 +185,14 @@ def _states(
 
 
 def _temperatures(live: Sequence[RunState], params: Mapping[str, Tensor]) -> Tensor:
-    """Each run's τ, the spare's (the first run's) last, in the precision it asks for (see
-    :class:`~gvbench.training.Run`); zeros where the estimator takes no τ."""
-    taus = [m.run.tau for m in live]
+    """Each run's τ at its step (a schedule's, where it anneals), the spare's (the first
+    run's) last, in the precision the runs ask for (see :class:`~gvbench.training.Run`: one
+    for the group, which lies on one side of τ = 1); zeros where the estimator takes no τ."""
+    taus = [m.tau for m in live]
     device = live[0].generator.device
     if taus[0] is None:
         return torch.zeros(len(live) + 1, device=device)
-    wide = any(p.dtype == torch.float64 for p in params.values()) or taus[0] > 1.0
+    wide = any(p.dtype == torch.float64 for p in params.values()) or live[0].largest_tau > 1.0
     dtype = torch.float64 if wide else torch.float32
     return torch.tensor([*taus, taus[0]], dtype=dtype, device=device)
 
