@@ -35,6 +35,8 @@ from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import arm, disarm, foust_reconstruction
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
+from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
+from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
     Choices,
@@ -113,12 +115,16 @@ __all__ = [
     "reinforce",
     "reinmax",
     "relax",
+    "relaxed_top_k",
     "replace_gradient",
     "rloo",
     "rodeo",
     "set_validate_args",
     "st_gumbel_softmax",
+    "st_gumbel_top_k",
     "straight_through",
+    "subset_reinforce",
+    "subset_rloo",
     "unordered_set",
     "variants",
 ]

@@ -32,6 +32,7 @@ from gvbench.estimators.streams import NoiseStream
 from gvbench.estimators.validation import check_logits, validate_args
 
 __all__ = [
+    "check_subset",
     "check_subset_size",
     "enumerate_subsets",
     "subset_log_partition",
@@ -59,15 +60,20 @@ def check_subset_size(size: object, items: int) -> int:
     return size
 
 
-def _checked(logits: Tensor, size: object) -> int:
-    """Check a k-subset's logits (items on the last dimension, all finite) and its size."""
-    check_logits(logits, -1)
+def check_subset(logits: Tensor, size: object, dim: int = -1) -> tuple[int, int]:
+    """Check a k-subset's logits (items along ``dim``, all finite) and its size; returns
+    ``(dim, size)``, ``dim`` non-negative. Errors name the argument and its range."""
+    dim = check_logits(logits, dim)
     if validate_args() and logits.numel() and not bool(torch.isfinite(logits.detach()).all()):
         raise ValueError(
             "logits of a k-subset must be finite: every item must be possible (no -inf, NaN "
             "or +inf)"
         )
-    return check_subset_size(size, logits.shape[-1])
+    return dim, check_subset_size(size, logits.shape[dim])
+
+
+def _checked(logits: Tensor, size: object) -> int:
+    return check_subset(logits, size)[1]
 
 
 def _prefix_table(theta: Tensor, size: int) -> Tensor:
