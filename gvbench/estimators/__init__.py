@@ -25,6 +25,7 @@ from gvbench.estimators.straight_through import (
     straight_through,
 )
 from gvbench.estimators.gumbel_rao import gumbel_rao
+from gvbench.estimators.zgr import zgr
 from gvbench.estimators.reinmax import reinmax
 from gvbench.estimators.score_function import RunningMean, reinforce, rloo
 from gvbench.estimators.unordered_set import unordered_set
@@ -127,4 +128,5 @@ __all__ = [
     "subset_rloo",
     "unordered_set",
     "variants",
+    "zgr",
 ]
