@@ -26,6 +26,21 @@ as impossible, which is exact to working precision when :math:`\tau \le 1`; floa
 :math:`\tau > 1` are therefore computed in float64. Masked categories (:math:`\theta_j = -\infty`)
 get :math:`1/p_j = \infty` and :math:`s_j = 0`.
 
+**Through the noise (the paper's wording, not the default).** Paulus et al. write that the
+derivative of :math:`\mathrm{softmax}_\tau(\theta + G^k)` is taken "through both θ and
+:math:`G^k`"; ``through_noise=True`` does so, through the race above. With
+:math:`r_j = z_j - z_d = -\log(1 + t_j)`, :math:`t_j = E_j/(E_d\,p_j)`, the softmax depends on θ
+only through :math:`\log p = \mathrm{log\_softmax}\,\theta`, with
+:math:`\partial r_j/\partial \log p_j = t_j/(1 + t_j) =: \sigma_j` (:math:`\sigma_d = 0`), so
+
+.. math::
+    w = \frac{1}{\tau K}\sum_k (s_k\odot\sigma_k)\odot\big(u - \langle s_k, u\rangle\big),
+    \qquad \hat g = w - p\,\textstyle\sum_j w_j,
+
+accumulated chunk by chunk from the same uniforms as the default. Its mean is not ST-GS's
+(``docs/guide/estimators.md``, "The Gumbel-Rao dispute", has the measurement), which is why
+the noise is held constant by default, as the spec and nshepperd/gumbel-rao-pytorch do.
+
 **Cost.** Per draw and element: one uniform, one ``log1p``, one ``pow`` and a few products;
 category sums are products with a ones vector (a reduction over a short last dimension is
 slow on the CPU). Uniforms are drawn in the working dtype (float32 for float32 logits), in
@@ -71,6 +86,7 @@ def conditional_softmax_vjp(
     tau: float | Tensor,
     k: int,
     generator: torch.Generator | None,
+    through_noise: bool = False,
 ) -> Tensor:
     r"""GR-MCK's vector-Jacobian product :math:`\frac{1}{\tau K}\sum_k s_k\odot(u - \langle s_k, u\rangle)`.
 
@@ -78,6 +94,9 @@ def conditional_softmax_vjp(
     The K conditional draws use the same uniforms, in the same order, as
     ``conditional_gumbel(logits, index, k)`` (:math:`E = -\log(1 - U)`), so the two agree to
     rounding for the same generator state.
+
+    ``through_noise``: the total derivative, through the race's :math:`G^k(\theta)` as well
+    (the module docstring), from the same uniforms.
     """
     dtype = working_dtype(logits.dtype, tau)
     m, n = logits.shape
@@ -88,6 +107,7 @@ def conditional_softmax_vjp(
     ones = torch.ones(n, 1, dtype=dtype, device=logits.device)
     sum_s = torch.zeros_like(p)
     sum_s_dot = torch.zeros_like(p)
+    race_weight = None
     tiny = torch.finfo(dtype).tiny
     budget = CHUNK_ELEMENTS if logits.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
     chunk = max(1, min(k, budget // max(1, m * n)))
@@ -103,13 +123,21 @@ def conditional_softmax_vjp(
         exponent = -1.0 / tau
         # Unnormalised s: 1 at the sample. Out of place for a per-run τ: vmap has no rule
         # for an in-place power with a tensor exponent.
-        q = w.add_(1.0).pow(exponent) if isinstance(tau, Tensor) else w.add_(1.0).pow_(exponent)
+        w.add_(1.0)
+        if through_noise:
+            race_weight = w.reciprocal().neg_().add_(1.0)  # ∂r_j/∂log p_j = t_j/(1 + t_j)
+        q = w.pow(exponent) if isinstance(tau, Tensor) else w.pow_(exponent)
         scale = (q @ ones).reciprocal_()  # 1/Σ_j q_j, (size, m, 1)
         dot = ((q * u) @ ones).mul_(scale).mul_(scale)  # ⟨s, u⟩/Σ_j q_j
+        if race_weight is not None:
+            q.mul_(race_weight)
         sum_s += (q * scale).sum(0)
         sum_s_dot += (q * dot).sum(0)
         done += size
-    return ((u * sum_s - sum_s_dot) / (tau * k)).to(logits.dtype)
+    vjp = (u * sum_s - sum_s_dot) / (tau * k)
+    if through_noise:
+        vjp = vjp - p * (vjp @ ones)  # from ∂/∂log p to ∂/∂θ (log p = log_softmax θ)
+    return vjp.to(logits.dtype)
 
 
 class _GumbelRaoSample(torch.autograd.Function):
@@ -126,24 +154,27 @@ class _GumbelRaoSample(torch.autograd.Function):
         tau: float | Tensor,
         k: int,
         generator: torch.Generator | None,
+        through_noise: bool,
     ) -> Tensor:
         return torch.zeros_like(logits).scatter(-1, index[:, None], 1.0)
 
     @staticmethod
     def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:
-        logits, index, tau, k, generator = inputs
+        logits, index, tau, k, generator, through_noise = inputs
         per_run = isinstance(tau, Tensor)  # one τ per run (see working_dtype)
         ctx.save_for_backward(logits, index, *([tau] if per_run else []))
         ctx.tau = None if per_run else tau
-        ctx.k, ctx.generator = k, generator
+        ctx.k, ctx.generator, ctx.through_noise = k, generator, through_noise
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         logits, index, *tau = ctx.saved_tensors
         tau = tau[0] if tau else ctx.tau
-        vjp = conditional_softmax_vjp(logits, index, grad, tau, ctx.k, ctx.generator)
-        return vjp, None, None, None, None
+        vjp = conditional_softmax_vjp(
+            logits, index, grad, tau, ctx.k, ctx.generator, ctx.through_noise
+        )
+        return vjp, None, None, None, None, None
 
 
 @register(unbiased=False, label="GR-MCK")
@@ -152,6 +183,7 @@ def gumbel_rao(
     tau: float = 1.0,
     *,
     k: int = 1,
+    through_noise: bool = False,
     dim: int = -1,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -172,10 +204,16 @@ def gumbel_rao(
     ``generator``, after the forward's draw of D), in chunks, so memory does not grow with K
     and a forward pass alone costs one sample. Not twice differentiable.
     Requires: :math:`f` differentiable at one-hot inputs. Biased (as ST-GS).
+
+    ``through_noise=True`` (a variant, ``"gumbel_rao(through_noise=True)"``, not swept): the
+    paper's literal wording, the total derivative through :math:`G^k(\theta)` of the race too
+    (the module docstring). Its mean is **not** ST-GS's, at K = 1 either.
     """
     dim = check_logits(logits, dim)
     tau = check_tau(tau, logits.dtype)
     k = checked_k(gumbel_rao, k)
+    if not isinstance(through_noise, bool):
+        raise TypeError(f"through_noise must be True or False, got {through_noise!r}")
     if k * logits.numel() > MAX_CONDITIONAL_DRAWS:
         raise ValueError(
             f"k × logits.numel() = {k} × {logits.numel()} exceeds {MAX_CONDITIONAL_DRAWS} "
@@ -185,5 +223,5 @@ def gumbel_rao(
     shape = theta.shape
     flat = theta.reshape(-1, shape[-1])
     index = categorical_index(flat, -1, generator)
-    sample = _GumbelRaoSample.apply(flat, index, tau, k, generator)
+    sample = _GumbelRaoSample.apply(flat, index, tau, k, generator, through_noise)
     return sample.reshape(shape).movedim(-1, dim)
