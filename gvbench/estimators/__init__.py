@@ -32,6 +32,7 @@ from gvbench.estimators.unordered_set import unordered_set
 from gvbench.estimators.indecater import indecater
 from gvbench.estimators.copula import arms, carms
 from gvbench.estimators.categorical_disarm import categorical_disarm
+from gvbench.estimators.arsm import arsm
 from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import arm, disarm, foust_reconstruction
 from gvbench.estimators.double_cv import ControlWeight, double_cv
@@ -85,6 +86,7 @@ __all__ = [
     "SubsetSampler",
     "arm",
     "arms",
+    "arsm",
     "available",
     "bernoulli",
     "carms",
