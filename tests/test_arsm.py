@@ -110,6 +110,27 @@ def test_matches_the_authors_univariate_toy_on_the_same_dirichlet_draws(arity):
     assert largest < 1e-12  # measured: 0 at both arities (the fast branch included)
 
 
+def test_two_categories_are_arm_on_the_same_uniform():
+    """At C = 2, u = π₀ is uniform, z = 1[u > σ(−φ)] and the swap plays 1[u < σ(φ)]
+    (φ = θ₁ − θ₀): ARSM is ARM's (f(z) − f(z̃))(u − ½) on θ₁ and its negative on θ₀."""
+    theta, f = interaction_problem(2, 4, seed=6)
+    phi = theta[:, 1] - theta[:, 0]
+    largest = 0.0
+    for seed in range(20):
+        leaf = theta.clone().requires_grad_()
+        E.arsm(
+            lambda sample, leaf=leaf: f(sample(leaf)), generator=torch.Generator().manual_seed(seed)
+        ).backward()
+        u = dirichlet_draws(theta.shape, seed)[:, 0]
+        z = (u > torch.sigmoid(-phi)).long()
+        z_tilde = (u < torch.sigmoid(phi)).long()
+        one_hot = torch.nn.functional.one_hot
+        difference = f(one_hot(z, 2).double()) - f(one_hot(z_tilde, 2).double())
+        arm = difference * (u - 0.5)
+        largest = max(largest, float((leaf.grad - torch.stack([-arm, arm], -1)).abs().max()))
+    assert largest < 1e-12  # measured: 1.1e-16
+
+
 # --- the estimator's own properties ----------------------------------------------------------
 
 

@@ -100,6 +100,7 @@ def arsm(objective: Objective, *, generator: torch.Generator | None = None) -> T
     with :math:`j \ge C_v` leaves variable v's :math:`\pi_v` as it is (still a
     measure-preserving map of the joint :math:`\pi`, so the estimator stays unbiased), and
     variable v merges over its own :math:`C_v \times C_v` corner of F.
+    At two categories it is ARM (Yin & Zhou 2019) with :math:`u = \pi_{v0}`.
     Requires: choices whose logits do not depend on earlier samples. Returns per-example
     surrogates (value: :math:`f(z)`, the loss at the true sample).
     """
