@@ -37,6 +37,7 @@ from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import arm, disarm, foust_reconstruction
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
+from gvbench.estimators.simple import simple
 from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
 from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
@@ -123,6 +124,7 @@ __all__ = [
     "rloo",
     "rodeo",
     "set_validate_args",
+    "simple",
     "st_gumbel_softmax",
     "st_gumbel_top_k",
     "straight_through",
