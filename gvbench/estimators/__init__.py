@@ -38,6 +38,8 @@ from gvbench.estimators.binary import arm, disarm, foust_reconstruction
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
 from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.simple import simple
 from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
 from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
@@ -71,6 +73,7 @@ from gvbench.estimators.streams import RunStream, RunStreams
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
+    "AdaptiveLambda",
     "Choices",
     "ControlVariate",
     "ControlWeight",
@@ -85,6 +88,7 @@ __all__ = [
     "ScoreRecorder",
     "SteinControl",
     "SubsetSampler",
+    "aimle",
     "arm",
     "arms",
     "arsm",
@@ -109,6 +113,7 @@ __all__ = [
     "gumbel_like",
     "gumbel_rao",
     "gumbel_softmax",
+    "imle",
     "indecater",
     "info",
     "log_prob",
