@@ -39,6 +39,9 @@ from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
 from gvbench.estimators.simple import simple
 from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.sfess import sfess
+from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
 from gvbench.estimators.simple import simple
 from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
 from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
@@ -129,6 +132,7 @@ __all__ = [
     "rloo",
     "rodeo",
     "set_validate_args",
+    "sfess",
     "simple",
     "st_gumbel_softmax",
     "st_gumbel_top_k",

@@ -200,9 +200,8 @@ class AdaptiveLambda:
         return f"AdaptiveLambda(lam={self.lam}, nonzero={self.nonzero}, adapting={self.adapting})"
 
 
-# transforms=False: λ moves inside the backward pass, which a vmapped or looped module draw
-# cannot hold as a constant; a module task measures it one draw per pass (frozen, it could
-# be vmapped, but the harness adapts it first).
+# transforms=False: λ moves inside the backward pass, which draws made under vmap (or in a
+# loop given vmap's noise) cannot read as a constant; a module task draws it one pass at a time.
 @register(
     unbiased=False,
     label="AIMLE",
