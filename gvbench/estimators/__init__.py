@@ -39,6 +39,12 @@ from gvbench.estimators.bit_flips import bitflip_1, ugc
 from gvbench.estimators.darn import darn
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
+from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.sfess import sfess
+from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.simple import simple
 from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
 from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
@@ -72,6 +78,7 @@ from gvbench.estimators.streams import RunStream, RunStreams
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
+    "AdaptiveLambda",
     "Choices",
     "ControlVariate",
     "ControlWeight",
@@ -86,6 +93,7 @@ __all__ = [
     "ScoreRecorder",
     "SteinControl",
     "SubsetSampler",
+    "aimle",
     "arm",
     "arms",
     "arsm",
@@ -112,6 +120,7 @@ __all__ = [
     "gumbel_like",
     "gumbel_rao",
     "gumbel_softmax",
+    "imle",
     "indecater",
     "info",
     "log_prob",
@@ -127,6 +136,8 @@ __all__ = [
     "rloo",
     "rodeo",
     "set_validate_args",
+    "sfess",
+    "simple",
     "st_gumbel_softmax",
     "st_gumbel_top_k",
     "straight_through",
