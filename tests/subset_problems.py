@@ -62,3 +62,34 @@ def subset_probabilities(theta: torch.Tensor, size: int) -> tuple[torch.Tensor, 
     """Every k-subset (rows) and its probability under p_θ(z) ∝ exp(θᵀz)."""
     rows = enumerate_subsets(theta.shape[-1], size, dtype=theta.dtype)
     return rows, torch.softmax(theta @ rows.T, -1)
+
+
+def two_subsets_problem() -> tuple[torch.Tensor, Loss]:
+    """Logits of two k-subset choices of 5 items (2 and 3 chosen) and an f of both together
+    with pairwise interactions (:func:`subset_interactions` over the 10 indicators)."""
+    theta = torch.tensor([1.2, -0.4, 0.3, -1.5, 0.6], dtype=torch.float64)
+    return torch.stack([theta, theta.flip(0) * 0.7]), subset_interactions(10, seed=1)
+
+
+def two_subsets_objective(leaf: torch.Tensor, f: Loss):
+    """Two sampler calls, ``sample(leaf[..., 0, :], 2)`` and ``sample(leaf[..., 1, :], 3)``."""
+
+    def objective(sample):
+        return f(torch.cat([sample(leaf[..., 0, :], 2), sample(leaf[..., 1, :], 3)], -1))
+
+    return objective
+
+
+def two_subsets_exact(theta: torch.Tensor, f: Loss) -> torch.Tensor:
+    leaf = theta.detach().clone().requires_grad_()
+    E.exact(two_subsets_objective(leaf, f)).sum().backward()
+    return leaf.grad
+
+
+def two_subsets_draws(
+    estimator: E.Estimator, theta: torch.Tensor, f: Loss, n_draws: int, seed: int = 0
+) -> torch.Tensor:
+    leaf = theta.detach().expand(n_draws, *theta.shape).clone().requires_grad_()
+    generator = torch.Generator().manual_seed(seed)
+    estimator(two_subsets_objective(leaf, f), generator=generator).sum().backward()
+    return leaf.grad

@@ -1,5 +1,6 @@
-"""The k-subset estimators: the law each one samples, unbiasedness of the score-function ones,
-the bias of the Gumbel top-k ones, and the relaxation against the authors' code.
+"""The k-subset estimators: the law each one samples, the bias of the Gumbel top-k ones, and
+the relaxation against the authors' code (the unbiased ones meet the exact gradient in
+tests/test_registry_contract.py and, on interacting subsets, in tests/test_interactions.py).
 
 Gumbel top-k samples k items without replacement (the Plackett-Luce law of an unordered set),
 which is not the exponential-family k-subset law p_θ(z) ∝ exp(θᵀz) that SIMPLE, the exact
@@ -22,7 +23,6 @@ from tests.stats import assert_within_se, trace_variance
 from tests.subset_problems import (
     brute_force_gradient,
     subset_gradient_draws,
-    subset_interactions,
     subset_objective,
     subset_probabilities,
     subset_quadratic,
@@ -101,38 +101,7 @@ def test_score_function_samples_are_the_k_subset_law(size):
         )
 
 
-# --- unbiasedness of REINFORCE and RLOO over subsets ---------------------------------------
-
-
-def two_subset_objective(leaf: torch.Tensor, f):
-    """Two sampler calls (one k-subset each of 5 items), f over both together."""
-
-    def objective(sample):
-        first, second = sample(leaf[..., 0, :], 2), sample(leaf[..., 1, :], 3)
-        return f(torch.cat([first, second], -1))
-
-    return objective
-
-
-@pytest.mark.parametrize("name", ["subset_reinforce", "subset_rloo"])
-def test_score_function_is_unbiased_on_interacting_subsets(name):
-    theta = torch.stack([THETA, THETA.flip(0) * 0.7])
-    f = subset_interactions(10, seed=1)
-    leaf = theta.detach().clone().requires_grad_()
-    E.exact(two_subset_objective(leaf, f)).sum().backward()
-    expected = leaf.grad
-    estimator = E.get(name, **({"k": 3} if name == "subset_rloo" else {})).freeze()
-    draws = theta.expand(20_000, 2, 5).clone().requires_grad_()
-    generator = torch.Generator().manual_seed(7)
-    estimator(two_subset_objective(draws, f), generator=generator).sum().backward()
-    assert_within_se(draws.grad, expected)
-    if name == "subset_rloo":  # the same check fails for a biased estimator
-        biased = theta.expand(20_000, 2, 5).clone().requires_grad_()
-        E.get("st_gumbel_top_k")(
-            two_subset_objective(biased, f), generator=generator
-        ).sum().backward()
-        with pytest.raises(AssertionError, match="SE"):
-            assert_within_se(biased.grad, expected)
+# --- exact enumeration (unbiasedness on interacting subsets: tests/test_interactions.py) -----
 
 
 def test_exact_enumeration_of_subsets_is_the_brute_force_sum():
