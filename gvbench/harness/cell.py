@@ -128,11 +128,7 @@ def check_applicable(
         ValueError: no cell applies.
     """
     if estimators is None:
-        estimators = [
-            name
-            for name, entry in E.available().items()
-            if entry.default and entry.variable == task.variable
-        ]
+        estimators = [name for name, entry in E.available().items() if entry.default]
     reason = inapplicable(task, plan_cells(estimators, taus, ks, batch_sizes, [0]))
     if reason is not None:
         raise ValueError(reason)
