@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators import Estimator, EstimatorInfo, Sampler
+from gvbench.estimators.estimator import Variable
 
 Parameters = Mapping[str, Tensor]
 
@@ -59,6 +60,9 @@ def check_device(device: str | torch.device) -> torch.device:
     return target
 
 
+_KINDS = {"categorical": "categorical variables", "subset": "k-subsets (k of n items)"}
+
+
 def _moved(value: Any, device: torch.device) -> Any:
     if isinstance(value, Tensor):
         return value.to(device)
@@ -86,13 +90,16 @@ class Task(abc.ABC):
     :meth:`config`. They may override :meth:`enumerable` (exact reference by enumeration),
     ``relaxed_inputs`` (the loss accepts relaxed samples, so GS applies),
     ``sequential_choices`` (logits depend on earlier samples), ``arity`` (the
-    number of categories of every choice, when it is one number) and ``max_draws_per_pass``.
+    number of categories of every choice, when it is one number), ``variable`` (what its
+    model samples: ``"categorical"``, or ``"subset"`` when it calls ``sample(logits, size)``)
+    and ``max_draws_per_pass``.
     """
 
     name: ClassVar[str]
     relaxed_inputs: ClassVar[bool] = False
     # Whether some choice's logits depend on earlier samples (a parse built step by step).
     sequential_choices: ClassVar[bool] = False
+    variable: ClassVar[Variable] = "categorical"
     max_draws_per_pass: ClassVar[int | None] = None
     # Draws of the RLOO reference when the task cannot enumerate (a costly model wants fewer).
     reference_reps: ClassVar[int] = 100_000
@@ -179,6 +186,11 @@ class Task(abc.ABC):
 
     def applicable(self, estimator: EstimatorInfo) -> str | None:
         """``None`` if ``estimator`` can run on this task, else the reason it cannot."""
+        if estimator.variable != self.variable and not estimator.exact:  # enumeration: any
+            return (
+                f"{estimator.label} samples {_KINDS[estimator.variable]}; the {self.name} task "
+                f"samples {_KINDS[self.variable]}"
+            )
         if estimator.relaxed and not self.relaxed_inputs:
             return f"{estimator.label} feeds relaxed samples; the {self.name} task needs one-hot inputs"
         if estimator.binary_only and self.arity != 2:
