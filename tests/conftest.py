@@ -11,7 +11,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
-SAMPLE_ESTIMATORS = [n for n, i in E.available().items() if i.kind == "sample"]
+# Estimators of categorical variables (one-hot rows); those of k-subsets have their own
+# contract (tests/test_registry_contract.py's last section).
+CATEGORICAL_ESTIMATORS = [n for n, i in E.available().items() if i.variable == "categorical"]
+SUBSET_ESTIMATORS = [n for n, i in E.available().items() if i.variable == "subset"]
+SAMPLE_ESTIMATORS = [n for n in CATEGORICAL_ESTIMATORS if E.info(n).kind == "sample"]
 CATEGORICAL_SAMPLERS = [n for n in SAMPLE_ESTIMATORS if not E.info(n).binary_only]
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")

@@ -13,8 +13,13 @@ import torch
 import gvbench.estimators as E
 from tests.draws import interaction_draws, interaction_exact, interaction_problem
 from tests.stats import assert_within_se
+from tests.subset_problems import two_subsets_draws, two_subsets_exact, two_subsets_problem
 
-UNBIASED = [n for n, e in E.available().items() if e.unbiased and not e.exact]
+UNBIASED = [
+    n
+    for n, e in E.available().items()
+    if e.unbiased and not e.exact and e.variable == "categorical"
+]
 PROBLEMS = {"binary": (2, 4), "ternary": (3, 3)}
 DRAWS = 20_000
 
@@ -45,6 +50,28 @@ def test_unbiased_on_interacting_variables(name, problem):
         estimator = E.get(name, control=control, **options)
     draws = interaction_draws(estimator, theta, f, DRAWS, seed=7)
     assert_within_se(draws, interaction_exact(theta, f))
+
+
+SUBSET_UNBIASED = [
+    n for n, e in E.available().items() if e.unbiased and not e.exact and e.variable == "subset"
+]
+
+
+@pytest.mark.parametrize("name", SUBSET_UNBIASED)
+def test_unbiased_on_interacting_subsets(name):
+    # Two k-subset calls (2 and 3 of 5 items) under an f with pairwise interactions; frozen
+    # state and K = 3 as above.
+    theta, f = two_subsets_problem()
+    options = {"k": 3} if "k" in E.info(name).hyper else {}
+    draws = two_subsets_draws(E.get(name, **options).freeze(), theta, f, DRAWS, seed=7)
+    assert_within_se(draws, two_subsets_exact(theta, f))
+
+
+def test_the_subset_interaction_test_fails_for_a_biased_estimator():
+    theta, f = two_subsets_problem()
+    draws = two_subsets_draws(E.get("st_gumbel_top_k"), theta, f, DRAWS, seed=7)
+    with pytest.raises(AssertionError, match=r"5\.0 SE"):
+        assert_within_se(draws, two_subsets_exact(theta, f))
 
 
 def test_the_interaction_test_fails_for_a_biased_estimator():

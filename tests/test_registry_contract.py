@@ -6,11 +6,17 @@ import pytest
 import torch
 
 import gvbench.estimators as E
-from tests.conftest import CATEGORICAL_SAMPLERS, cuda
+from tests.conftest import CATEGORICAL_ESTIMATORS, CATEGORICAL_SAMPLERS, SUBSET_ESTIMATORS, cuda
 from tests.draws import exact_gradient, gradient_draws, quadratic, quadratic_loss
 from tests.stats import assert_within_se
+from tests.subset_problems import (
+    brute_force_gradient,
+    subset_gradient_draws,
+    subset_objective,
+    subset_quadratic,
+)
 
-ALL = list(E.available())
+ALL = list(CATEGORICAL_ESTIMATORS)
 
 
 def objective_for(name: str, logits: torch.Tensor):
@@ -307,3 +313,159 @@ def test_evaluations_are_the_objective_runs_made(name):
     estimator(objective, generator=torch.Generator().manual_seed(0)).sum().backward()
     choices = E.Choices(((2, n),))  # per example: two variables of arity n
     assert calls == E.info(name).evaluations_per_draw(estimator.options, choices), name
+
+
+# --- k-subset estimators: the same contract, called sample(logits, size) --------------------
+
+SUBSET = list(SUBSET_ESTIMATORS)
+SUBSET_SAMPLERS = [n for n in SUBSET if E.info(n).kind == "sample"]
+
+
+def subset_objective_for(logits: torch.Tensor, size: int = 2):
+    return subset_objective(logits, size, subset_quadratic(logits.shape[-1], dtype=logits.dtype))
+
+
+@pytest.mark.parametrize("name", SUBSET)
+@pytest.mark.parametrize("shape", [(7,), (3, 4)])
+def test_subset_surrogate_shape_and_gradient(name, shape):
+    logits = torch.randn(*shape, 6, dtype=torch.float64, requires_grad=True)
+    out = E.get(name)(subset_objective_for(logits), generator=torch.Generator().manual_seed(0))
+    assert out.shape == torch.Size(shape)
+    out.sum().backward()
+    assert logits.grad is not None and logits.grad.shape == logits.shape
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", SUBSET_SAMPLERS)
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_subset_sampler_forward_is_k_hot(name, size):
+    logits = torch.randn(64, 6, dtype=torch.float64)
+    y = getattr(E, name)(logits, size, generator=torch.Generator().manual_seed(1))
+    assert y.shape == logits.shape
+    total = torch.full((64,), float(size), dtype=torch.float64)
+    if E.info(name).relaxed:
+        torch.testing.assert_close(y.sum(-1), total)
+        assert (y >= 0).all()
+    else:
+        assert set(y.unique().tolist()) <= {0.0, 1.0}
+        assert (y.sum(-1) == size).all()
+
+
+@pytest.mark.parametrize("name", SUBSET_SAMPLERS)
+def test_subset_sampler_dim_argument(name):
+    # Two items lead by 50 nats: they are the 2-subset whatever the noise, along dim=1.
+    logits = torch.zeros(4, 5, 3, dtype=torch.float64)
+    logits[:, 1] = logits[:, 3] = 50.0
+    logits.requires_grad_()
+    y = getattr(E, name)(logits, 2, dim=1, generator=torch.Generator().manual_seed(3))
+    assert y.shape == logits.shape
+    chosen = y.detach().topk(2, dim=1).indices.sort(1).values  # a relaxed k-hot's largest
+    assert (chosen[:, 0] == 1).all() and (chosen[:, 1] == 3).all()
+    torch.testing.assert_close(y.detach().sum(1), torch.full((4, 3), 2.0, dtype=torch.float64))
+    (y * torch.arange(5.0, dtype=torch.float64)[:, None]).sum().backward()
+    assert logits.grad.shape == logits.shape and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", SUBSET)
+@pytest.mark.parametrize(
+    ("size", "error"), [(0, ValueError), (-1, ValueError), (6, ValueError), (2.5, TypeError)]
+)
+def test_subset_size_out_of_range_is_named(name, size, error):
+    logits = torch.zeros(3, 6, requires_grad=True)
+    with pytest.raises(error, match=r"size \(items chosen\) must be an integer in \[1, n - 1\]"):
+        E.get(name)(subset_objective_for(logits, size), generator=torch.Generator())
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_subset_estimator_on_categorical_calls_is_one_line(name):
+    logits = torch.zeros(3, 6, requires_grad=True)
+    with pytest.raises(TypeError, match="size"):
+        E.get(name)(lambda sample: sample(logits).sum(-1), generator=torch.Generator())
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_subset_generator_reproduces_draws(name):
+    def run(seed):
+        logits = torch.linspace(-1, 1, 18, dtype=torch.float64).reshape(3, 6).requires_grad_()
+        out = E.get(name)(
+            subset_objective_for(logits), generator=torch.Generator().manual_seed(seed)
+        )
+        out.sum().backward()
+        return out.detach(), logits.grad
+
+    a, b, c = run(5), run(5), run(6)
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+    assert not torch.equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("name", SUBSET)
+@pytest.mark.parametrize("scale", [1.0, 1e2, 1e4])
+def test_subset_finite_at_extreme_logits_and_low_temperature(name, scale):
+    logits = (torch.randn(50, 6, generator=torch.Generator().manual_seed(2)) * scale).float()
+    logits.requires_grad_()
+    options = {"tau": 0.01} if "tau" in E.info(name).hyper else {}
+    out = E.get(name, **options)(subset_objective_for(logits, 3), generator=torch.Generator())
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", [n for n in SUBSET_SAMPLERS if "tau" in E.info(n).hyper])
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
+def test_subset_bad_tau(name, tau):
+    with pytest.raises(ValueError, match="tau"):
+        E.get(name, tau=tau)
+    with pytest.raises(ValueError, match="tau"):
+        getattr(E, name)(torch.zeros(3, 4), 2, tau=tau)
+
+
+@pytest.mark.parametrize("name", SUBSET_SAMPLERS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_subset_bad_logits(name, bad):
+    logits = torch.zeros(3, 4)
+    logits[1, 2] = bad
+    with pytest.raises(ValueError, match="logits"):
+        getattr(E, name)(logits, 2)
+
+
+@pytest.mark.parametrize("name", [n for n in SUBSET if "k" in E.info(n).hyper])
+def test_subset_k_bounds_are_the_registrations(name):
+    entry = E.info(name)
+    logits = torch.zeros(2, 6, dtype=torch.float64)
+    for k, says in ((entry.min_k - 1, f">= {entry.min_k}"), (entry.max_k + 1, f"<= {entry.max_k}")):
+        with pytest.raises(ValueError, match=f"k must be an integer {says}"):
+            E.get(name, k=k)
+        with pytest.raises(ValueError, match=f"k must be an integer {says}"):
+            if entry.kind == "sample":
+                entry.function(logits, 2, k=k)
+            else:
+                entry.function(subset_objective_for(logits), k=k)
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_subset_evaluations_are_the_objective_runs_made(name):
+    logits = torch.randn(3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    options = {"k": 3} if "k" in E.info(name).hyper else {}
+    calls = 0
+    f = subset_quadratic(5)
+
+    def objective(sample):
+        nonlocal calls
+        calls += 1
+        return f(sample(logits.requires_grad_(), 2)).sum(-1)
+
+    estimator = E.get(name, **options)
+    estimator(objective, generator=torch.Generator().manual_seed(0)).sum().backward()
+    choices = E.Choices(((2, 10),))  # per example: two 2-subsets of 5 items, C(5, 2) = 10 each
+    assert calls == E.info(name).evaluations_per_draw(estimator.options, choices), name
+
+
+@pytest.mark.parametrize("name", [n for n in SUBSET if E.info(n).unbiased])
+def test_unbiased_subset_estimators_match_exact_gradient(name):
+    theta = torch.tensor([0.3, -0.8, 1.1, 0.0, -0.2], dtype=torch.float64)
+    f = subset_quadratic(5)
+    expected = brute_force_gradient(theta, 2, f)
+    estimator = E.get(name)
+    if E.info(name).state:
+        subset_gradient_draws(estimator, theta, 2, f, 1000, seed=99)  # warm the baseline
+    assert_within_se(subset_gradient_draws(estimator, theta, 2, f, 40_000, seed=7), expected)

@@ -424,6 +424,7 @@ VECTORISED = [
     name
     for name, info in E.available().items()
     if not info.exact
+    and info.variable == "categorical"  # the experiments train categorical choices
     and vectorised(E.get(name, **_options(name)))
     and name not in ("unordered_set", "foust_reconstruction")  # they branch on values
 ]

@@ -15,7 +15,11 @@ from gvbench.training import loop
 from gvbench.vae.experiment import VAE_EXPERIMENT as vae_train
 from gvbench.vae.experiment import TrainConfig as VAEConfig
 
-STATEFUL = [name for name, info in E.available().items() if info.state is not None]
+STATEFUL = [
+    name
+    for name, info in E.available().items()
+    if info.state is not None and info.variable == "categorical"  # the experiments' choices
+]
 
 
 def _tiny(experiment, estimator):

@@ -25,16 +25,28 @@ from gvbench.estimators.straight_through import (
     straight_through,
 )
 from gvbench.estimators.gumbel_rao import gumbel_rao
+from gvbench.estimators.zgr import zgr
 from gvbench.estimators.reinmax import reinmax
 from gvbench.estimators.score_function import RunningMean, reinforce, rloo
 from gvbench.estimators.unordered_set import unordered_set
 from gvbench.estimators.indecater import indecater
 from gvbench.estimators.copula import arms, carms
 from gvbench.estimators.categorical_disarm import categorical_disarm
+from gvbench.estimators.arsm import arsm
 from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import arm, disarm, foust_reconstruction
+from gvbench.estimators.bit_flips import bitflip_1, ugc
+from gvbench.estimators.darn import darn
 from gvbench.estimators.double_cv import ControlWeight, double_cv
 from gvbench.estimators.rodeo import SteinControl, rodeo
+from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.sfess import sfess
+from gvbench.estimators.simple import simple
+from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
+from gvbench.estimators.simple import simple
+from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
+from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact
 from gvbench.estimators.registry import (
     Choices,
@@ -42,6 +54,7 @@ from gvbench.estimators.registry import (
     EstimatorInfo,
     Objective,
     Sampler,
+    SubsetSampler,
     available,
     checked_k,
     get,
@@ -65,6 +78,7 @@ from gvbench.estimators.streams import RunStream, RunStreams
 from gvbench.estimators.validation import set_validate_args
 
 __all__ = [
+    "AdaptiveLambda",
     "Choices",
     "ControlVariate",
     "ControlWeight",
@@ -78,10 +92,14 @@ __all__ = [
     "Sampler",
     "ScoreRecorder",
     "SteinControl",
+    "SubsetSampler",
+    "aimle",
     "arm",
     "arms",
+    "arsm",
     "available",
     "bernoulli",
+    "bitflip_1",
     "carms",
     "categorical_disarm",
     "categorical_from_bernoulli",
@@ -89,6 +107,7 @@ __all__ = [
     "categorical_one_hot",
     "checked_k",
     "conditional_gumbel",
+    "darn",
     "decoupled_straight_through",
     "disarm",
     "double_cv",
@@ -101,6 +120,7 @@ __all__ = [
     "gumbel_like",
     "gumbel_rao",
     "gumbel_softmax",
+    "imle",
     "indecater",
     "info",
     "log_prob",
@@ -111,12 +131,20 @@ __all__ = [
     "reinforce",
     "reinmax",
     "relax",
+    "relaxed_top_k",
     "replace_gradient",
     "rloo",
     "rodeo",
     "set_validate_args",
+    "sfess",
+    "simple",
     "st_gumbel_softmax",
+    "st_gumbel_top_k",
     "straight_through",
+    "subset_reinforce",
+    "subset_rloo",
+    "ugc",
     "unordered_set",
     "variants",
+    "zgr",
 ]

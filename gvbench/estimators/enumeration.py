@@ -6,7 +6,8 @@ at each sampler call the enumerator returns the prescribed configuration (a dept
 odometer over the choices seen so far), so sequential models whose later logits depend on
 earlier samples are enumerated exactly. Every example of a batch takes the same configuration
 index in one replay; since examples are independent, each example still sees all of its
-outcomes.
+outcomes. A k-subset call, ``sample(logits, size)``, is one variable per row whose outcomes
+are its C(n, k) subsets (:func:`~gvbench.estimators.subset_law.enumerate_subsets`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
+from gvbench.estimators.subset_law import enumerate_subsets, subset_log_prob
 from gvbench.estimators.surrogates import log_prob, sum_to_examples
 from gvbench.estimators.validation import (
     check_count,
@@ -25,7 +27,8 @@ from gvbench.estimators.validation import (
 
 
 class _Replay:
-    """Sampler that plays configuration ``choices[i]`` at its i-th call (0 beyond the prefix)."""
+    """Sampler that plays configuration ``choices[i]`` at its i-th call (0 beyond the prefix);
+    categorical, or a k-subset sampler where a call gives ``size``."""
 
     def __init__(self, choices: list[int], example_ndim: int | None) -> None:
         self.choices = choices
@@ -33,12 +36,14 @@ class _Replay:
         self.arities: list[int] = []
         self.log_probs: list[Tensor] = []
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: int | None = None, *, dim: int = -1) -> Tensor:
         dim = check_logits(logits, dim)
         theta = logits.movedim(dim, -1)
         call = len(self.arities)
         choice = self.choices[call] if call < len(self.choices) else 0
-        n = theta.shape[-1]
+        # the outcomes of one variable: its categories, or its subsets as k-hot rows
+        rows = None if size is None else enumerate_subsets(theta.shape[-1], size, dtype=theta.dtype)
+        n = theta.shape[-1] if rows is None else len(rows)
         if self.example_ndim is None:
             # First replay: the example shape is not known until the objective returns; the
             # all-zero configuration is the same whatever the grouping.
@@ -51,6 +56,10 @@ class _Replay:
             digits = [(choice // n**i) % n for i in reversed(range(count))]
             index = torch.tensor(digits, dtype=torch.long, device=theta.device)
             index = index.reshape(variable_shape).expand(theta.shape[:-1])
+        if rows is not None:
+            sample = rows.to(theta.device)[index]
+            self.log_probs.append(subset_log_prob(theta, sample, size))
+            return sample.movedim(-1, dim)
         sample = torch.zeros_like(theta).scatter_(-1, index.unsqueeze(-1), 1.0)
         self.log_probs.append(log_prob(theta, sample))
         return sample.movedim(-1, dim)

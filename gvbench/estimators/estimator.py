@@ -30,6 +30,8 @@ __all__ = [
     "Footprint",
     "Objective",
     "Sampler",
+    "SubsetSampler",
+    "Variable",
 ]
 
 
@@ -39,12 +41,23 @@ class Sampler(Protocol):
     def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor: ...
 
 
+class SubsetSampler(Protocol):
+    """Draws a k-hot sample (``size`` of the n items along ``dim``) from logits; its gradient
+    w.r.t. the logits is an estimator (see :mod:`gvbench.estimators.subset_law`)."""
+
+    def __call__(self, logits: Tensor, size: int, *, dim: int = -1) -> Tensor: ...
+
+
+Variable = Literal["categorical", "subset"]
+"""What an estimator's samples are: one-hot categorical rows, or k-hot k-subsets."""
+
 Objective = Callable[[Sampler], Tensor]
 """A model's loss as a function of the sampler it calls at every discrete choice.
 
 It returns per-example losses (any shape, e.g. ``(batch,)``); each sampler call's logits
 must have that shape as their leading dimensions, the rest being the variables of one example;
 a leading dimension of size 1 is a choice shared by the examples along it (broadcast).
+A k-subset objective calls a :class:`SubsetSampler`, ``sample(logits, size)``.
 """
 
 
@@ -53,7 +66,8 @@ class Choices:
     """The discrete choices of one example: ``(variables, arity)`` per sampler call.
 
     What an estimator's cost can depend on: exact enumeration runs the objective once per
-    joint outcome, IndeCateR once per variable and category.
+    joint outcome, IndeCateR once per variable and category. A k-subset variable's arity is
+    its number of subsets, C(n, k).
     """
 
     calls: tuple[tuple[int, int], ...]
@@ -104,6 +118,7 @@ class EstimatorInfo:
     evaluations: Evaluations = 1
     transforms: bool = True
     footprint: Footprint = 1
+    variable: Variable = "categorical"
 
     def memory_factor(self, options: Mapping[str, Any]) -> int:
         """Memory of one draw per example, in units of one run of the objective, beyond
@@ -140,8 +155,26 @@ class EstimatorInfo:
             "exact": self.exact,
             "default": self.default,
             "sequential": self.sequential,
+            "variable": self.variable,
             "hyper": ",".join(self.hyper) or "-",
         }
+
+
+def _subset_sampler(
+    info: EstimatorInfo, function: Callable[..., Tensor], generator: torch.Generator | None
+) -> SubsetSampler:
+    """``sample(logits, size, *, dim=-1)``; called without ``size`` (by an objective written
+    for categorical samplers), one line says so."""
+
+    def sample(logits: Tensor, size: int | None = None, *, dim: int = -1) -> Tensor:
+        if size is None:
+            raise TypeError(
+                f"{info.name} samples k-subsets: call sample(logits, size) with the number of "
+                "items to choose; categorical logits need a categorical estimator"
+            )
+        return function(logits, size, dim=dim, generator=generator)
+
+    return sample
 
 
 @dataclasses.dataclass
@@ -162,14 +195,17 @@ class Estimator:
     def name(self) -> str:
         return self.info.name
 
-    def sampler(self, generator: torch.Generator | None = None) -> Sampler:
-        """The sampler (sample-type estimators only) with hyper-parameters and generator bound."""
+    def sampler(self, generator: torch.Generator | None = None) -> Sampler | SubsetSampler:
+        """The sampler (sample-type estimators only) with hyper-parameters and generator bound:
+        ``sample(logits, *, dim=-1)``, or ``sample(logits, size, *, dim=-1)`` for k-subsets."""
         if self.info.kind != "sample":
             raise TypeError(
                 f"{self.name} needs the objective's value and has no stand-alone sampler; "
                 "call the estimator on an objective instead"
             )
         function, options = self.info.function, self.options
+        if self.info.variable == "subset":
+            return _subset_sampler(self.info, functools.partial(function, **options), generator)
         if self.info.binary_only:
             return categorical_from_bernoulli(
                 functools.partial(function, generator=generator, **options)

@@ -36,6 +36,8 @@ from gvbench.estimators.estimator import (
     Footprint,
     Objective,
     Sampler,
+    SubsetSampler,
+    Variable,
 )
 from gvbench.estimators.validation import MAX_K, check_tau
 
@@ -45,6 +47,7 @@ __all__ = [
     "EstimatorInfo",
     "Objective",
     "Sampler",
+    "SubsetSampler",
     "UnknownEstimator",
     "available",
     "checked_k",
@@ -87,6 +90,7 @@ def register(
     evaluations: Evaluations = 1,
     transforms: bool = True,
     footprint: Footprint = 1,
+    variable: Variable = "categorical",
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register an estimator function under its own ``__name__``; returns it unchanged.
 
@@ -115,11 +119,20 @@ def register(
             module task measures it one draw per pass, not under ``torch.func`` transforms.
         footprint: its memory per example in runs of the objective beyond the K runs it keeps
             (a number or ``f(options)``), which bounds the draws per pass.
+        variable: what it samples: ``"categorical"`` (one-hot rows) or ``"subset"``
+            (k-hot rows, ``size`` of n items; :mod:`gvbench.estimators.subset_law`). A
+            subset sampler is ``fn(logits, size, tau=…, *, dim=-1, generator=None)``, its
+            objective calls ``sample(logits, size)``; a task samples one kind, and an
+            estimator of the other is not applicable to it.
 
     Raises:
         ValueError: the name is already registered.
         TypeError: a signature that :func:`_signature` refuses.
     """
+    if variable not in ("categorical", "subset"):
+        raise ValueError(f"variable must be 'categorical' or 'subset', got {variable!r}")
+    if variable == "subset" and binary_only:
+        raise ValueError("a k-subset estimator cannot be binary_only")
     flags = {
         "unbiased": unbiased,
         "relaxed": relaxed,
@@ -134,26 +147,28 @@ def register(
         "evaluations": evaluations,
         "transforms": transforms,
         "footprint": footprint,
+        "variable": variable,
     }
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
         name = function.__name__
         if name in _REGISTRY:
             raise ValueError(f"an estimator named {name!r} is already registered")
-        described = {**_signature(function), **flags, "label": label or name}
+        described = {**_signature(function, variable), **flags, "label": label or name}
         _REGISTRY[name] = EstimatorInfo(name=name, function=function, **described)
         return function
 
     return decorate
 
 
-def _signature(function: Callable[..., Tensor]) -> dict[str, Any]:
+def _signature(function: Callable[..., Tensor], variable: Variable) -> dict[str, Any]:
     """An estimator function's ``kind``, swept hyper-parameters (``hyper``) and the
     ``defaults`` of its options, as :class:`EstimatorInfo` takes them.
 
     A sampler's first parameter is ``logits`` (categorical, which also needs a ``dim``
     keyword) or ``logit`` (Bernoulli); an estimator that needs the objective's value takes
-    ``objective``. Both take a ``generator`` keyword.
+    ``objective``. Both take a ``generator`` keyword. A k-subset sampler's second parameter
+    is ``size``, positional and never swept.
     """
     name = function.__name__
     parameters = inspect.signature(function).parameters
@@ -170,6 +185,11 @@ def _signature(function: Callable[..., Tensor]) -> dict[str, Any]:
         raise TypeError(
             f"{name}: a sampler of categorical logits must accept a 'dim' keyword (the "
             f"category axis), e.g. def {name}(logits, tau=1.0, *, dim=-1, generator=None)"
+        )
+    if variable == "subset" and first == "logits" and list(parameters)[1:2] != ["size"]:
+        raise TypeError(
+            f"{name}: a k-subset sampler takes the subset size second, e.g. "
+            f"def {name}(logits, size, tau=1.0, *, dim=-1, generator=None)"
         )
     defaults = {
         p.name: p.default
@@ -257,7 +277,8 @@ def info(name: str) -> EstimatorInfo:
     if entry.kind == "sample":
         # a bad value is named now, not in every cell of a sweep
         shape = (1,) if entry.binary_only else (1, 2)
-        entry.function(torch.zeros(shape, dtype=torch.float64), **ordered)
+        size = (1,) if entry.variable == "subset" else ()
+        entry.function(torch.zeros(shape, dtype=torch.float64), *size, **ordered)
     return dataclasses.replace(
         entry,
         name=f"{base}({text})",

@@ -128,7 +128,11 @@ def check_applicable(
         ValueError: no cell applies.
     """
     if estimators is None:
-        estimators = [name for name, entry in E.available().items() if entry.default]
+        estimators = [
+            name
+            for name, entry in E.available().items()
+            if entry.default and entry.variable == task.variable
+        ]
     reason = inapplicable(task, plan_cells(estimators, taus, ks, batch_sizes, [0]))
     if reason is not None:
         raise ValueError(reason)

@@ -140,7 +140,8 @@ def gradient_draws(
 
 def choices(task: Task, batch_size: int) -> Choices:
     """The discrete choices of one example of ``task`` at ``batch_size``: one probing run of
-    its loss (no gradient), recording every sampler call's variables and arity.
+    its loss (no gradient), recording every sampler call's variables and arity (a k-subset
+    call's: its C(n, k) subsets).
 
     What an estimator's evaluations per draw may depend on (see the registry's
     ``evaluations``); the harness counts nothing per estimator itself.
@@ -148,10 +149,11 @@ def choices(task: Task, batch_size: int) -> Choices:
     calls: list[tuple[int, int]] = []
     params = {name: value.detach()[None] for name, value in task.parameters().items()}
 
-    def probe(logits: Tensor, *, dim: int = -1) -> Tensor:
+    def probe(logits: Tensor, size: int | None = None, *, dim: int = -1) -> Tensor:
         moved = logits.detach().movedim(dim, -1)
-        calls.append((math.prod(moved.shape[2:-1]), moved.shape[-1]))  # (R, B, *variables, n)
-        index = moved.argmax(-1, keepdim=True)
+        arity = moved.shape[-1] if size is None else math.comb(moved.shape[-1], size)
+        calls.append((math.prod(moved.shape[2:-1]), arity))  # (R, B, *variables, n)
+        index = moved.argmax(-1, keepdim=True) if size is None else moved.topk(size).indices
         return torch.zeros_like(moved).scatter_(-1, index, 1.0).movedim(-1, dim)
 
     with torch.no_grad():

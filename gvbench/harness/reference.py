@@ -97,15 +97,16 @@ def reference_gradient(
     """The gradient every bias is measured against, for ``task`` at ``batch_size``.
 
     Exact (autograd of the enumerated expectation) when the task can enumerate; otherwise the
-    mean of RLOO draws with ``k`` samples, unbiased, whose per-coordinate variance and count
-    are kept so that bias² can subtract the reference's own noise. ``reps`` draws (default:
-    ``cap``, else the task's ``reference_reps``), or with ``noise_target``, as many as make
-    :math:`V_{ref}/N_{ref}` at most that, doubling from a first stage, up to that many.
+    mean of RLOO draws with ``k`` samples (over k-subsets where the task samples them),
+    unbiased, whose per-coordinate variance and count are kept so that bias² can subtract
+    the reference's own noise. ``reps`` draws (default: ``cap``, else the task's
+    ``reference_reps``), or with ``noise_target``, as many as make :math:`V_{ref}/N_{ref}` at
+    most that, doubling from a first stage, up to that many.
     """
     if task.enumerable(batch_size):
         return exact_reference(task, batch_size)
     target = reps if reps is not None else cap or task.reference_reps
-    estimator = E.get("rloo", k=k)
+    estimator = E.get("rloo" if task.variable == "categorical" else "subset_rloo", k=k)
     accumulator = _Accumulator()
     moments: GradientMoments | None = None  # the spread of the draws, for bias²'s SE
     bar = tqdm(

@@ -93,7 +93,12 @@ class SweepSpec:
         self._set("reference_k", check_count(self.reference_k, "reference_k", 2))
         estimators = self.estimators
         if estimators is None:
-            estimators = [name for name, entry in E.available().items() if entry.default]
+            # the default set of the variable the task samples (categorical, k-subsets)
+            estimators = [
+                name
+                for name, entry in E.available().items()
+                if entry.default and entry.variable == task.variable
+            ]
         if self.seed_axis is None:
             self._set("seed_axis", isinstance(self.seed, Iterable))
         seeds = {check_count(s, "seed", 0, 2**63 - 1) for s in _values(self.seed, "seed")}

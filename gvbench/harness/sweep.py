@@ -96,8 +96,8 @@ def sweep(
 
     Args:
         task: a :class:`~gvbench.tasks.Task`, or a task name built with its defaults.
-        estimators: registered names (default: the registry's default set — all but the exact
-            reference and the FouST reconstruction).
+        estimators: registered names (default: the registry's default set for the variable
+            the task samples — all but the exact reference and the FouST reconstruction).
         tau, k, batch_size: grid values (scalars or sequences). An estimator that takes no τ
             (or K) is computed once and its result filled along that axis.
         reps: gradient draws per cell (>= 2).

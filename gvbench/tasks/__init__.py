@@ -17,13 +17,14 @@ from typing import Any
 from gvbench import plugins
 from gvbench.tasks.base import Parameters, Task
 from gvbench.tasks.module import ModuleTask
+from gvbench.tasks.subset_toy import SubsetToy
 from gvbench.tasks.toy import Toy
 
 TaskFactory = Callable[..., Task]
 
 # Name → a class or factory taking the task's configuration as keywords: the built-in tasks
 # and those of modules that are not packaged. Installed plugins are not written here.
-TASKS: dict[str, TaskFactory] = {"toy": Toy}
+TASKS: dict[str, TaskFactory] = {"toy": Toy, "subset_toy": SubsetToy}
 
 # Plugin tasks already said to be left out, so each is said once per process.
 _refused: set[tuple[str, str]] = set()
@@ -80,4 +81,14 @@ def get(name: str, **config: Any) -> Task:
     return factory(**config)
 
 
-__all__ = ["TASKS", "ModuleTask", "Parameters", "Task", "TaskFactory", "Toy", "available", "get"]
+__all__ = [
+    "TASKS",
+    "ModuleTask",
+    "Parameters",
+    "SubsetToy",
+    "Task",
+    "TaskFactory",
+    "Toy",
+    "available",
+    "get",
+]

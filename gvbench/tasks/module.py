@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from gvbench.estimators import Estimator, Sampler
+from gvbench.estimators.estimator import Variable
 from gvbench.estimators.validation import check_count
 from gvbench.tasks.base import Parameters, Task, check_device
 from gvbench.tasks.memory import PassSizes
@@ -87,6 +88,9 @@ class ModuleTask(DrawPasses, Task):
             any. A call whose ``dim`` has another size is refused, naming its line and the
             ``dim`` that has the declared size.
         relaxed_inputs: whether the module accepts relaxed samples (GS, REBAR, RELAX).
+        variable: what the module samples: ``"categorical"`` (default), or ``"subset"`` for a
+            model that selects k of n items and calls ``sample(logits, size)``; the
+            estimators of the other kind are not applicable to it.
         sequential_choices: whether some choice's logits depend on earlier samples.
         batched: ``"auto"`` (default): the faster of vmap and a plain loop, measured once by
             :meth:`calibrate`; ``True``: vmap; ``False``: one draw per pass.
@@ -107,6 +111,7 @@ class ModuleTask(DrawPasses, Task):
         name: str = "module",
         arity: int | None = None,
         relaxed_inputs: bool = False,
+        variable: Variable = "categorical",
         sequential_choices: bool = False,
         batched: bool | Literal["auto"] = "auto",
         max_draws_per_pass: int | None = None,
@@ -136,6 +141,9 @@ class ModuleTask(DrawPasses, Task):
             self._arity_origin = f"{type(module).__name__}.arity"
         self._arity = arity
         self.relaxed_inputs = relaxed_inputs
+        if variable not in ("categorical", "subset"):
+            raise ValueError(f"variable must be 'categorical' or 'subset', got {variable!r}")
+        self.variable = variable
         self.sequential_choices = sequential_choices
         if batched not in (True, False, "auto"):
             raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
@@ -251,6 +259,7 @@ class ModuleTask(DrawPasses, Task):
             "module": type(self.module).__name__,
             "parameters": sum(p.numel() for p in self.parameters().values()),
             "examples": self.examples,
+            **({"variable": self.variable} if self.variable != "categorical" else {}),
             **self._config,
         }
 
@@ -270,7 +279,9 @@ class ModuleTask(DrawPasses, Task):
             )
         inputs = tuple(x[:batch_size] for x in self.inputs)
         part = f"{type(self.module).__name__}.forward"
-        sample = ModuleSampler(sample, batch_size, self._arity, self._arity_origin, self.name)
+        sample = ModuleSampler(
+            sample, batch_size, self._arity, self._arity_origin, self.name, self.variable
+        )
         try:
             if state is None:
                 output = self.module(*inputs, sample=sample)
@@ -326,9 +337,9 @@ class ModuleTask(DrawPasses, Task):
                 "the harness batches draws through ModuleTask.gradients"
             )
         state = {**self._buffers(), **{n: v[0] for n, v in params.items()}}
-        return self._losses(state, lambda logits, **kw: sample(logits[None], **kw)[0], batch_size)[
-            None
-        ]
+        return self._losses(
+            state, lambda logits, *size, **kw: sample(logits[None], *size, **kw)[0], batch_size
+        )[None]
 
 
 def _check_takes_sample(module: nn.Module) -> None:

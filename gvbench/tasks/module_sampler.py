@@ -6,7 +6,8 @@ axis has the declared arity (a silent wrong axis samples the wrong variables). A
 ``shared=True`` is one choice for the whole minibatch (an architecture, a routing per batch):
 its logits get an example axis of size 1, which the estimators broadcast over the examples
 (:func:`gvbench.estimators.surrogates.sum_to_examples`). A misshapen call is refused with one
-line that names the line of the user's code that made it.
+line that names the line of the user's code that made it. A task that samples k-subsets
+(``variable="subset"``) is called ``sample(logits, size)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators import Sampler
+from gvbench.estimators.estimator import Variable
 
 # Frames from these folders are not the user's code: torch, gvbench and the standard library.
 OUTSIDE_USER_CODE = tuple(
@@ -61,7 +63,8 @@ def where(frame: traceback.FrameSummary | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ModuleSampler:
-    """``sample(logits, *, dim=-1, shared=False)`` as a module's forward calls it.
+    """``sample(logits, *, dim=-1, shared=False)`` as a module's forward calls it, or
+    ``sample(logits, size, …)`` where the task samples k-subsets.
 
     Args:
         sample: the estimator's sampler (the draw axis, if any, is added beyond this one).
@@ -70,6 +73,7 @@ class ModuleSampler:
         arity_origin: where ``arity`` came from, for the message (``arity=16 on the
             ModuleTask``).
         task: the task's name, for the message.
+        variable: what the task samples, ``"categorical"`` or ``"subset"``.
     """
 
     sample: Sampler
@@ -77,12 +81,19 @@ class ModuleSampler:
     arity: int | None
     arity_origin: str
     task: str
+    variable: Variable = "categorical"
 
-    def __call__(self, logits: Tensor, *, dim: int = -1, shared: bool = False) -> Tensor:
+    def __call__(
+        self, logits: Tensor, size: int | None = None, *, dim: int = -1, shared: bool = False
+    ) -> Tensor:
         """A sample of ``logits`` over ``dim``: one per example (the logits' first axis is the
-        batch), or with ``shared=True`` one for the whole minibatch (no batch axis)."""
+        batch), or with ``shared=True`` one for the whole minibatch (no batch axis); a
+        k-subset of ``size`` items where the task samples k-subsets."""
         if not isinstance(shared, bool):
             raise TypeError(f"shared must be True or False, got {shared!r}")
+        if (size is None) == (self.variable == "subset"):
+            raise ChoiceShapeError(self._variable_message(logits, size))
+        sizes = () if size is None else (size,)
         if (
             not isinstance(logits, Tensor)
             or logits.dim() == 0
@@ -90,7 +101,7 @@ class ModuleSampler:
             or not isinstance(dim, numbers.Integral)
             or not -logits.dim() <= dim < logits.dim()
         ):
-            return self.sample(logits, dim=dim)  # the estimator's own checks name the problem
+            return self.sample(logits, *sizes, dim=dim)  # the estimator's checks name the problem
         given = int(dim)
         # A negative dim stays the category axis when axes are added in front (the example
         # axis of a shared call, the draw axis of a harness call).
@@ -100,14 +111,28 @@ class ModuleSampler:
         # The last axis is the Sampler protocol's default, and some samplers take no dim.
         options = {} if dim == -1 else {"dim": dim}
         if shared:
-            return self.sample(logits.unsqueeze(0), **options)[0]
+            return self.sample(logits.unsqueeze(0), *sizes, **options)[0]
         if logits.dim() < 2 or dim == -logits.dim() or logits.shape[0] != self.batch_size:
             raise ChoiceShapeError(
                 f"{self._call(logits, given)}: a per-example choice's logits start with the "
                 f"batch axis ({self.batch_size} examples), followed by its variables and "
                 "categories; pass shared=True if it is one choice for the whole minibatch"
             )
-        return self.sample(logits, **options)
+        return self.sample(logits, *sizes, **options)
+
+    def _variable_message(self, logits: object, size: int | None) -> str:
+        site = where(user_frame(traceback.extract_stack()))
+        call = f"ModuleTask {self.task!r}: the sampler call" + (f" at {site}" if site else "")
+        if size is None:
+            return (
+                f"{call} gives no size, but the task samples k-subsets (variable='subset'); "
+                "call sample(logits, size) with the number of items to choose"
+            )
+        return (
+            f"{call} asks for a subset of size={size!r}, but the task samples categorical "
+            "variables; declare ModuleTask(..., variable='subset') for a model that selects k "
+            "items"
+        )
 
     def _call(self, logits: Tensor, dim: int) -> str:
         site = where(user_frame(traceback.extract_stack()))
