@@ -153,6 +153,39 @@ def test_a_binary_estimator_for_categorical_latents_is_refused_at_the_door(tmp_p
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (
+            lambda: E.st_gumbel_top_k(torch.zeros(2, 4), 5),
+            r"size \(items chosen\) must be an integer in \[1, n - 1\] = \[1, 3\] for n = 4 "
+            "items, got 5",
+        ),
+        (lambda: E.subset_rloo(lambda s: s(torch.zeros(2, 4), 0).sum(-1)), "got 0$"),
+        (
+            lambda: E.get("st_gumbel_top_k")(lambda s: s(torch.zeros(2, 4)).sum(-1)),
+            r"st_gumbel_top_k samples k-subsets: call sample\(logits, size\)",
+        ),
+        (
+            lambda: E.subset_reinforce(lambda s: s(torch.zeros(2, 4)).sum(-1)),
+            r"called sample\(logits, size\)",
+        ),
+    ],
+)
+def test_a_bad_k_subset_is_one_line(call, says):
+    with pytest.raises((ValueError, TypeError), match=says) as error:
+        call()
+    one_line(error)
+
+
+def test_a_subset_estimator_for_categorical_choices_is_refused_at_the_door(tmp_path):
+    with pytest.raises(SystemExit, match=r"no estimator applies to the toy task: RLOO \(subset\)"):
+        main(["sweep", "toy", "--estimators", "subset_rloo", "--out", str(tmp_path / "t.nc")])
+    with pytest.raises(SystemExit, match="subset_rloo samples k-subsets; the experiments'"):
+        main(["train", "vae", "--estimator", "subset_rloo", "--out-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_learning_rate_that_overflows_the_model_is_training_diverged(tmp_path):
     config = ListOpsConfig(**{**TINY, "lr": 1e30, "steps": 30})
     with pytest.raises(gvbench.training.TrainingDiverged, match="training diverged at step"):

@@ -93,6 +93,11 @@ class RunConfig:
                 "estimator exact enumerates every joint outcome of the model's choices; it is a "
                 "reference for the harness, not a training estimator"
             )
+        if info(self.estimator).variable != "categorical":
+            raise ValueError(
+                f"estimator {self.estimator} samples k-subsets; the experiments' models make "
+                "categorical choices: use a categorical estimator (see `gvbench list`)"
+            )
         get(self.estimator, **self.estimator_options())  # KeyError / ValueError naming the option
         for name, least in self.COUNTS.items():
             check_count(getattr(self, name), name, least, 2**62)
