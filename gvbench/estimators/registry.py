@@ -119,20 +119,13 @@ def register(
             module task measures it one draw per pass, not under ``torch.func`` transforms.
         footprint: its memory per example in runs of the objective beyond the K runs it keeps
             (a number or ``f(options)``), which bounds the draws per pass.
-        variable: what it samples: ``"categorical"`` (one-hot rows) or ``"subset"``
-            (k-hot rows, ``size`` of n items; :mod:`gvbench.estimators.subset_law`). A
-            subset sampler is ``fn(logits, size, tau=…, *, dim=-1, generator=None)``, its
-            objective calls ``sample(logits, size)``; a task samples one kind, and an
-            estimator of the other is not applicable to it.
+        variable: what it samples, ``"categorical"`` (one-hot rows) or ``"subset"`` (k-hot
+            rows, ``fn(logits, size, tau=…, *, dim=-1, generator=None)``; see the k-subset law).
 
     Raises:
         ValueError: the name is already registered.
         TypeError: a signature that :func:`_signature` refuses.
     """
-    if variable not in ("categorical", "subset"):
-        raise ValueError(f"variable must be 'categorical' or 'subset', got {variable!r}")
-    if variable == "subset" and binary_only:
-        raise ValueError("a k-subset estimator cannot be binary_only")
     flags = {
         "unbiased": unbiased,
         "relaxed": relaxed,
@@ -147,7 +140,7 @@ def register(
         "evaluations": evaluations,
         "transforms": transforms,
         "footprint": footprint,
-        "variable": variable,
+        "variable": _checked_variable(variable, binary_only),
     }
 
     def decorate(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -159,6 +152,16 @@ def register(
         return function
 
     return decorate
+
+
+def _checked_variable(variable: object, binary_only: bool) -> Variable:
+    """``variable`` as :func:`register` takes it; ValueError naming it otherwise. A task
+    samples one kind, and an estimator of the other is not applicable to it."""
+    if variable not in ("categorical", "subset"):
+        raise ValueError(f"variable must be 'categorical' or 'subset', got {variable!r}")
+    if variable == "subset" and binary_only:
+        raise ValueError("a k-subset estimator cannot be binary_only")
+    return variable  # type: ignore[return-value]
 
 
 def _signature(function: Callable[..., Tensor], variable: Variable) -> dict[str, Any]:
