@@ -14,8 +14,10 @@ take their gradient from a second MAP state at logits moved against the upstream
   - \mathrm{MAP}(\theta - \eta u + \tau\varepsilon)]/(2\eta)`, and :math:`\lambda` adapts
   (:class:`AdaptiveLambda`) so that a gradient row has about one non-zero entry.
 
-The norms are over every row of the call (the authors' minibatch). The logits' leading
-dimensions are rows, items are along ``dim``.
+The logits' leading dimensions are rows (one k-subset each), items are along ``dim``.
+AIMLE's norms are each row's, where the authors' code takes them over its minibatch: a row's
+estimate then does not depend on the rows that share its call (the harness stacks R draws in
+one call, R set by memory), and with one row per call the two are the same.
 """
 
 from __future__ import annotations
@@ -223,8 +225,8 @@ def aimle(
     r"""AIMLE, adaptive I-MLE (Minervini, Franceschi & Niepert, AAAI 2023) for k-subsets.
 
     Approximates: as :func:`imle`, the gradient for :math:`z = \mathrm{topk}(\theta + \tau\varepsilon)`.
-    With: :math:`\eta = \lambda\|\theta\|/\|u\|` (0 where :math:`u = 0`), norms over the
-    call's rows; ``symmetric`` (central difference, the paper's estimator):
+    With: :math:`\eta = \lambda\|\theta\|/\|u\|` (0 where :math:`u = 0`), each row's norms
+    (the authors': their minibatch's); ``symmetric`` (central difference, the paper's estimator):
     :math:`\hat g = [\mathrm{topk}(\theta + \eta u + \tau\varepsilon) - \mathrm{topk}(\theta - \eta u + \tau\varepsilon)]/(2\eta)`;
     else :math:`\hat g = [z - \mathrm{topk}(\theta - \eta u + \tau\varepsilon)]/\eta`.
     ``lam``: an :class:`AdaptiveLambda` (the registry's default: starts at 1 and adapts after
@@ -241,8 +243,9 @@ def aimle(
 
     def rule(size: int) -> GradientRule:
         def gradient(theta: Tensor, noise: Tensor, sample: Tensor, upstream: Tensor) -> Tensor:
-            norm = torch.linalg.vector_norm(upstream)
-            scale = torch.where(norm > 0, state.lam * torch.linalg.vector_norm(theta) / norm, 0.0)
+            upstream_norm = torch.linalg.vector_norm(upstream, dim=-1, keepdim=True)
+            theta_norm = torch.linalg.vector_norm(theta, dim=-1, keepdim=True)
+            scale = torch.where(upstream_norm > 0, state.lam * theta_norm / upstream_norm, 0.0)
             right = top_k_map(theta - scale * upstream + noise, size)
             if symmetric:
                 difference = (top_k_map(theta + scale * upstream + noise, size) - right) / 2
