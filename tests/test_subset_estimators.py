@@ -111,6 +111,12 @@ def test_exact_enumeration_of_subsets_is_the_brute_force_sum():
     torch.testing.assert_close(leaf.grad, brute_force_gradient(THETA, 2, f))
 
 
+def test_too_many_subsets_to_enumerate_are_refused_before_they_are_listed():
+    logits = torch.zeros(2, 40)  # C(40, 20) = 1.4e11 subsets
+    with pytest.raises(ValueError, match=r"C\(40, 20\) = 137846528820 outcomes, more than"):
+        E.exact(lambda sample: sample(logits, 20).sum(-1))
+
+
 # --- the bias of the Gumbel top-k estimators, measured ---------------------------------------
 
 

@@ -12,11 +12,13 @@ are its C(n, k) subsets (:func:`~gvbench.estimators.subset_law.enumerate_subsets
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from gvbench.estimators.registry import Objective, register
-from gvbench.estimators.subset_law import enumerate_subsets, subset_log_prob
+from gvbench.estimators.subset_law import check_subset_size, enumerate_subsets, subset_log_prob
 from gvbench.estimators.surrogates import log_prob, sum_to_examples
 from gvbench.estimators.validation import (
     check_count,
@@ -30,9 +32,10 @@ class _Replay:
     """Sampler that plays configuration ``choices[i]`` at its i-th call (0 beyond the prefix);
     categorical, or a k-subset sampler where a call gives ``size``."""
 
-    def __init__(self, choices: list[int], example_ndim: int | None) -> None:
+    def __init__(self, choices: list[int], example_ndim: int | None, most: int) -> None:
         self.choices = choices
         self.example_ndim = example_ndim
+        self.most = most  # outcomes of one call beyond which it is refused (max_outcomes)
         self.arities: list[int] = []
         self.log_probs: list[Tensor] = []
 
@@ -42,7 +45,7 @@ class _Replay:
         call = len(self.arities)
         choice = self.choices[call] if call < len(self.choices) else 0
         # the outcomes of one variable: its categories, or its subsets as k-hot rows
-        rows = None if size is None else enumerate_subsets(theta.shape[-1], size, dtype=theta.dtype)
+        rows = None if size is None else self._subsets(theta, size)
         n = theta.shape[-1] if rows is None else len(rows)
         if self.example_ndim is None:
             # First replay: the example shape is not known until the objective returns; the
@@ -64,6 +67,18 @@ class _Replay:
         self.log_probs.append(log_prob(theta, sample))
         return sample.movedim(-1, dim)
 
+    def _subsets(self, theta: Tensor, size: int) -> Tensor:
+        """Every ``size``-subset of the items as k-hot rows, refused (before they are
+        listed) where they alone are more than ``max_outcomes``."""
+        n = theta.shape[-1]
+        count = math.comb(n, check_subset_size(size, n))
+        if count > self.most:
+            raise ValueError(
+                f"a k-subset of {size} of {n} items has C({n}, {size}) = {count} outcomes, more "
+                f"than max_outcomes={self.most}; use a high-sample estimate (subset_rloo) instead"
+            )
+        return enumerate_subsets(n, size, dtype=theta.dtype)
+
 
 def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) -> Tensor:
     r"""Per-example :math:`\mathbb{E}_q[f] = \sum_{\text{outcomes}} q(\text{outcome})\,f(\text{outcome})`, differentiable.
@@ -78,7 +93,7 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
     check_objective(objective)
     max_outcomes = check_count(max_outcomes, "max_outcomes", 1, maximum=1 << 40)
     # One probing run tells how many leading dimensions index independent examples.
-    probe = _Replay([], None)
+    probe = _Replay([], None, max_outcomes)
     example_ndim = check_losses(objective(probe)).dim()
     if not probe.arities:
         raise ValueError("the objective made no discrete choice (it never called the sampler)")
@@ -86,7 +101,7 @@ def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) 
     choices: list[int] = []
     visited = 0
     while True:
-        replay = _Replay(choices, example_ndim)
+        replay = _Replay(choices, example_ndim, max_outcomes)
         loss = objective(replay)
         log_q = sum(sum_to_examples(lp, loss.shape, "enumeration") for lp in replay.log_probs)
         term = log_q.exp() * loss
