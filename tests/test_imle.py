@@ -10,7 +10,8 @@ import torch
 
 import gvbench.estimators as E
 from gvbench.estimators.sum_of_gamma import gamma_quantile, sum_of_gamma_noise
-from tests.stats import assert_within_se
+from tests.stats import assert_variance_not_above, assert_within_se
+from tests.test_simple import bias2
 
 # --- ports of uclnlp/torch-imle imle/wrapper.py and EdinburghNLP/torch-adaptive-imle
 # imle/aimle.py, imle/target.py and imle/solvers.py, in torch, fed our noise ----------------
@@ -225,3 +226,43 @@ def test_noise_is_the_same_from_a_noise_stream():
     from_stream = sum_of_gamma_noise((3, 4), 2, like, 10, stream)
     from_generator = sum_of_gamma_noise((3, 4), 2, like, 10, torch.Generator().manual_seed(7))
     assert torch.equal(from_stream, from_generator)
+
+
+# --- AIMLE's claim for its central difference: against the gradient of the k-subset law
+# (exact by enumeration), less bias and less variance than the one-sided difference ---------
+
+
+def test_the_central_difference_has_less_bias_and_variance_than_the_one_sided():
+    """λ held at the default 1; 2 of 6 items, a softplus objective with interactions
+    (measured: bias² 0.042 ± 0.002 against 0.241 ± 0.009, 22 SE apart; variance 0.95 against
+    2.77, 27 SE apart)."""
+    n, k, draws = 6, 2, 10_000
+    generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(n, dtype=torch.float64, generator=generator)
+    w = torch.randn(n, n, dtype=torch.float64, generator=generator) / 2
+    c = torch.randn(n, dtype=torch.float64, generator=generator)
+
+    def f(z):
+        quadratic = torch.einsum("...i,ij,...j->...", z, w, z)
+        return torch.nn.functional.softplus(quadratic / 3 + z @ c) + (z @ c) ** 2 / 4
+
+    leaf = theta[None].clone().requires_grad_()
+    E.exact(lambda sample: f(sample(leaf, k))).sum().backward()
+    exact = leaf.grad[0]
+    found = {}
+    for symmetric in (True, False):
+        leaf = theta.expand(draws, -1).clone().requires_grad_()
+        estimator = E.get("aimle", lam=1.0, symmetric=symmetric)
+        estimator(
+            lambda sample, leaf=leaf: f(sample(leaf, k)),
+            generator=torch.Generator().manual_seed(1),
+        ).sum().backward()
+        found[symmetric] = leaf.grad
+    (central, se_central), (one_sided, se_one_sided) = (
+        bias2(found[True], exact),
+        bias2(found[False], exact),
+    )
+    assert (one_sided - central) / math.hypot(se_central, se_one_sided) > 5
+    assert assert_variance_not_above(found[True], found[False]) < -5
+    with pytest.raises(AssertionError, match="above the baseline"):
+        assert_variance_not_above(found[False], found[True])
