@@ -26,7 +26,8 @@ from gvbench.estimators.straight_through import (
 )
 from gvbench.estimators.gumbel_rao import gumbel_rao
 from gvbench.estimators.zgr import zgr
-from gvbench.estimators.reinmax import reinmax
+from gvbench.estimators.reinmax import reinmax, reinmax_alpha
+from gvbench.estimators.reinmax_rao import reinmax_cv, reinmax_rao
 from gvbench.estimators.score_function import RunningMean, reinforce, rloo
 from gvbench.estimators.unordered_set import unordered_set
 from gvbench.estimators.indecater import indecater
@@ -130,6 +131,9 @@ __all__ = [
     "register",
     "reinforce",
     "reinmax",
+    "reinmax_alpha",
+    "reinmax_cv",
+    "reinmax_rao",
     "relax",
     "relaxed_top_k",
     "replace_gradient",
