@@ -13,9 +13,11 @@ from gvbench.estimators.subset_law import enumerate_subsets
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
-def subset_quadratic(n: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> Loss:
+def subset_quadratic(
+    n: int, seed: int = 0, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> Loss:
     """f(z) = (wᵀz − t)² for random weights w and t = 1: the chosen items interact."""
-    w = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    w = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
     return lambda z: (z @ w - 1.0).square()
 
 

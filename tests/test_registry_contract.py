@@ -322,7 +322,8 @@ SUBSET_SAMPLERS = [n for n in SUBSET if E.info(n).kind == "sample"]
 
 
 def subset_objective_for(logits: torch.Tensor, size: int = 2):
-    return subset_objective(logits, size, subset_quadratic(logits.shape[-1], dtype=logits.dtype))
+    f = subset_quadratic(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    return subset_objective(logits, size, f)
 
 
 @pytest.mark.parametrize("name", SUBSET)
@@ -408,6 +409,17 @@ def test_subset_finite_at_extreme_logits_and_low_temperature(name, scale):
     out = E.get(name, **options)(subset_objective_for(logits, 3), generator=torch.Generator())
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(logits.grad).all()
+
+
+@cuda
+@pytest.mark.parametrize("name", SUBSET)
+def test_subset_cuda(name):
+    logits = torch.randn(16, 6, device="cuda", requires_grad=True)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    out = E.get(name)(subset_objective_for(logits, 3), generator=generator)
+    out.sum().backward()
+    assert out.device.type == "cuda" and logits.grad.device.type == "cuda"
+    assert torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize("name", [n for n in SUBSET_SAMPLERS if "tau" in E.info(n).hyper])
