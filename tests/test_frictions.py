@@ -45,7 +45,7 @@ def test_an_unknown_estimator_is_one_line_with_a_suggestion():
     assert "\n" not in text  # and printed as it is, not as a quoted repr
     with pytest.raises(KeyError, match="did you mean 'rloo'"):
         E.get("RLOO")  # a label, in any case, finds its name
-    with pytest.raises(KeyError, match=r"unknown estimator 'zzz'; available: arm"):
+    with pytest.raises(KeyError, match=r"unknown estimator 'zzz'; available: aimle, arm"):
         E.info("zzz")
     with pytest.raises(SystemExit, match="did you mean 'st_gumbel_softmax'"):
         main(["sweep", "toy", "--estimators", "st_gumbel_sofmax", "--no-progress"])

@@ -116,7 +116,9 @@ def test_generator_reproduces_draws(name):
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
     if not E.info(name).exact:
-        assert not torch.equal(a[1], c[1])
+        # bitflip-1 and UGC are exact for one variable per example: their gradients may agree
+        # across seeds, their sampled losses do not.
+        assert not (torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -138,7 +140,8 @@ def test_finite_at_extreme_logits_and_low_temperature(name, scale):
 def test_float32_and_float64_agree_in_dtype(name):
     for dtype in (torch.float32, torch.float64):
         logits = torch.randn(8, 4, dtype=dtype, requires_grad=True)
-        y = getattr(E, name)(logits, tau=0.5)
+        options = {"tau": 0.5} if "tau" in E.info(name).hyper else {}
+        y = getattr(E, name)(logits, **options)
         assert y.dtype == dtype
         (y * torch.arange(4, dtype=dtype)).sum().backward()
         assert logits.grad.dtype == dtype

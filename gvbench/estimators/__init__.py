@@ -43,9 +43,6 @@ from gvbench.estimators.rodeo import SteinControl, rodeo
 from gvbench.estimators.simple import simple
 from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
 from gvbench.estimators.sfess import sfess
-from gvbench.estimators.simple import simple
-from gvbench.estimators.imle import AdaptiveLambda, aimle, imle
-from gvbench.estimators.simple import simple
 from gvbench.estimators.top_k import relaxed_top_k, st_gumbel_top_k
 from gvbench.estimators.subset_score_function import subset_reinforce, subset_rloo
 from gvbench.estimators.enumeration import enumerate_expectation, exact

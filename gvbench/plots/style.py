@@ -48,10 +48,30 @@ STYLE = {
     "Double CV": ("#663333", "D"),
     "RODEO": ("#BBCC33", "*"),
     "Decoupled ST": ("#225555", "<"),
+    "ZGR": ("#A58DE6", "o"),
+    "α-ReinMax": ("#8C4310", "v"),
+    "ReinMax-Rao": ("#D6AA9A", "^"),
+    "ReinMax-CV": ("#90C07F", "<"),
+    "ARSM": ("#63506E", ">"),
+    "bitflip-1": ("#CB646D", "s"),
+    "UGC": ("#0D4C2C", "p"),
+    "DARN": ("#1BA1FF", "*"),
+    "SIMPLE": ("#6B236E", "h"),
+    "I-MLE": ("#52781F", "D"),
+    "AIMLE": ("#C79050", "D"),
+    "REINFORCE (subset)": ("#C1ACCD", "d"),
+    "RLOO (subset)": ("#4A412D", "P"),
+    "SFESS": ("#57C2CC", "o"),
+    "Relaxed top-k": ("#3B539B", "v"),
+    "ST Gumbel top-k": ("#7D1D2F", "v"),
 }
 # Drawn solid: the paper's estimators and the exact gradient; every other estimator dashed,
 # so that the nearest colours (RLOO and GST-p, GS and US-BL: ΔE < 20) differ in line too.
 SOLID = frozenset({"ST", "ST-GS", "GS", "GR-MCK", "REINFORCE", "RLOO", "ReinMax", "Exact"})
+# The third round (ZGR on, and the k-subset estimators) dash-dotted: their colours, chosen at
+# least ΔE 24 from each other in CIELAB, may come near an older estimator's, whose line and
+# marker then differ from theirs.
+DASH_DOT = frozenset(list(STYLE)[list(STYLE).index("ZGR") :])
 # Variants and estimators gvbench does not know take thin markers, which no registered
 # estimator uses, and dotted or dash-dotted lines.
 THIN_MARKERS = ("1", "2", "3", "4", "x", "+")
@@ -102,7 +122,7 @@ def estimator_dashes(label: str) -> str:
     paper's estimators (and GR-MC10, …), dashed for the others, dotted or dash-dotted for a
     variant (by its options) and dotted for an estimator gvbench does not know."""
     if label in STYLE:
-        return "-" if label in SOLID else "--"
+        return "-" if label in SOLID else "-." if label in DASH_DOT else "--"
     variant = _variant(label)
     if variant:
         return (":", "-.")[(_hash(variant[1]) // 12) % 2]
