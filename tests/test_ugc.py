@@ -37,8 +37,9 @@ def categorical(phi):
 
 
 def paper_bitflip_1(phi, u, j, f):
-    """bitflip-1 as the paper writes it, one draw and one coordinate at a time: z = 1[u < p],
-    ĝ_j = K p_j (1 − p_j) (f(z^{j←1}) − f(z^{j←0})), 0 elsewhere."""
+    """bitflip-1 as described (bit_flips' docstring names the sources), one draw and one
+    coordinate at a time: z = 1[u < p], ĝ_j = K p_j (1 − p_j) (f(z^{j←1}) − f(z^{j←0})), 0
+    elsewhere."""
     rows, count = u.shape
     p = torch.sigmoid(phi)
     g = torch.zeros(rows, count, dtype=F64)
@@ -52,8 +53,9 @@ def paper_bitflip_1(phi, u, j, f):
 
 
 def paper_ugc(phi, u, j, f):
-    """UGC as the paper writes it: bitflip-1 where min(p, 1 − p) < 1/(2K), else DisARM's
-    ½(f(b) − f(b̃))(−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|φ_i|), b = 1[u < p], b̃ = 1[1 − u < p]."""
+    """UGC as described (bit_flips' docstring names the sources): bitflip-1 where
+    min(p, 1 − p) < 1/(2K), else DisARM's ½(f(b) − f(b̃))(−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|φ_i|),
+    b = 1[u < p], b̃ = 1[1 − u < p]."""
     rows, count = u.shape
     p = torch.sigmoid(phi)
     flips = paper_bitflip_1(phi, u, j, f)
@@ -84,8 +86,9 @@ def pool_of(u, j):
 
 
 def test_bitflip_1_and_ugc_are_the_papers_formulas_on_the_same_noise():
-    """No code was released with the paper: the formulas transcribed directly, on the same
-    uniforms and flipped variables (measured: the largest difference 0 for both)."""
+    """No code was released with the paper, whose body was not at hand: the formulas of the
+    abstract and the third-party account transcribed directly, on the same uniforms and flipped
+    variables (measured: the largest difference 0 for both)."""
     phi = torch.tensor([4.0, -3.0, 0.3], dtype=F64)  # two boundary bits (K = 3), one inside
     g = torch.Generator().manual_seed(0)
     u = torch.rand(400, 3, generator=g, dtype=F64)

@@ -160,7 +160,8 @@ def _disarm_gradients(
 
 def boundary(phi: Tensor, count: int) -> Tensor:
     r"""Where UGC takes bitflip-1: :math:`\min(p, 1 - p) < 1/(2K)`, :math:`p = \sigma(\varphi)`,
-    :math:`K` the variables of an example (the paper's threshold)."""
+    :math:`K` the variables of an example (the threshold of the account in the module's
+    docstring; the paper's own section on it was not at hand)."""
     return torch.sigmoid(-phi.abs()) < 1 / (2 * count)
 
 
@@ -196,8 +197,9 @@ def ugc(objective: Objective, *, generator: torch.Generator | None = None) -> Te
     and bitflip-1's is :math:`K\,\mathbb{E}[\Delta_i^2]`, with
     :math:`\Delta_i = f(b^{i\leftarrow 1}) - f(b^{i\leftarrow 0})` and :math:`D_i` the same
     difference taken across an antithetic pair of the other bits; the threshold makes
-    bitflip-1's the smaller wherever :math:`\mathbb{E}[\Delta_i^2] \le \mathbb{E}[D_i^2]` (the
-    paper's condition for UGC's variance to be at most DisARM's at every :math:`p`).
+    bitflip-1's the smaller wherever :math:`\mathbb{E}[\Delta_i^2] \le \mathbb{E}[D_i^2]` (a
+    sufficient condition for UGC's variance to be at most DisARM's at every :math:`p`, the
+    abstract's claim).
 
     Cost: three runs of the objective, :math:`f(b)`, :math:`f(\tilde b)` and
     :math:`f(b \oplus e_j)`; bitflip-1's sample is DisARM's :math:`b`, so each coordinate's
