@@ -33,7 +33,7 @@ class RunConfig:
 
     Validated on construction (unknown estimator, τ ≤ 0, K below the estimator's minimum,
     counts below their least value, a learning rate or momentum out of range, a τ schedule that
-    does not parse or leaves τ > 0) so that a bad run fails before any work. ``threads`` fixes
+    does not parse or does not keep τ > 0) so that a bad run fails before any work. ``threads`` fixes
     torch's intra-op threads for the run: the same configuration gives the same numbers however
     many runs share the machine. ``device`` is where it trains (``"cpu"``, ``"cuda"``,
     ``"cuda:1"``); it is part of the run's name, since another device gives other (equally
@@ -189,10 +189,12 @@ class RunConfig:
         """Readable, and unique per configuration (a short hash of every field)."""
         options = "".join(f"-{k}{v:g}" for k, v in self.estimator_options().items())
         if self.tau_schedule is not None:  # -tau1 → -tau1exp0.1: where it starts, how, to where
-            end = self.temperature.end
-            options = options.replace(
-                f"-tau{self.tau:g}", f"-tau{self.tau:g}{self.temperature.kind}{end:g}", 1
-            )
+            schedule = self.temperature
+            if schedule.kind == "call":  # -tau1 → -tau1call-anneal: the function's name
+                how = f"call-{str(schedule.reference).rsplit(':', 1)[-1].rsplit('.', 1)[-1]}"
+            else:
+                how = f"{schedule.kind}{schedule.end:g}"
+            options = options.replace(f"-tau{self.tau:g}", f"-tau{self.tau:g}{how}", 1)
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.prefix()}-{self.estimator}{options}-seed{self.seed}-{digest}"
 

@@ -56,6 +56,12 @@ def random_searches(
     Raises:
         TrainingDiverged: every trial of a base diverged.
     """
+    scheduled = [base.name() for base in bases if base.tau_schedule is not None]
+    if tau is not None and scheduled:
+        raise ValueError(
+            f"tau: a τ range cannot be searched for a run whose tau_schedule sets τ at every "
+            f"step ({scheduled[0]}); pass tau=None to search lr and momentum only"
+        )
     # Each base's trials are drawn from the same seed: adding a base changes no other.
     configs = [
         config
