@@ -178,6 +178,18 @@ def test_a_bad_k_subset_is_one_line(call, says):
     one_line(error)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [n for n, i in E.available().items() if i.variable == "categorical" and not i.exact],
+)
+def test_a_categorical_estimator_given_a_subset_objective_is_one_line(name):
+    arity = 2 if E.info(name).binary_only else 4
+    logits = torch.zeros(2, 3, arity, requires_grad=True)
+    with pytest.raises(TypeError, match=r"takes no size \(got 2\).*k-subset estimator") as error:
+        E.get(name)(lambda sample: sample(logits, 2).sum((-1, -2)))
+    one_line(error)
+
+
 def test_a_subset_estimator_for_categorical_choices_is_refused_at_the_door(tmp_path):
     with pytest.raises(SystemExit, match=r"no estimator applies to the toy task: RLOO \(subset\)"):
         main(["sweep", "toy", "--estimators", "subset_rloo", "--out", str(tmp_path / "t.nc")])

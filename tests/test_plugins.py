@@ -197,7 +197,9 @@ def test_tasks_come_from_plugins_and_experiments_and_no_plugin_writes_tasks(inst
         assert isinstance(tasks.get("study"), Wider)
     monkeypatch.setitem(tasks.TASKS, "mine", Wider)  # what an --import module does
     assert tasks.available()["mine"] is Wider
-    with pytest.raises(KeyError, match=r"unknown task 'nope'; available: mine, study, subset_toy, toy, wider"):
+    with pytest.raises(
+        KeyError, match=r"unknown task 'nope'; available: mine, study, subset_toy, toy, wider"
+    ):
         tasks.get("nope")
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from gvbench.estimators.validation import refuse_subset_size
+
 __all__ = ["bernoulli", "categorical_from_bernoulli"]
 
 
@@ -42,7 +44,8 @@ def bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
 def categorical_from_bernoulli(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """A categorical sampler over exactly 2 categories from a Bernoulli one (logit = θ₁ − θ₀)."""
 
-    def sample(logits: Tensor, *, dim: int = -1) -> Tensor:
+    def sample(logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         if logits.shape[dim] != 2:
             raise ValueError(
                 f"{getattr(sampler, '__name__', 'this estimator')} is binary-only: logits need "

@@ -15,20 +15,14 @@ from gvbench.estimators.registry import Objective, register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
 from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import (
-    NonFiniteLogits,
+    check_bernoulli_logit,
     check_logits,
     check_losses,
     check_objective,
     check_real,
+    refuse_subset_size,
     validate_args,
 )
-
-
-def _check_logit(logit: Tensor) -> None:
-    if not isinstance(logit, Tensor) or not logit.is_floating_point():
-        raise ValueError("logit must be a floating-point torch.Tensor")
-    if logit.numel() and not bool(torch.isfinite(logit).all()):
-        raise NonFiniteLogits("logit must be finite (no NaN or ±inf)")
 
 
 @register(
@@ -71,7 +65,7 @@ def foust_reconstruction(
     Forward value: :math:`t` (relaxed: :math:`f` must accept values in :math:`[0, 1]`; :math:`t`
     rounds to :math:`b`). Gradient: :math:`w(b)\,p(1-p)\,\partial f/\partial t`.
     """
-    _check_logit(logit)
+    check_bernoulli_logit(logit)
     a = check_real(uniform_low, "uniform_low")
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"uniform_low must lie in [0, 1], got {uniform_low!r}")
@@ -99,7 +93,8 @@ class _AntitheticSampler:
         self.pick, self.generator, self.first = pick, generator, first
         self.calls: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # φ, u, b, b̃
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         if logits.shape[dim] != 2:
             raise ValueError(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import register
 from gvbench.estimators.sampling import replace_gradient, uniform_like
-from gvbench.estimators.validation import NonFiniteLogits, validate_args
+from gvbench.estimators.validation import check_bernoulli_logit
 
 __all__ = ["darn"]
 
@@ -40,10 +40,7 @@ def darn(logit: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     ZGR's gradient is DARN's. One run of the objective; ``logit`` of any shape, one variable
     per element.
     """
-    if not isinstance(logit, Tensor) or not logit.is_floating_point():
-        raise ValueError("logit must be a floating-point torch.Tensor")
-    if logit.numel() and validate_args() and not bool(torch.isfinite(logit).all()):
-        raise NonFiniteLogits("logit must be finite (no NaN or ±inf)")
+    check_bernoulli_logit(logit)
     p = torch.sigmoid(logit)
     b = (uniform_like(logit.shape, logit, generator) < p.detach()).to(logit.dtype)
     q = torch.where(b > 0, p, 1 - p).detach()

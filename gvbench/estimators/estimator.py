@@ -20,7 +20,13 @@ from torch import Tensor
 from gvbench.estimators.adapters import categorical_from_bernoulli
 from gvbench.estimators.state import EstimatorState
 from gvbench.estimators.streams import NoiseStream
-from gvbench.estimators.validation import MAX_K, check_count, check_losses, check_objective
+from gvbench.estimators.validation import (
+    MAX_K,
+    check_count,
+    check_losses,
+    check_objective,
+    refuse_subset_size,
+)
 
 __all__ = [
     "Choices",
@@ -211,7 +217,8 @@ class Estimator:
                 functools.partial(function, generator=generator, **options)
             )
 
-        def sample(logits: Tensor, *, dim: int = -1) -> Tensor:
+        def sample(logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+            refuse_subset_size(size)
             return function(logits, dim=dim, generator=generator, **options)
 
         return sample

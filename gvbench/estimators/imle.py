@@ -32,20 +32,14 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from gvbench.estimators.registry import register
 from gvbench.estimators.state import Adaptation
-from gvbench.estimators.subset_law import check_subset
+from gvbench.estimators.subset_law import check_subset, top_k_hot
 from gvbench.estimators.sum_of_gamma import sum_of_gamma_noise
 from gvbench.estimators.validation import check_count, check_real, check_tau
 
-__all__ = ["AdaptiveLambda", "aimle", "imle", "top_k_map"]
+__all__ = ["AdaptiveLambda", "aimle", "imle"]
 
 # Backward rule: (θ, scaled noise, sample, upstream gradient) -> the gradient w.r.t. θ.
 GradientRule = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-
-
-def top_k_map(scores: Tensor, size: int) -> Tensor:
-    """The MAP state of the k-subset law: k-hot on the ``size`` largest scores (last dim)."""
-    index = scores.detach().topk(size, -1).indices
-    return torch.zeros_like(scores.detach()).scatter(-1, index, 1.0)
 
 
 class _PerturbAndMap(torch.autograd.Function):
@@ -55,7 +49,7 @@ class _PerturbAndMap(torch.autograd.Function):
 
     @staticmethod
     def forward(theta: Tensor, noise: Tensor, size: int, rule: GradientRule) -> Tensor:
-        return top_k_map(theta + noise, size)
+        return top_k_hot(theta + noise, size)
 
     @staticmethod
     def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:
@@ -118,7 +112,7 @@ def imle(
 
     def rule(size: int) -> GradientRule:
         def gradient(theta: Tensor, noise: Tensor, sample: Tensor, upstream: Tensor) -> Tensor:
-            return sample - top_k_map(theta - lam * upstream + noise, size)
+            return sample - top_k_hot(theta - lam * upstream + noise, size)
 
         return gradient
 
@@ -236,6 +230,8 @@ def aimle(
     if lam is None:
         lam = AdaptiveLambda(adapting=False)
     elif not isinstance(lam, AdaptiveLambda):
+        if not check_real(lam, "lam") > 0:  # λ = 0 would scale every gradient to zero
+            raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
         lam = AdaptiveLambda(check_real(lam, "lam"), adapting=False)
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
@@ -246,9 +242,9 @@ def aimle(
             upstream_norm = torch.linalg.vector_norm(upstream, dim=-1, keepdim=True)
             theta_norm = torch.linalg.vector_norm(theta, dim=-1, keepdim=True)
             scale = torch.where(upstream_norm > 0, state.lam * theta_norm / upstream_norm, 0.0)
-            right = top_k_map(theta - scale * upstream + noise, size)
+            right = top_k_hot(theta - scale * upstream + noise, size)
             if symmetric:
-                difference = (top_k_map(theta + scale * upstream + noise, size) - right) / 2
+                difference = (top_k_hot(theta + scale * upstream + noise, size) - right) / 2
             else:
                 difference = sample - right
             state.update(difference)

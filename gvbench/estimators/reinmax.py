@@ -35,14 +35,23 @@ def reinmax(
     """
     dim = check_logits(logits, dim)
     tau = check_tau(tau, logits.dtype)
+    sample, pi0, _, _, midpoint = _heun_terms(logits, tau, dim, generator)
+    pi2 = 2.0 * midpoint - 0.5 * pi0
+    return replace_gradient(sample, pi2)
+
+
+def _heun_terms(
+    logits: Tensor, tau: float, dim: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """D, π₀, σ = softmax(θ/τ), π₁ = ½(D + σ) and softmax(sg(log π₁ − θ) + θ): the value π₁
+    with the softmax's Jacobian at π₁, which both ReinMax and α-ReinMax differentiate."""
     sample = categorical_one_hot(logits, dim, generator)
     pi0 = torch.softmax(logits, dim)
-    pi1 = 0.5 * (sample + tempered_softmax(logits, tau, dim))
+    sigma = tempered_softmax(logits, tau, dim)
+    pi1 = 0.5 * (sample + sigma)
     # A masked category (θ = -inf, π₁ = 0) gives -inf - (-inf) = NaN; it must stay at 0.
     correction = torch.nan_to_num((pi1.log() - logits).detach(), nan=-torch.inf)
-    pi1 = torch.softmax(correction + logits, dim)
-    pi2 = 2.0 * pi1 - 0.5 * pi0
-    return replace_gradient(sample, pi2)
+    return sample, pi0, sigma, pi1, torch.softmax(correction + logits, dim)
 
 
 @register(unbiased=False, label="α-ReinMax")
@@ -81,12 +90,7 @@ def reinmax_alpha(
     alpha = check_real(alpha, "alpha")
     if not (alpha > 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha must be a finite number > 0 (1 is ReinMax), got {alpha!r}")
-    sample = categorical_one_hot(logits, dim, generator)
-    pi0 = torch.softmax(logits, dim)
-    sigma = tempered_softmax(logits, tau, dim)
-    pi1 = 0.5 * (sample + sigma)
-    correction = torch.nan_to_num((pi1.log() - logits).detach(), nan=-torch.inf)
-    midpoint = torch.softmax(correction + logits, dim)
+    sample, pi0, sigma, pi1, midpoint = _heun_terms(logits, tau, dim, generator)
     # ∂step_i/∂θ_j = (D − σ)_i (δ_ij − π₁_j); a masked θ_j = -inf enters as 0 (its π's are 0).
     finite = torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits))
     offset = (pi1.detach() * finite).sum(dim, keepdim=True)

@@ -38,6 +38,7 @@ from gvbench.estimators.validation import (
     check_losses,
     check_objective,
     check_real,
+    refuse_subset_size,
 )
 
 __all__ = ["ControlVariate", "rebar", "relax"]
@@ -239,7 +240,8 @@ class _Recorder:
         self.call = 0
         self.temperature: Tensor | None = None
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         theta = logits.movedim(dim, -1)
         if self.play is None:

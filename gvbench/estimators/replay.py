@@ -29,7 +29,12 @@ from torch import Tensor
 from gvbench.estimators.registry import Objective
 from gvbench.estimators.sampling import uniform_like
 from gvbench.estimators.surrogates import sum_to_examples
-from gvbench.estimators.validation import check_logits, check_losses, validate_args
+from gvbench.estimators.validation import (
+    check_logits,
+    check_losses,
+    refuse_subset_size,
+    validate_args,
+)
 
 Play = Callable[[int, Tensor], Tensor]
 """``play(call, θ)``: the category index to play at a call, shaped as θ less its category dim
@@ -60,7 +65,8 @@ class Replay:
         self.indices: list[Tensor] = []
         self.samples: list[Tensor] = []  # the one-hot samples played, categories last
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         theta = logits.movedim(dim, -1)
         call = len(self.thetas)

@@ -25,6 +25,7 @@ __all__ = ["sfess"]
     unbiased=True,
     label="SFESS",
     variable="subset",
+    default=False,  # RLOO (subset) draw for draw: a default sweep would measure it twice
     min_k=2,
     max_k=1 << 16,  # each sample is one run of the objective
     evaluations=lambda o, c: o["k"],

@@ -20,6 +20,7 @@ an integer in :math:`[1, n-1]` (``0`` and ``n`` leave a single subset, nothing t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
@@ -39,6 +40,7 @@ __all__ = [
     "subset_log_prob",
     "subset_marginals",
     "subset_sample",
+    "top_k_hot",
 ]
 
 
@@ -218,7 +220,18 @@ def enumerate_subsets(
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
         raise ValueError(f"n (items) must be an integer >= 2, got {n!r}")
     size = check_subset_size(size, int(n))
-    rows = torch.zeros(math.comb(n, size), n, dtype=dtype, device=device)
-    for row, chosen in enumerate(itertools.combinations(range(n), size)):
-        rows[row, list(chosen)] = 1
-    return rows
+    return _subset_rows(int(n), size).to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _subset_rows(n: int, size: int) -> Tensor:
+    # Kept: exact enumeration asks for the table at every sampler call of every outcome.
+    chosen = torch.tensor(list(itertools.combinations(range(n), size)))
+    return torch.zeros(len(chosen), n, dtype=torch.bool).scatter_(1, chosen, True)
+
+
+def top_k_hot(keys: Tensor, size: int) -> Tensor:
+    """The k-hot of the ``size`` largest ``keys`` along the last dimension, no gradient: the
+    MAP state of the k-subset law of logits ``keys``."""
+    index = keys.detach().topk(size, -1).indices
+    return torch.zeros_like(keys, memory_format=torch.contiguous_format).scatter(-1, index, 1.0)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators.sampling import categorical_one_hot
-from gvbench.estimators.validation import check_logits
+from gvbench.estimators.validation import check_logits, refuse_subset_size
 
 __all__ = ["ScoreRecorder", "log_prob", "score_surrogate", "sum_to_examples"]
 
@@ -65,7 +65,8 @@ class ScoreRecorder:
         self.generator = generator
         self.log_probs: list[Tensor] = []
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         sample = categorical_one_hot(logits, dim, self.generator)
         self.log_probs.append(log_prob(logits, sample, dim))

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from gvbench.estimators.registry import register
 from gvbench.estimators.sampling import gumbel_like, replace_gradient, tempered_softmax
-from gvbench.estimators.subset_law import check_subset
+from gvbench.estimators.subset_law import check_subset, top_k_hot
 from gvbench.estimators.validation import check_tau
 
 # The authors' floor on 1 − a before its log (np.finfo(np.float32).tiny), in every dtype.
@@ -47,12 +47,6 @@ def continuous_top_k(keys: Tensor, size: int, tau: float) -> Tensor:
         step = tempered_softmax(keys, tau, -1)
         relaxed = relaxed + step
     return relaxed
-
-
-def top_k_hot(keys: Tensor, size: int) -> Tensor:
-    """The k-hot of the ``size`` largest ``keys`` along the last dimension, no gradient."""
-    index = keys.detach().topk(size, -1).indices
-    return torch.zeros_like(keys, memory_format=torch.contiguous_format).scatter(-1, index, 1.0)
 
 
 @register(unbiased=False, relaxed=True, label="Relaxed top-k", variable="subset")

@@ -40,6 +40,7 @@ from gvbench.estimators.validation import (
     check_logits,
     check_losses,
     check_objective,
+    refuse_subset_size,
 )
 
 
@@ -49,7 +50,8 @@ class _Probe:
     def __init__(self) -> None:
         self.calls: list[tuple[Tensor, int]] = []
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         self.calls.append((logits.detach(), dim))
         index = logits.detach().argmax(dim, keepdim=True)
@@ -63,7 +65,8 @@ class _Member:
         self.probe, self.choices, self.j = probe, choices, j
         self.log_probs: list[Tensor] = []
 
-    def __call__(self, logits: Tensor, *, dim: int = -1) -> Tensor:
+    def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
+        refuse_subset_size(size)
         dim = check_logits(logits, dim)
         call = len(self.log_probs)
         if call >= len(self.probe.calls) or not torch.equal(

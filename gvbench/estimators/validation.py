@@ -23,6 +23,25 @@ class NonFiniteLogits(ValueError):
     """Logits with NaN or +inf: a bad input, or, inside training, a model that has diverged."""
 
 
+def refuse_subset_size(size: object) -> None:
+    """A categorical sampler called as a k-subset one, ``sample(logits, size)``: one line."""
+    if size is not None:
+        raise TypeError(
+            f"this estimator samples categorical variables and takes no size (got {size!r}): "
+            "an objective that calls sample(logits, size) needs a k-subset estimator "
+            "(variable='subset' in gvbench list)"
+        )
+
+
+def check_bernoulli_logit(logit: Tensor) -> None:
+    """A Bernoulli sampler's one logit per variable: a floating tensor, finite where the value
+    checks are on (:func:`set_validate_args`; off under ``torch.func.vmap``)."""
+    if not isinstance(logit, Tensor) or not logit.is_floating_point():
+        raise ValueError("logit must be a floating-point torch.Tensor")
+    if logit.numel() and _validate and not bool(torch.isfinite(logit).all()):
+        raise NonFiniteLogits("logit must be finite (no NaN or ±inf)")
+
+
 def set_validate_args(value: bool) -> None:
     """Turn the value checks on logits (NaN, +inf) on or off globally.
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from gvbench.estimators import Choices, Estimator
+from gvbench.estimators.subset_law import check_subset_size
 from gvbench.tasks import Task
 
 # Examples × samples per backward pass (draws × batch size × the estimator's K when it
@@ -151,6 +152,8 @@ def choices(task: Task, batch_size: int) -> Choices:
 
     def probe(logits: Tensor, size: int | None = None, *, dim: int = -1) -> Tensor:
         moved = logits.detach().movedim(dim, -1)
+        if size is not None:
+            size = check_subset_size(size, moved.shape[-1])
         arity = moved.shape[-1] if size is None else math.comb(moved.shape[-1], size)
         calls.append((math.prod(moved.shape[2:-1]), arity))  # (R, B, *variables, n)
         index = moved.argmax(-1, keepdim=True) if size is None else moved.topk(size).indices

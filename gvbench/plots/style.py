@@ -71,7 +71,11 @@ SOLID = frozenset({"ST", "ST-GS", "GS", "GR-MCK", "REINFORCE", "RLOO", "ReinMax"
 # The third round (ZGR on, and the k-subset estimators) dash-dotted: their colours, chosen at
 # least ΔE 24 from each other in CIELAB, may come near an older estimator's, whose line and
 # marker then differ from theirs.
-DASH_DOT = frozenset(list(STYLE)[list(STYLE).index("ZGR") :])
+DASH_DOT = frozenset(
+    {"ZGR", "α-ReinMax", "ReinMax-Rao", "ReinMax-CV", "ARSM", "bitflip-1", "UGC", "DARN"}
+    | {"SIMPLE", "I-MLE", "AIMLE", "REINFORCE (subset)", "RLOO (subset)", "SFESS"}
+    | {"Relaxed top-k", "ST Gumbel top-k"}
+)
 # Variants and estimators gvbench does not know take thin markers, which no registered
 # estimator uses, and dotted or dash-dotted lines.
 THIN_MARKERS = ("1", "2", "3", "4", "x", "+")
