@@ -372,11 +372,16 @@ def snr(
     .. math::
         \mathrm{SE}^2/\mathrm{SNR}^2 = \frac{\bar u^\top\Sigma\bar u}{N\|\bar g\|^2}
         + \Big(\frac{\mathrm{SE}(V)}{2V}\Big)^2
-        - \frac{\mathrm{Cov}(\langle z, \bar u\rangle, \|z\|^2)}{N\|\bar g\| V},
+        - \frac{\mathrm{Cov}(\langle z, \bar u\rangle, \|z\|^2)}{N\|\bar g\| V}
+        + \frac{\mathrm{tr}\,\Sigma_\perp^2}{2N^2\|\bar g\|^4},
 
-    floored at :math:`(\sigma_a - \sigma_b)^2` of its first two terms (the covariance's
-    estimate is noisy too; by Cauchy–Schwarz a difference's variance is at least that). The
-    third moment is pooled within blocks, where the centres' noise averages out.
+    the first three floored at :math:`(\sigma_a - \sigma_b)^2` of their first two terms (the
+    covariance's estimate is noisy too; by Cauchy–Schwarz a difference's variance is at least
+    that). The third moment is pooled within blocks, where the centres' noise averages out.
+    The last is the norm's second-order term, the spread across :math:`\bar g` (as in
+    :func:`cosine`): where :math:`\mathrm{tr}\,\Sigma^2/N` is not small against
+    :math:`\|\bar g\|^2 \bar u^\top\Sigma\bar u` (skewed draws of a small mean), the first
+    order alone under-covers.
     """
     s, d = statistics, directions
     n = len(s.draws)
@@ -392,7 +397,10 @@ def snr(
     variance_term = (variance_se / (2 * variance)) ** 2
     log_var = norm_term + variance_term - covariance / (n * mean_norm * variance)
     floor = (math.sqrt(norm_term) - math.sqrt(variance_term)) ** 2
-    return value, value * math.sqrt(max(floor, log_var))
+    unit_fourth = d.centre_fourth / s.mean2
+    perpendicular = max(0.0, d.trace_square - 2 * unit_fourth + norm_var**2)
+    second_order = perpendicular / (2 * n**2 * s.mean2**2)
+    return value, value * math.sqrt(max(floor, log_var) + second_order)
 
 
 def _metrics_in_units(statistics: DrawStatistics, reference: Reference) -> dict[str, float]:
