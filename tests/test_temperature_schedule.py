@@ -296,3 +296,26 @@ def test_cli_trains_with_a_schedule_and_refuses_a_bad_one(tmp_path, capsys):
         main([*argv, "--tau-schedule", "exp:1->0"])
     with pytest.raises(SystemExit, match="--tau-schedule and --preset are exclusive"):
         main([*argv, "--tau-schedule", "exp:1->0.1", "--preset", "tiny"])
+
+
+def test_a_preset_anneals_each_run_from_its_grid_temperature():
+    import dataclasses
+
+    from gvbench.listops.experiment import training_configs
+    from gvbench.listops.presets import PRESETS
+
+    tiny = PRESETS["tiny"]
+    fixed = training_configs(tiny, range(1))
+    assert all(config.tau_schedule is None for config in fixed.values())
+    annealing = training_configs(dataclasses.replace(tiny, anneal="linear->0.5"), range(1))
+    assert set(annealing) == set(fixed)  # the τ axis is where each schedule starts
+    for key, config in annealing.items():
+        tau = key[1]
+        assert config.tau == tau and config.tau_schedule == f"linear:{tau!r}->0.5"
+        schedule = config.temperature
+        assert schedule(0) == tau and schedule(config.steps - 1) == 0.5
+        assert config.name() != fixed[key].name()
+    with pytest.raises(ValueError, match=r"anneal must read 'exp->END' or 'linear->END'"):
+        training_configs(dataclasses.replace(tiny, anneal="cosine->0.1"), range(1))
+    with pytest.raises(ValueError, match="tau_schedule"):
+        training_configs(dataclasses.replace(tiny, anneal="exp->0"), range(1))

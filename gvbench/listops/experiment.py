@@ -39,7 +39,7 @@ from gvbench.listops.presets import PRESETS, Preset
 from gvbench.report.builder import Report
 from gvbench.report.claims import Claim
 from gvbench.study import PresetRun
-from gvbench.training import RunConfig, option, train_grid
+from gvbench.training import RunConfig, TemperatureSchedule, option, train_grid
 
 CURVES = ["gradient_variance", "gradient_variance_se", "valid_accuracy"]
 
@@ -280,7 +280,10 @@ class ListOps(Experiment[TrainConfig]):
         summary.attrs.update(
             experiment="listops",
             preset=name,
-            config=json.dumps(dataclasses.asdict(preset)),
+            # A fixed-τ preset's record reads as it did before presets could anneal.
+            config=json.dumps(
+                {k: v for k, v in dataclasses.asdict(preset).items() if v is not None}
+            ),
             **provenance.stamp(),
         )
         write_atomic(summary, out_dir / f"{name}.nc")
@@ -364,11 +367,13 @@ LISTOPS = ListOps()
 def training_configs(
     preset: Preset, seeds: Sequence[int], device: str = "cpu"
 ) -> dict[tuple[str, float, int, int], TrainConfig]:
-    """Every run the preset trains, keyed ``(label, τ, max_length, seed)``."""
+    """Every run the preset trains, keyed ``(label, τ, max_length, seed)`` (τ: where an
+    annealing preset's schedule starts)."""
     return {
         (label, tau, length, s): TrainConfig(
             estimator=estimator,
             tau=tau,
+            tau_schedule=annealed(preset.anneal, tau),
             k=k,
             max_length=length,
             d_hidden=preset.d_hidden,
@@ -385,3 +390,14 @@ def training_configs(
         for label, estimator, k in preset.runs
         for s in seeds
     }
+
+
+def annealed(anneal: str | None, tau: float) -> str | None:
+    """The schedule of a run that starts at ``tau`` under a preset's ``anneal``
+    (``"exp->0.1"`` → ``"exp:1.0->0.1"``); ``None`` for a fixed τ."""
+    if anneal is None:
+        return None
+    kind, arrow, end = anneal.partition("->")
+    if not arrow or kind not in ("exp", "linear"):
+        raise ValueError(f"anneal must read 'exp->END' or 'linear->END', got {anneal!r}")
+    return str(TemperatureSchedule.parse(f"{kind}:{tau!r}->{end}"))

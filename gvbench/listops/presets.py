@@ -24,6 +24,9 @@ class Preset:
     variance_k: tuple[int, ...]
     variance_reps: int
     reference_reps: int
+    # Each run's τ annealed from its grid value, "exp->0.1" or "linear->0.1" (the training
+    # guide's schedules; the τ axis is then the start); None trains at a fixed τ, as the paper.
+    anneal: str | None = None
 
 
 PRESETS = {
