@@ -33,6 +33,11 @@ TIMED_STEPS = 2
 # shared as in the cell's own passes, or until it holds as many draws as they do.
 TIMED_DRAWS = 2
 TIMED_PASS_SECONDS = 0.005
+# A cell's first pass of FIT_FROM_SECONDS or longer (its doubling stopped at once) is timed
+# again at twice the size, to separate its overhead from its draws' cost, unless it lasts
+# FIT_PASS_SECONDS or longer (a cell of such passes is long whatever the split).
+FIT_FROM_SECONDS = 0.05
+FIT_PASS_SECONDS = 0.5
 # Reference draws whose spread the pilot measures: V_ref, what sizes an auto reference.
 SPREAD_DRAWS = 4
 
@@ -78,7 +83,7 @@ def run_pilot(
         for cell in cells:
             estimator = E.get(cell.estimator, **cell.options())
             most = max(1, min(draws_per_pass(task, estimator, reps, cell.batch_size), reps // 4))
-            timed = _attempt(task, estimator, cell.batch_size, most, TIMED_DRAWS)
+            timed = _attempt(task, estimator, cell.batch_size, most, TIMED_DRAWS, fit=True)
             if timed is not None:
                 draw[cell] = timed[0]
         step, stepped = _step_seconds(task, cells, warmup)
@@ -95,7 +100,7 @@ def run_pilot(
 
 
 def _attempt(
-    task: Task, estimator: E.Estimator, batch_size: int, most: int, least: int
+    task: Task, estimator: E.Estimator, batch_size: int, most: int, least: int, fit: bool = False
 ) -> tuple[float, torch.Tensor] | None:
     """Seconds a draw takes in passes of up to ``most`` draws, and the draws of the untimed and
     the last pass (None where the task fails: its cells fail again, and say why). An untimed
@@ -103,25 +108,51 @@ def _attempt(
     pass is shorter than :data:`TIMED_PASS_SECONDS`. A stateful estimator is timed frozen,
     as its cells draw."""
     try:
-        return _draw_seconds(task, estimator, batch_size, most, least)
+        return _draw_seconds(task, estimator, batch_size, most, least, fit)
     except Exception:  # a loss that fails here fails its cells, which say why
         return None
 
 
 def _draw_seconds(
-    task: Task, estimator: E.Estimator, batch_size: int, most: int, least: int
+    task: Task, estimator: E.Estimator, batch_size: int, most: int, least: int, fit: bool
 ) -> tuple[float, torch.Tensor]:
     generator = torch.Generator(device=task.device).manual_seed(0)
     estimator = adapt(task, estimator, 0, batch_size, generator)
     untimed = one_pass(task, estimator, min(TIMED_DRAWS, most), batch_size, generator)
-    size = min(least, most)
+    size, previous = min(least, most), None
     while True:
-        start = perf_counter()
-        draws = one_pass(task, estimator, size, batch_size, generator)
-        seconds = perf_counter() - start
+        seconds, draws = _timed_pass(task, estimator, size, batch_size, generator)
         if seconds >= TIMED_PASS_SECONDS or size >= most:
-            return seconds / size, torch.cat([untimed, draws])
+            break
+        previous, size = (size, seconds), min(2 * size, most)
+    if fit and size < most and previous is None and FIT_FROM_SECONDS <= seconds < FIT_PASS_SECONDS:
+        # The first pass already took long: it may be mostly its own overhead (IndeCateR's K
+        # runs in Python whatever the draws). Passes twice as large separate the two costs;
+        # each size is timed twice and the faster kept (another process only adds time).
+        smaller = size
         size = min(2 * size, most)
+        previous = (
+            smaller,
+            min(seconds, _timed_pass(task, estimator, smaller, batch_size, generator)[0]),
+        )
+        seconds = min(
+            _timed_pass(task, estimator, size, batch_size, generator)[0] for _ in range(2)
+        )
+    if previous is None or size >= most:
+        return seconds / size, torch.cat([untimed, draws])
+    # The cell's passes hold ``most`` draws: its cost per pass (the fit through the last two
+    # passes) is shared by more draws than in the pilot's; at most the plain ratio.
+    per_draw = max(0.0, (seconds - previous[1]) / (size - previous[0]))
+    per_pass = max(0.0, seconds - per_draw * size)
+    return min(per_draw + per_pass / most, seconds / size), torch.cat([untimed, draws])
+
+
+def _timed_pass(
+    task: Task, estimator: E.Estimator, size: int, batch_size: int, generator: torch.Generator
+) -> tuple[float, torch.Tensor]:
+    start = perf_counter()
+    draws = one_pass(task, estimator, size, batch_size, generator)
+    return perf_counter() - start, draws
 
 
 def _step_seconds(task: Task, cells: Sequence[Cell], warmup: int) -> tuple[float, Cell | None]:
