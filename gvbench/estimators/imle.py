@@ -17,7 +17,9 @@ take their gradient from a second MAP state at logits moved against the upstream
 The logits' leading dimensions are rows (one k-subset each), items are along ``dim``.
 AIMLE's norms are each row's, where the authors' code takes them over its minibatch: a row's
 estimate then does not depend on the rows that share its call (the harness stacks R draws in
-one call, R set by memory), and with one row per call the two are the same.
+one call, R set by memory), and with one row per call the two are the same. A row whose
+logits are all zero (a head initialised at zero) has η = 0 and so a zero gradient, as the
+authors' code gives a minibatch whose logits are all zero.
 """
 
 from __future__ import annotations
