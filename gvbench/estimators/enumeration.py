@@ -12,6 +12,7 @@ are its C(n, k) subsets (:func:`~gvbench.estimators.subset_law.enumerate_subsets
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -60,7 +61,7 @@ class _Replay:
             index = torch.tensor(digits, dtype=torch.long, device=theta.device)
             index = index.reshape(variable_shape).expand(theta.shape[:-1])
         if rows is not None:
-            sample = rows.to(theta.device)[index]
+            sample = rows[index]
             self.log_probs.append(subset_log_prob(theta, sample, size))
             return sample.movedim(-1, dim)
         sample = torch.zeros_like(theta).scatter_(-1, index.unsqueeze(-1), 1.0)
@@ -77,7 +78,14 @@ class _Replay:
                 f"a k-subset of {size} of {n} items has C({n}, {size}) = {count} outcomes, more "
                 f"than max_outcomes={self.most}; use a high-sample estimate (subset_rloo) instead"
             )
-        return enumerate_subsets(n, size, dtype=theta.dtype)
+        return _subset_table(n, size, theta.dtype, theta.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _subset_table(n: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # Every replay of every outcome asks for it; rows are taken by indexing, which copies,
+    # so the kept table is never written.
+    return enumerate_subsets(n, size, dtype=dtype, device=device)
 
 
 def enumerate_expectation(objective: Objective, *, max_outcomes: int = 100_000) -> Tensor:
