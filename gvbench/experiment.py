@@ -140,6 +140,17 @@ class Experiment(Study, Generic[ConfigT]):
     def units(self) -> dict[str, str]:
         return {self.selection: self.selection_units}
 
+    def expected_loss(self, model: nn.Module, *inputs: Tensor) -> Tensor:
+        """The exact expected per-example losses ``(B,)``, differentiable in the model's
+        parameters, for an experiment that has them (independent variables, or few enough
+        outcomes to enumerate): its harness task then measures bias² against the exact
+        gradient. An experiment without them leaves this alone."""
+        raise NotImplementedError
+
+    def has_expected_loss(self) -> bool:
+        """Whether the experiment overrides :meth:`expected_loss`."""
+        return type(self).expected_loss is not Experiment.expected_loss
+
     def measured_parameters(self) -> Callable[[str, Tensor], bool] | None:
         """Which of the model's parameters its harness task differentiates (all: None)."""
         return None
@@ -229,6 +240,7 @@ class Experiment(Study, Generic[ConfigT]):
             "max_draws_per_pass": self.max_draws_per_pass,
             "reference_reps": self.reference_reps,
             "batched": batched,
+            "expected_loss": self.expected_loss if self.has_expected_loss() else None,
         }
         return ModuleTask(model, tuple(inputs), self.loss, **(defaults | options))
 

@@ -180,7 +180,7 @@ def plan_sweep(
     task = spec.task
     references = {}
     for b in sorted(batch_sizes):
-        if task.enumerable(b):
+        if task.exact(b):
             references[b] = "exact"
         elif b in saved:
             references[b] = "saved"

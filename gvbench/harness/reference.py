@@ -26,7 +26,6 @@ from gvbench.atomic_files import write_bytes
 from gvbench.harness.draws import gradient_chunks
 from gvbench.harness.metrics import GradientMoments, Reference
 from gvbench.tasks import Task
-from gvbench.tasks.base import flatten_gradients
 
 REFERENCE_K = 8
 # "auto": the reference's noise is at most this share of the smallest resolvable bias².
@@ -41,19 +40,8 @@ LONG_REFERENCE_SECONDS = 600.0
 
 
 def exact_reference(task: Task, batch_size: int) -> Reference:
-    """Autograd of the enumerated expectation: the exact gradient, no noise."""
-    params = {
-        name: value.detach()[None].clone().requires_grad_()
-        for name, value in task.parameters().items()
-    }
-    expected = E.exact(lambda sample: task.loss(params, sample, batch_size))
-    if expected.shape != (1, batch_size):
-        raise ValueError(
-            f"task {task.name!r} returned losses of shape {tuple(expected.shape)}; "
-            f"expected (draws, batch_size) = (1, {batch_size})"
-        )
-    expected.mean(1).sum().backward()
-    gradient = flatten_gradients(params, 1)[0].detach().to(torch.float64).cpu().numpy()
+    """The task's exact gradient (:meth:`~gvbench.tasks.Task.exact_gradient`), no noise."""
+    gradient = task.exact_gradient(batch_size).detach().to(torch.float64).cpu().numpy()
     return Reference(gradient, kind="exact")
 
 
@@ -103,7 +91,7 @@ def reference_gradient(
     ``reference_reps``), or with ``noise_target``, as many as make :math:`V_{ref}/N_{ref}` at
     most that, doubling from a first stage, up to that many.
     """
-    if task.enumerable(batch_size):
+    if task.exact(batch_size):
         return exact_reference(task, batch_size)
     target = reps if reps is not None else cap or task.reference_reps
     estimator = E.get("rloo" if task.variable == "categorical" else "subset_rloo", k=k)

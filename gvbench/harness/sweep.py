@@ -402,7 +402,7 @@ def _new_reference(
     """Exact, of a given size, or ``auto``: sized from the cells' own resolution (at most the
     plan's cap; one that would run long is asked about first), and said."""
     task = spec.task
-    if task.enumerable(batch_size):
+    if task.exact(batch_size):
         return reference_gradient(task, batch_size)
     size, k = spec.reference_reps, spec.reference_k
     if size != "auto":

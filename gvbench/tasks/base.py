@@ -184,6 +184,30 @@ class Task(abc.ABC):
         del batch_size
         return False
 
+    def exact(self, batch_size: int) -> bool:
+        """Whether the exact gradient is known at this batch size: by enumeration, or in
+        closed form where a task overrides :meth:`exact_gradient` (independent variables)."""
+        return self.enumerable(batch_size)
+
+    def exact_gradient(self, batch_size: int) -> Tensor:
+        """The exact gradient of the mean loss over ``batch_size`` examples, (P,) flattened as
+        :meth:`gradients` flattens: autograd of the enumerated expectation
+        :math:`\nabla_\theta \\sum_z q_\theta(z) f(z)` (:func:`gvbench.estimators.exact`)."""
+        from gvbench.estimators import exact
+
+        params = {
+            name: value.detach()[None].clone().requires_grad_()
+            for name, value in self.parameters().items()
+        }
+        expected = exact(lambda sample: self.loss(params, sample, batch_size))
+        if expected.shape != (1, batch_size):
+            raise ValueError(
+                f"task {self.name!r} returned losses of shape {tuple(expected.shape)}; "
+                f"expected (draws, batch_size) = (1, {batch_size})"
+            )
+        expected.mean(1).sum().backward()
+        return flatten_gradients(params, 1)[0].detach()
+
     def applicable(self, estimator: EstimatorInfo) -> str | None:
         """``None`` if ``estimator`` can run on this task, else the reason it cannot."""
         if estimator.variable != self.variable and not estimator.exact:  # enumeration: any

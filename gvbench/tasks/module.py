@@ -97,6 +97,11 @@ class ModuleTask(DrawPasses, Task):
         max_draws_per_pass: a cap on R; a pass also holds no more draws than fit the attribute
             ``memory_budget`` (bytes; None: half of what is free, see :mod:`gvbench.tasks.memory`).
         reference_reps: draws of the RLOO reference.
+        expected_loss: ``expected_loss(module, *inputs)`` → the exact expected per-example
+            losses ``(B,)`` as a differentiable function of the module's parameters, where the
+            model has them in closed form (independent variables, or few enough outcomes for
+            the model to enumerate them itself): bias² is then measured against its exact
+            gradient, not a sampled reference.
         config: extra JSON-serialisable description stored with results (e.g. a checkpoint).
     """
 
@@ -116,6 +121,7 @@ class ModuleTask(DrawPasses, Task):
         batched: bool | Literal["auto"] = "auto",
         max_draws_per_pass: int | None = None,
         reference_reps: int = 10_000,
+        expected_loss: Callable[..., Tensor] | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
@@ -132,6 +138,9 @@ class ModuleTask(DrawPasses, Task):
         if loss is not None and not callable(loss):
             raise TypeError(f"loss must be callable or None, got {loss!r}")
         self.loss_fn = loss
+        if expected_loss is not None and not callable(expected_loss):
+            raise TypeError(f"expected_loss must be callable or None, got {expected_loss!r}")
+        self.expected_loss_fn = expected_loss
         self.name = name
         if arity is not None:
             arity = check_count(arity, "arity", 2, MAX_COUNT)
@@ -240,6 +249,42 @@ class ModuleTask(DrawPasses, Task):
             except VMAP_FAILURES:
                 return False
         return True
+
+    def exact(self, batch_size: int) -> bool:
+        return self.expected_loss_fn is not None or self.enumerable(batch_size)
+
+    def exact_gradient(self, batch_size: int) -> Tensor:
+        """The gradient of the mean of ``expected_loss`` over the first ``batch_size``
+        examples, by autograd on a copy of the module (its measured parameters only)."""
+        if self.expected_loss_fn is None:
+            return super().exact_gradient(batch_size)
+        if batch_size > self.examples:
+            raise ValueError(
+                f"batch_size must be <= {self.examples} for this task, got {batch_size}"
+            )
+        module = copy.deepcopy(self.module)
+        named = dict(module.named_parameters())
+        for parameter in named.values():
+            parameter.requires_grad_(False)
+        for name in self.measured:
+            named[name].requires_grad_(True)
+        inputs = tuple(x[:batch_size] for x in self.inputs)
+        expected = self.expected_loss_fn(module, *inputs)
+        if not isinstance(expected, Tensor) or expected.shape != (batch_size,):
+            shape = tuple(expected.shape) if isinstance(expected, Tensor) else type(expected)
+            raise ValueError(
+                f"the {self.name} task's expected_loss must return per-example expected "
+                f"losses of shape ({batch_size},), got {shape}"
+            )
+        gradients = torch.autograd.grad(
+            expected.mean(), [named[n] for n in self.measured], allow_unused=True
+        )
+        return torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(named[n])).reshape(-1)
+                for n, g in zip(self.measured, gradients, strict=True)
+            ]
+        )
 
     def to(self, device: str | torch.device) -> ModuleTask:
         """A copy whose module (a deep copy) and inputs live on ``device``."""
