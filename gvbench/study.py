@@ -26,6 +26,7 @@ from gvbench import plugins
 if TYPE_CHECKING:  # annotations only: the report imports this module, not the reverse
     import xarray as xr
 
+    from gvbench.leaderboard.column import Column
     from gvbench.report.builder import Report
     from gvbench.report.claims import Claim
 
@@ -96,6 +97,12 @@ class Study(abc.ABC):
     def report(self, report: Report, data: Mapping[str, xr.Dataset]) -> None:
         """Add the study's section(s) (figures and tables) to ``report``."""
         return None  # a study may decide claims and draw nothing
+
+    def leaderboard(self, preset: str) -> tuple[Column, ...]:
+        """The study's columns of ``gvbench leaderboard --preset PRESET`` (none: the study
+        has no column at that preset). See :mod:`gvbench.leaderboard.column`."""
+        del preset
+        return ()
 
 
 def registered() -> dict[str, Study]:

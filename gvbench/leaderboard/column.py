@@ -1,0 +1,124 @@
+"""What a study contributes to ``gvbench leaderboard``: one column per task, as data.
+
+A study (:class:`~gvbench.study.Study`) returns its columns at a leaderboard preset from
+:meth:`~gvbench.study.Study.leaderboard`; the leaderboard knows no task and reads only these
+types. A column measures every applicable estimator twice, at matched budgets:
+
+- **gradient quality**: a harness sweep of the task at a fixed checkpoint
+  (:class:`GradientCheck`), giving variance, bias² (exact where the task has its exact
+  gradient), MSE and cosine, per evaluation and per second, each with its SE;
+- **training outcome**: each estimator's own learning rate (and τ) from a random search of
+  the same size for every estimator, then ``seeds`` runs of the preset's steps
+  (:class:`TrainingProtocol`); its outcome is a test figure, mean ± SE over seeds.
+
+A column may have either part alone (the paper's toy trains nothing). Directions the field's
+papers state on the task are :class:`DirectionClaim` s, decided with SEs in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from gvbench.tasks import Task
+from gvbench.training import RunConfig, Train
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientCheck:
+    """A harness sweep of one task at fixed parameters.
+
+    Attributes:
+        task: makes the task (picklable: a module-level function or a ``functools.partial``
+            of one, e.g. an experiment's :meth:`~gvbench.experiment.Experiment.task` with its
+            options); called once per leaderboard run, so a checkpoint trains once.
+        batch_size: the examples per gradient draw (B).
+        reps: gradient draws per estimator (N).
+        tau: the temperature of every estimator that takes one.
+        reference_reps: draws of a sampled reference where the task has no exact gradient.
+    """
+
+    task: Callable[[], Task]
+    batch_size: int
+    reps: int
+    tau: float = 1.0
+    reference_reps: int | Literal["auto"] = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingProtocol:
+    """How every estimator is trained on the task, at its own tuned settings.
+
+    Attributes:
+        train: the experiment's :meth:`~gvbench.experiment.Experiment.train`.
+        base: the run every estimator trains from (its ``estimator`` field replaced, its
+            ``lr``, ``momentum`` and ``tau`` set by the search); its ``steps`` are the
+            training's.
+        seeds: final runs per estimator (seeds ``base.seed …``), the outcome's mean ± SE.
+        trials: random-search trials per estimator, the same for every estimator.
+        search_steps: the steps of a search trial.
+        lr, momentum, tau: the search's ranges (log-uniform, uniform, log-uniform); ``None``
+            keeps the base's value (an Adam run searches no momentum).
+        selection: the validation figure trials are chosen on (a key of the curves' attrs).
+        selection_higher_is_better: its direction.
+        outcome: the test figure reported (a key of the curves' attrs), e.g. ``test_bound``.
+        outcome_higher_is_better: its direction.
+        outcome_units: its units, for the table's header.
+    """
+
+    train: Train[Any]
+    base: RunConfig
+    seeds: int
+    trials: int
+    search_steps: int
+    lr: tuple[float, float]
+    momentum: tuple[float, float] | None
+    tau: tuple[float, float] | None
+    selection: str
+    selection_higher_is_better: bool
+    outcome: str
+    outcome_higher_is_better: bool
+    outcome_units: str = "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionClaim:
+    """A direction a paper states on this task: ``better`` beats ``worse`` on ``measure``.
+
+    Attributes:
+        better, worse: registered estimator names.
+        measure: ``"variance"``, ``"mse"`` or ``"bias2"`` (gradient quality, lower is
+            better, per evaluation: at matched cost), or ``"outcome"`` (the training
+            outcome, in its own direction).
+        source: where it is stated (paper, table or figure).
+    """
+
+    better: str
+    worse: str
+    measure: Literal["variance", "mse", "bias2", "outcome"]
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One task of the leaderboard.
+
+    Attributes:
+        name: the column's name (unique over every study's columns; a folder name).
+        title: its heading in the table.
+        protocol: where the task's protocol comes from (a citation, one line).
+        gradients: its gradient-quality sweep, or ``None``.
+        training: its training protocol, or ``None``.
+        claims: the directions its papers state.
+        options: estimator name → options of that estimator on this task (e.g. K), where
+            they differ from the estimator's defaults.
+    """
+
+    name: str
+    title: str
+    protocol: str
+    gradients: GradientCheck | None = None
+    training: TrainingProtocol | None = None
+    claims: tuple[DirectionClaim, ...] = ()
+    options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
