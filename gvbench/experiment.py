@@ -34,6 +34,8 @@ from gvbench.study import PresetRun, Study
 from gvbench.tasks.module import ModuleTask
 from gvbench.threads import pinned_threads
 from gvbench.training import (
+    SGD,
+    Optimizer,
     Run,
     RunConfig,
     Steps,
@@ -132,6 +134,13 @@ class Experiment(Study, Generic[ConfigT]):
     def arity(self, config: ConfigT) -> int | None:
         """The number of categories of every choice, where it is one number."""
         return None
+
+    def optimizer(self, config: ConfigT) -> Optimizer:
+        """How a run's parameters move, from its own configuration: by default SGD with the
+        run's ``lr`` and ``momentum`` after clipping its gradient to norm 5. An experiment
+        that follows another protocol returns its own (see
+        :class:`~gvbench.training.optimizers.Optimizer`)."""
+        return Optimizer((("", SGD(config.lr, config.momentum)),), max_norm=5.0)
 
     def batch_size(self, config: ConfigT) -> int:
         """Examples a training step averages over."""
@@ -330,8 +339,7 @@ class Experiment(Study, Generic[ConfigT]):
                 directory=out_dir / config.name(),
                 config=config.as_dict(),
                 seed=config.seed,
-                lr=config.lr,
-                momentum=config.momentum,
+                optimizer=self.optimizer(config),
                 tau=config.estimator_options().get("tau"),
                 tau_schedule=None if config.tau_schedule is None else config.temperature,
                 model=self.model(config).to(device),

@@ -13,7 +13,10 @@ The modules:
 - :mod:`~gvbench.training.loop`: :func:`fit_runs`, the loop;
 - :mod:`~gvbench.training.stacked`: one step of many runs at once, their models stacked
   (``torch.func.stack_module_state``) under ``vmap``;
-- :mod:`~gvbench.training.sgd`: SGD with momentum after clipping, each run by its own gradient;
+- :mod:`~gvbench.training.optimizers`: a run's :class:`Optimizer`, update rules
+  (:class:`SGD`, :class:`Adam`) by parameter-name prefix after clipping its gradient;
+- :mod:`~gvbench.training.sgd`, :mod:`~gvbench.training.adam`: the two rules' steps, each run
+  by its own gradient;
 - :mod:`~gvbench.training.evaluation`: the runs' validation scores, in one vmapped pass;
 - :mod:`~gvbench.training.checkpoints`: atomic checkpoints with digests, a finished run's
   curves and best parameters;
@@ -35,12 +38,17 @@ from gvbench.training.checkpoints import (
 from gvbench.training.config import RunConfig, Train, check_one_group, group_key, option
 from gvbench.training.grid import train_grid, train_many
 from gvbench.training.loop import fit_runs, per_run_state, vectorised
+from gvbench.training.optimizers import SGD, Adam, Optimizer, OptimizerState
 from gvbench.training.runs import Run, RunProgress, Steps, TrainingDiverged
 from gvbench.training.search import random_search, random_searches
 from gvbench.training.temperature import TemperatureSchedule
 
 __all__ = [
+    "SGD",
+    "Adam",
     "CheckpointError",
+    "Optimizer",
+    "OptimizerState",
     "Run",
     "RunConfig",
     "RunProgress",

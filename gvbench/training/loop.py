@@ -2,8 +2,8 @@
 
 Runs of one experiment that differ only in seed, learning rate, momentum and temperature τ
 train as one loop: every step is one vmapped pass over their stacked models
-(:mod:`gvbench.training.stacked`), followed by each run's own SGD update
-(:mod:`gvbench.training.sgd`), so eight runs cost little more than one where a step is
+(:mod:`gvbench.training.stacked`), followed by each run's own update by its own optimizer
+(:mod:`gvbench.training.optimizers`), so eight runs cost little more than one where a step is
 dispatch overhead. Each run keeps its own data order, its own samples
 (:class:`~gvbench.estimators.RunStreams`), its own checkpoint, and its own fate: a run whose
 loss or gradient stops being finite is recorded as diverged and left out of the stack, and
@@ -33,8 +33,9 @@ from gvbench.estimators.state import EstimatorState
 from gvbench.estimators.streams import PoolExhausted
 from gvbench.estimators.validation import NonFiniteLogits
 from gvbench.training.evaluation import scores
+from gvbench.training.optimizers import apply
 from gvbench.training.runs import Run, RunState, Steps, TrainingDiverged
-from gvbench.training.sgd import clipping, gradient_norms, sgd
+from gvbench.training.sgd import gradient_norms
 from gvbench.training.stacked import (
     INITIAL_POOL,
     NotVectorisable,
@@ -140,7 +141,7 @@ def _fit_vectorised(members: list[RunState], steps: Steps, bar: tqdm) -> None:
 
 
 def _update(live: list[RunState], step: StackedStep) -> list[RunState]:
-    """Each run's SGD step and estimator state moved by its own part of ``step``; the runs
+    """Each run's optimizer step and estimator state moved by its own part of ``step``; the runs
     that go on (a run whose loss or gradient is not finite diverges instead)."""
     # Read back once each (on an accelerator, every read waits for the step to finish).
     losses = step.surrogates.mean(1).tolist()
@@ -153,11 +154,11 @@ def _update(live: list[RunState], step: StackedStep) -> list[RunState]:
             continue
         step.moves[index](step.surrogates[index])  # its state (a baseline), by its own losses
         grads = {n: g[index] for n, g in step.grads.items()}
-        updates.append(member.update(grads, clipping(norm)))
+        updates.extend(member.update(grads, norm))
         member.losses.append(loss)
         member.progress.step += 1
         survivors.append(member)
-    sgd(updates)
+    apply(updates)
     return survivors
 
 
@@ -192,7 +193,7 @@ def _fit_alone(member: RunState, steps: Steps, bar: tqdm) -> None:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             member.diverge(f"loss {loss:g}, gradient norm {norm:g}")
             return
-        sgd([member.update(grads, clipping(norm))])
+        apply(member.update(grads, norm))
         member.losses.append(loss)
         member.progress.step += 1
         bar.update()

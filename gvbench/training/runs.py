@@ -16,7 +16,9 @@ from torch import Tensor, nn
 
 from gvbench.atomic_files import save_torch
 from gvbench.estimators import Estimator
+from gvbench.training.adam import AdamUpdate
 from gvbench.training.checkpoints import CheckpointError, checkpoint_digest, read_checkpoint
+from gvbench.training.optimizers import Optimizer
 from gvbench.training.sgd import RunUpdate
 from gvbench.training.temperature import TemperatureSchedule
 
@@ -33,7 +35,8 @@ class Run:
         directory: where its ``checkpoint.pt`` lives.
         config: its JSON-able configuration (a checkpoint of another is refused).
         seed: seeds its generator (data order and samples).
-        lr, momentum: its SGD settings.
+        optimizer: how its parameters move (built from its own configuration:
+            ``Experiment.optimizer``).
         tau: its estimator's temperature (``None`` where the estimator takes none). Under
             vmap each run's τ is a tensor, float64 where τ > 1 or the parameters are float64
             (GR-MCK's working precision, read from it), float32 otherwise; runs on both sides
@@ -49,8 +52,7 @@ class Run:
     directory: Path
     config: Mapping[str, Any]
     seed: int
-    lr: float
-    momentum: float
+    optimizer: Optimizer
     model: nn.Module
     train: tuple[Tensor, ...]
     valid: tuple[Tensor, ...]
@@ -145,7 +147,7 @@ class RunProgress:
 
 class RunState:
     """A run between steps: its model (a copy of ``run.model`` that holds its current
-    parameters), momentum buffers, generator, estimator and progress.
+    parameters), optimizer state, generator, estimator and progress.
 
     Every parameter of the model trains, each by its own gradient (zero where the loss does
     not reach it).
@@ -157,7 +159,7 @@ class RunState:
         self.model = copy.deepcopy(run.model).requires_grad_()
         self.params = dict(self.model.named_parameters())
         self.buffers = dict(self.model.named_buffers())
-        self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.optimizer = run.optimizer.init(self.params)  # names a parameter no rule covers
         self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
         self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
         schedule = run.tau_schedule
@@ -178,18 +180,16 @@ class RunState:
 
     def resume(self) -> None:
         saved = read_checkpoint(self.path, self.run.config, self.params)
-        optimizer = saved["optimizer"]
-        momentum = optimizer.get("momentum") if isinstance(optimizer, dict) else None
-        if not isinstance(momentum, dict) or set(momentum) != set(self.params):
+        try:
+            optimizer = self.run.optimizer.restore(saved["optimizer"], self.params)
+        except ValueError as error:
             raise CheckpointError(
-                f"{self.path} was written by an older gvbench (no per-run momentum); remove "
-                "it to train this run afresh, or choose another folder"
-            )
-        device = _device(self.run.model)
+                f"{self.path} {error}; remove it to train this run afresh, or choose another folder"
+            ) from None
         with torch.no_grad():
             for name, value in saved["params"].items():
                 self.params[name].copy_(value)
-        self.momentum = {n: v.to(device) for n, v in momentum.items()}
+        self.optimizer = optimizer
         self.generator.set_state(saved["generator"])
         self.estimator.load_state_dict(saved.get("estimator", {}))
         self.progress = RunProgress.from_checkpoint(saved["state"])
@@ -223,16 +223,18 @@ class RunState:
         index = order[1][position * batch_size : (position + 1) * batch_size]
         return tuple(x[index.to(x.device)] for x in self.run.train)
 
-    def update(self, grads: Mapping[str, Tensor], clip: float) -> RunUpdate:
-        """The SGD step that moves this run by ``grads`` clipped by ``clip``."""
-        return RunUpdate(self.params, self.momentum, grads, self.run.lr, self.run.momentum, clip)
+    def update(self, grads: Mapping[str, Tensor], norm: float) -> list[RunUpdate | AdamUpdate]:
+        """The optimizer's step that moves this run by ``grads`` (of norm ``norm``), counted
+        in its state; apply it with :func:`~gvbench.training.optimizers.apply`."""
+        return self.run.optimizer.updates(self.params, self.optimizer, grads, norm)
 
     def diverge(self, message: str) -> None:
+        rules = [rule for _, rule in self.run.optimizer.rules]
+        momentum = " or the momentum" if any(getattr(r, "momentum", 0) for r in rules) else ""
         self.diverged = TrainingDiverged(
             f"{Path(self.run.directory).name}: training diverged at step "
-            f"{self.progress.step + 1}: {message} (lr {self.run.lr:g}, momentum "
-            f"{self.run.momentum:g}); the last checkpoint is kept: lower the learning rate or "
-            "the momentum"
+            f"{self.progress.step + 1}: {message} ({self.run.optimizer}); the last checkpoint "
+            f"is kept: lower the learning rate{momentum}"
         )
 
     def record(self, row: dict[str, float]) -> None:
@@ -252,7 +254,7 @@ class RunState:
                 "config": dict(self.run.config),
                 "digest": checkpoint_digest(self.run.config, params, self.progress.step),
                 "params": params,
-                "optimizer": {"momentum": {k: v.cpu() for k, v in self.momentum.items()}},
+                "optimizer": self.optimizer.as_checkpoint(),
                 "generator": self.generator.get_state(),
                 "estimator": self.estimator.state_dict(),
                 "state": self.progress.as_checkpoint(),

@@ -1,10 +1,11 @@
-r"""SGD with momentum, written out per run, after clipping the run's gradient to norm 5.
+r"""SGD with momentum, written out per run, after clipping the run's gradient.
 
-For each run, with its own learning rate :math:`\eta` and momentum :math:`\mu`:
+For each run, with its own learning rate :math:`\eta`, momentum :math:`\mu` and the norm
+:math:`N` its gradient is clipped to (:data:`MAX_GRADIENT_NORM`, 5, by default):
 
 .. math::
 
-    c = \min\!\left(1, \frac{5}{\lVert g \rVert_2 + 10^{-6}}\right), \qquad
+    c = \min\!\left(1, \frac{N}{\lVert g \rVert_2 + 10^{-6}}\right), \qquad
     b \leftarrow \mu b + c\,g, \qquad \theta \leftarrow \theta - \eta b,
 
 ``torch.nn.utils.clip_grad_norm_`` followed by ``torch.optim.SGD``'s step (:math:`b_0 = c\,g_0`).
@@ -55,10 +56,12 @@ def gradient_norms(runs: Sequence[Sequence[Tensor]]) -> Tensor:
     return torch.stack(norms)
 
 
-def clipping(norm: float) -> float:
-    """The factor that brings a gradient of norm ``norm`` down to :data:`MAX_GRADIENT_NORM`
-    (1 where it is no longer): ``torch.nn.utils.clip_grad_norm_``'s."""
-    return min(1.0, MAX_GRADIENT_NORM / (norm + 1e-6))
+def clipping(norm: float, max_norm: float | None = MAX_GRADIENT_NORM) -> float:
+    """The factor that brings a gradient of norm ``norm`` down to ``max_norm`` (1 where it is
+    no longer, or where ``max_norm`` is ``None``): ``torch.nn.utils.clip_grad_norm_``'s."""
+    if max_norm is None:
+        return 1.0
+    return min(1.0, max_norm / (norm + 1e-6))
 
 
 def sgd(updates: Sequence[RunUpdate], foreach: bool | None = None) -> None:
@@ -86,14 +89,13 @@ def sgd(updates: Sequence[RunUpdate], foreach: bool | None = None) -> None:
 
 
 def _sgd_foreach(updates: Sequence[RunUpdate]) -> None:
-    names = list(updates[0].grads)
     clipped = [(g, run.clip) for run in updates if run.clip < 1.0 for g in run.grads.values()]
     scaled = iter(
         torch._foreach_mul([g for g, _ in clipped], [c for _, c in clipped]) if clipped else []
     )
     grads = [next(scaled) if run.clip < 1.0 else g for run in updates for g in run.grads.values()]
-    buffers = [run.momentum_buffers[n] for run in updates for n in names]
-    torch._foreach_mul_(buffers, [run.momentum for run in updates for _ in names])
+    buffers = [run.momentum_buffers[n] for run in updates for n in run.grads]
+    torch._foreach_mul_(buffers, [run.momentum for run in updates for _ in run.grads])
     torch._foreach_add_(buffers, grads)
     # add(θ, b, alpha=−η) rounds as one operation (a fused multiply-add where the hardware
     # has one), as the loop's does: runs are grouped by learning rate to keep it.
@@ -102,7 +104,7 @@ def _sgd_foreach(updates: Sequence[RunUpdate]) -> None:
         by_lr.setdefault(run.lr, []).append(run)
     for lr, runs in by_lr.items():
         torch._foreach_add_(
-            [run.params[n] for run in runs for n in names],
-            [run.momentum_buffers[n] for run in runs for n in names],
+            [run.params[n] for run in runs for n in run.grads],
+            [run.momentum_buffers[n] for run in runs for n in run.grads],
             alpha=-lr,
         )
