@@ -190,9 +190,9 @@ class Task(abc.ABC):
         return self.enumerable(batch_size)
 
     def exact_gradient(self, batch_size: int) -> Tensor:
-        """The exact gradient of the mean loss over ``batch_size`` examples, (P,) flattened as
+        r"""The exact gradient of the mean loss over ``batch_size`` examples, (P,) flattened as
         :meth:`gradients` flattens: autograd of the enumerated expectation
-        :math:`\nabla_\theta \\sum_z q_\theta(z) f(z)` (:func:`gvbench.estimators.exact`)."""
+        :math:`\nabla_\theta \sum_z q_\theta(z) f(z)` (:func:`gvbench.estimators.exact`)."""
         from gvbench.estimators import exact
 
         params = {
