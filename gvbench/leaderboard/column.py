@@ -36,6 +36,8 @@ class GradientCheck:
         batch_size: the examples per gradient draw (B).
         reps: gradient draws per estimator (N).
         tau: the temperature of every estimator that takes one.
+        k: the K of every estimator that takes one (samples, or evaluations: RLOO with K = 2
+            spends two), where the column's ``options`` give none.
         reference_reps: draws of a sampled reference where the task has no exact gradient.
     """
 
@@ -43,6 +45,7 @@ class GradientCheck:
     batch_size: int
     reps: int
     tau: float = 1.0
+    k: int = 2
     reference_reps: int | Literal["auto"] = "auto"
 
 

@@ -1,0 +1,89 @@
+"""Gradient quality of a column: one harness sweep of its task at its
+:class:`~gvbench.leaderboard.column.GradientCheck`, read into the leaderboard's long table.
+
+The sweep is the harness's own (:func:`gvbench.harness.sweep.sweep`), so its numbers, SEs
+and costs per draw are those ``gvbench sweep`` gives, and its file under the leaderboard's
+folder makes the part resumable: a rerun computes only the cells it lacks. Each estimator is
+read at its own τ and K (the check's, or the column's options for it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from gvbench.harness.sweep import sweep
+from gvbench.leaderboard.column import Column, GradientCheck
+from gvbench.leaderboard.measures import MEASURES, entry
+from gvbench.leaderboard.rows import options
+from gvbench.tasks import Task
+
+SWEEP_FILE = "gradients.nc"
+
+
+def gradient_sweep(
+    column: Column,
+    task: Task,
+    estimators: Sequence[str],
+    folder: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    executor: Any = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """The sweep of ``task`` over ``estimators`` at the column's check, resumed from and
+    saved to ``folder/gradients.nc``: τ and K are the check's and every value the column's
+    options give an estimator."""
+    check = _check(column)
+    chosen = [options(column, name, check.tau, check.k) for name in estimators]
+    taus = sorted({check.tau, *(o["tau"] for o in chosen if "tau" in o)})
+    ks = sorted({check.k, *(o["k"] for o in chosen if "k" in o)})
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return sweep(
+        task,
+        estimators=list(estimators),
+        tau=taus,
+        k=ks,
+        batch_size=check.batch_size,
+        reps=check.reps,
+        seed=seed,
+        path=Path(folder) / SWEEP_FILE,
+        executor=executor,
+        progress=progress,
+        reference_reps=check.reference_reps,
+    )
+
+
+def gradient_entries(column: Column, ds: xr.Dataset) -> list[dict[str, Any]]:
+    """Every gradient measure of every estimator of the sweep ``ds``, at its own τ and K:
+    value ± SE over the check's draws, or the cell's status where it has no value."""
+    check = _check(column)
+    rows = []
+    measured = [m for m in MEASURES.values() if m.part == "gradients"]
+    for name in ds["estimator"].values.tolist():
+        at = options(column, name, check.tau, check.k)
+        cell = ds.sel(
+            estimator=name,
+            tau=at.get("tau", check.tau),
+            k=at.get("k", check.k),
+            batch_size=check.batch_size,
+        )
+        status = str(cell["status"].values)
+        for measure in measured:
+            if status != "done":
+                rows.append(entry(column.name, name, measure.name, note=status))
+                continue
+            se = float(cell[f"{measure.name}_se"]) if measure.se else float("nan")
+            value = float(cell[measure.name])
+            rows.append(entry(column.name, name, measure.name, value, se, check.reps, "draws"))
+    return rows
+
+
+def _check(column: Column) -> GradientCheck:
+    if column.gradients is None:
+        raise ValueError(f"column {column.name} has no gradient check")
+    return column.gradients

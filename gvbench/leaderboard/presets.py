@@ -1,0 +1,25 @@
+"""The leaderboard's presets: a name every study reads its columns' sizes at
+(:meth:`gvbench.study.Study.leaderboard`), and the rows the leaderboard lists by default."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderboardPreset:
+    """Attributes:
+    estimators: the rows where none are named (``None``: the registry's default set for
+        each column's variable).
+    """
+
+    estimators: tuple[str, ...] | None
+
+
+PRESETS = {
+    # A pipeline check: a few estimators of each kind (a score function, its leave-one-out
+    # form, two pathwise ones, a binary-only one that is "not applicable" on categorical tasks).
+    "tiny": LeaderboardPreset(("st_gumbel_softmax", "gumbel_rao", "reinforce", "rloo", "disarm")),
+    "cpu": LeaderboardPreset(None),
+    "paper": LeaderboardPreset(None),
+}
