@@ -1,5 +1,5 @@
 """Command line: ``gvbench list | sweep | plot | compare | simplex | train | reproduce |
-report | demo``, one module per command.
+report | leaderboard | demo``, one module per command.
 
 The CLI parses, validates and delegates; it computes no statistics of its own. Every
 command's user errors end in :func:`main`, as one line.
@@ -17,7 +17,17 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from gvbench import engine, plugins
-from gvbench.cli import compare, demo, listing, plot, reproduce, simplex, sweep, train
+from gvbench.cli import (
+    compare,
+    demo,
+    leaderboard,
+    listing,
+    plot,
+    reproduce,
+    simplex,
+    sweep,
+    train,
+)
 from gvbench.path_lock import PathInUseError
 
 EPILOG = """examples:
@@ -30,8 +40,9 @@ EPILOG = """examples:
   gvbench simplex --workers 2
   gvbench train listops --preset small --workers 2
   gvbench train vae --estimator gumbel_rao --k 10 --arity 4 --batch-size 20
+  gvbench leaderboard --preset cpu --workers 2
 """
-COMMANDS = (listing, sweep, plot, compare, train, simplex, reproduce, demo)
+COMMANDS = (listing, sweep, plot, compare, train, simplex, reproduce, leaderboard, demo)
 
 # What a user's input or machine can cause (TrainingDiverged, CheckpointError and
 # ResultsFileError are ValueErrors): said in one line, never as a traceback.

@@ -11,6 +11,8 @@ writes the same tables.
 Layout of ``out`` (default ``results/leaderboard/PRESET``)::
 
     MEASURE.csv             one per measure: rows estimators, columns tasks (value, SE, …)
+    entries.csv             the same numbers as one long table, a row per (column,
+                            estimator, measure), with the mark each got
     claims.csv, claims.json the columns' claims and their verdicts
     index.html, report.css  the page
     figures/                per column: NAME-frontier.{png,pdf}, NAME-training.{png,pdf}
@@ -104,6 +106,7 @@ def fill(
     names = [c.name for c in found.columns]
     wides = tables.wide_tables(table, names)
     written = tables.write_tables(wides, folder)
+    write_bytes(table.to_csv(index=False).encode(), folder / "entries.csv")
     _write_claims(folder, claims)
     shown = {measure: tables.shown(data) for measure, data in wides.items()}
     facts = _facts(preset, seed, executor, found.without)
