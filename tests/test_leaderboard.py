@@ -120,7 +120,9 @@ class Mine(Study):
                 "mine-blobs",
                 "blobs",
                 "this test",
-                gradients=GradientCheck(blobs_task, batch_size=4, reps=32, reference_reps=100),
+                gradients=GradientCheck(
+                    blobs_task, batch_size=4, reps=32, reference_reps=100, warmup=20
+                ),
                 training=training,
                 claims=(DirectionClaim("rloo", "reinforce", "outcome", "this test"),),
             ),
@@ -154,7 +156,8 @@ def registered():
 # -- what it gets ---------------------------------------------------------------------------
 
 
-COMMAND = ["leaderboard", "--preset", "tiny", "--columns", "mine-blobs", "mine-toy"]
+# The paper's toy column beside the user's two.
+COMMAND = ["leaderboard", "--preset", "tiny", "--columns", "mine-blobs", "mine-toy", "toy"]
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,7 @@ def test_a_study_of_the_user_fills_columns_and_every_cell_says_something(board):
         evaluations.loc["rloo", "mine-blobs"] == 2
         and evaluations.loc["reinforce", "mine-blobs"] == 1
     )
-    for name in ("mine-blobs-frontier", "mine-blobs-training", "mine-toy-frontier"):
+    for name in ("mine-blobs-frontier", "mine-blobs-training", "mine-toy-frontier", "toy-frontier"):
         assert (folder / "figures" / f"{name}.png").stat().st_size > 5000
     assert not (folder / "figures" / "mine-toy-training.png").exists()  # no protocol
 
@@ -203,8 +206,11 @@ def test_a_study_of_the_user_fills_columns_and_every_cell_says_something(board):
 def test_each_claim_is_decided_with_its_se(board):
     folder, _ = board
     claims = json.loads((folder / "claims.json").read_text())
-    assert [c["experiment"] for c in claims] == ["mine-blobs", "mine-toy", "mine-toy", "mine-toy"]
+    columns = ["toy", "mine-blobs", "mine-toy", "mine-toy", "mine-toy"]
+    assert [c["experiment"] for c in claims] == columns
     assert all(c["verdict"] in (HOLDS, FAILS, OPEN) for c in claims)
+    # The paper's toy: GR-MCK (K = 100) below ST-GS at τ = 0.1, as Figure 1 shows.
+    assert claims.pop(0)["verdict"] == HOLDS
     # ST-GS is biased on the toy (its MSE is its bias²), the score-function ones are not:
     # resolved both ways at 400 draws, even at RLOO's four evaluations per draw.
     assert [c["verdict"] for c in claims[1:3]] == [HOLDS, FAILS]
@@ -243,7 +249,7 @@ def test_the_page_marks_the_resolved_best_and_shows_every_table(board):
     for table in folder.glob("*.csv"):
         if table.stem not in ("claims", "entries"):
             assert f"{table.name}" in page
-    assert page.count("<img") == 3 and "<script" not in page
+    assert page.count("<img") == 4 and "<script" not in page
 
 
 def test_best_is_marked_only_where_resolved():
@@ -276,12 +282,12 @@ def test_an_executor_gives_the_in_process_numbers(board, tmp_path):
     _, first = board
     with cf.ThreadPoolExecutor(2) as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        second = fill("tiny", tmp_path, columns=["mine-toy"], executor=pool, progress=False)
+        fill("tiny", tmp_path, columns=["toy"], executor=pool, progress=False)
     second = pd.read_csv(tmp_path / "entries.csv", keep_default_na=False, na_values=[""])
 
     def untimed(table: pd.DataFrame) -> pd.DataFrame:
         timed = table["measure"].str.contains("seconds|time_normalized")
-        return table[~timed & (table["column"] == "mine-toy")].reset_index(drop=True)
+        return table[~timed & (table["column"] == "toy")].reset_index(drop=True)
 
     pd.testing.assert_frame_equal(untimed(first), untimed(second))
 
@@ -311,5 +317,21 @@ def test_the_page_opens_in_a_headless_browser(board, tmp_path):
         [_browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="claims"' in dom.stdout and dom.stdout.count("<img") == 3
+    assert 'id="claims"' in dom.stdout and dom.stdout.count("<img") == 4
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+
+
+def test_the_papers_studies_give_columns_at_each_preset():
+    from gvbench.study import registered
+
+    studies = registered()
+    for preset in ("tiny", "cpu", "paper"):
+        toy = studies["toy"].leaderboard(preset)
+        assert [c.name for c in toy] == ["toy"] and toy[0].training is None
+        for name in ("listops", "vae"):
+            (column,) = studies[name].leaderboard(preset)
+            assert column.gradients is not None and column.training is not None
+            # chosen on validation, reported on test
+            assert column.training.selection == f"best_{studies[name].selection}"
+            assert column.training.outcome.startswith("test_")
+    assert all(studies[name].leaderboard("nope") == () for name in ("toy", "listops", "vae"))

@@ -39,6 +39,8 @@ class GradientCheck:
         k: the K of every estimator that takes one (samples, or evaluations: RLOO with K = 2
             spends two), where the column's ``options`` give none.
         reference_reps: draws of a sampled reference where the task has no exact gradient.
+        warmup: steps a stateful estimator (REINFORCE's baseline, REBAR's η) adapts at the
+            checkpoint before it is measured; ``None``: the harness's default.
     """
 
     task: Callable[[], Task]
@@ -47,6 +49,7 @@ class GradientCheck:
     tau: float = 1.0
     k: int = 2
     reference_reps: int | Literal["auto"] = "auto"
+    warmup: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,7 +97,8 @@ def fill(
             column, tasks[column.name], listed, where, folder, seed, executor, progress
         )
         made += measured
-    table = entries(made)
+    # Every table lists its rows in one order: the estimators' as listed.
+    table = entries(sorted(made, key=lambda row: listed.index(row["estimator"])))
     higher = {
         c.name: bool(c.training and c.training.outcome_higher_is_better) for c in found.columns
     }

@@ -55,6 +55,7 @@ def gradient_sweep(
         executor=executor,
         progress=progress,
         reference_reps=check.reference_reps,
+        **({} if check.warmup is None else {"warmup": check.warmup}),
     )
 
 

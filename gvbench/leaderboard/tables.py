@@ -25,9 +25,11 @@ SYMBOLS = {BEST: " ★", TIED: " ≈"}
 
 
 def wide(table: pd.DataFrame, measure: str, columns: Sequence[str]) -> pd.DataFrame:
-    """The rows of ``measure`` in the long table (with its ``mark``), one row per estimator."""
+    """The rows of ``measure`` in the long table (with its ``mark``), one row per estimator,
+    in the order the estimators first appear in the table."""
     rows = table[table["measure"] == measure]
-    estimators = list(dict.fromkeys(rows["estimator"]))
+    there = set(rows["estimator"])
+    estimators = [name for name in dict.fromkeys(table["estimator"]) if name in there]
     out = pd.DataFrame(
         {
             "estimator": estimators,

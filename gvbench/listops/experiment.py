@@ -33,8 +33,10 @@ from gvbench.estimators import Sampler
 from gvbench.experiment import VARIANCE_METRICS, Experiment, Splits, TaskOptions
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
+from gvbench.leaderboard.column import Column
 from gvbench.listops import report as listops_report
 from gvbench.listops.data import CLASSES, PAD, VOCABULARY, generate_splits
+from gvbench.listops.leaderboard import listops_columns
 from gvbench.listops.presets import PRESETS, Preset
 from gvbench.report.builder import Report
 from gvbench.report.claims import Claim
@@ -231,6 +233,10 @@ class ListOps(Experiment[TrainConfig]):
             "test_majority_accuracy": float(torch.bincount(labels, minlength=CLASSES).max())
             / len(labels),
         }
+
+    def leaderboard(self, preset: str) -> tuple[Column, ...]:
+        """Its column of ``gvbench leaderboard`` (:mod:`gvbench.listops.leaderboard`)."""
+        return listops_columns(self, preset)
 
     def run_preset(
         self, name: str, out_dir: str | Path = "results/listops", run: PresetRun | None = None

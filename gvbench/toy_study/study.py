@@ -10,12 +10,14 @@ import xarray as xr
 
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep
+from gvbench.leaderboard.column import Column
 from gvbench.report.builder import Report
 from gvbench.report.claims import Claim
 from gvbench.simplex import simplex_sweep
 from gvbench.study import PresetRun, Study
 from gvbench.tasks.toy import Toy
 from gvbench.toy_study.claims import field_claims, toy_claims
+from gvbench.toy_study.leaderboard import toy_columns
 from gvbench.toy_study.presets import (
     FIELD_ESTIMATORS,
     FIELD_K,
@@ -70,6 +72,10 @@ class ToyStudy(Study):
             )
             files[name] = f"{name}.nc"
         return files
+
+    def leaderboard(self, preset: str) -> tuple[Column, ...]:
+        """Its column of ``gvbench leaderboard`` (:mod:`gvbench.toy_study.leaderboard`)."""
+        return toy_columns(preset)
 
     def owns(self, name: str) -> bool:
         return name in ("toy", "simplex", *FIELD_TASKS)

@@ -22,12 +22,14 @@ from gvbench import provenance
 from gvbench.experiment import VARIANCE_METRICS, Experiment, Splits, TaskOptions
 from gvbench.harness.store import write_atomic
 from gvbench.harness.sweep import sweep_over
+from gvbench.leaderboard.column import Column
 from gvbench.report.builder import Report
 from gvbench.report.claims import Claim
 from gvbench.study import PresetRun
 from gvbench.training import RunConfig, option, random_searches, train_grid
 from gvbench.vae import report as vae_report
 from gvbench.vae.data import load
+from gvbench.vae.leaderboard import vae_columns
 from gvbench.vae.model import CategoricalVAE, importance_weighted_nll, negative_elbo
 from gvbench.vae.presets import PRESETS, Preset
 
@@ -215,6 +217,10 @@ class VAE(Experiment[TrainConfig]):
             },
             coords={"run": np.array(labels, dtype=object), "batch_size": list(preset.batch_sizes)},
         )
+
+    def leaderboard(self, preset: str) -> tuple[Column, ...]:
+        """Its column of ``gvbench leaderboard`` (:mod:`gvbench.vae.leaderboard`)."""
+        return vae_columns(self, preset)
 
     def run_preset(
         self, name: str, out_dir: str | Path = "results/vae", run: PresetRun | None = None

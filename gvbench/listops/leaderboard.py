@@ -1,0 +1,110 @@
+"""ListOps' column of ``gvbench leaderboard`` (paper §5.2).
+
+Gradient quality at the checkpoint the study's variance sweep uses (the model briefly trained
+with ST-GS, cached by :meth:`~gvbench.experiment.Experiment.task`; B = L); training at the
+study's preset sizes, each estimator's lr and τ from a random search of the same size (the
+paper's τ values bound the τ range, the preset's lr the centre of the lr range), selected on
+validation accuracy; the outcome is the test accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING
+
+from gvbench.leaderboard.column import Column, DirectionClaim, GradientCheck, TrainingProtocol
+from gvbench.listops.presets import PRESETS
+
+if TYPE_CHECKING:
+    from gvbench.listops.experiment import ListOps
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """A leaderboard preset: the study's preset it takes its sizes from, and its search."""
+
+    preset: str
+    trials: int
+    search_steps: int
+
+
+LEADERBOARD_PRESETS = {
+    "tiny": Board("tiny", trials=2, search_steps=10),
+    "cpu": Board("small", trials=6, search_steps=500),
+    "paper": Board("paper", trials=20, search_steps=10_000),
+}
+SOURCE = "Paulus et al. 2021 (Gumbel-Rao), §5.2"
+CLAIMS = (
+    DirectionClaim(
+        "gumbel_rao",
+        "st_gumbel_softmax",
+        "variance",
+        f"{SOURCE}: GR-MCK's gradient variance below ST-GS's",
+    ),
+    DirectionClaim(
+        "gumbel_rao",
+        "st_gumbel_softmax",
+        "outcome",
+        f"{SOURCE}: GR-MCK's test accuracy above ST-GS's (there at each τ; here each "
+        "at its tuned τ)",
+    ),
+)
+
+
+def listops_columns(experiment: ListOps, preset: str) -> tuple[Column, ...]:
+    """ListOps' column at leaderboard preset ``preset`` (none where it has no such preset)."""
+    from gvbench.listops.experiment import TrainConfig
+
+    if preset not in LEADERBOARD_PRESETS:
+        return ()
+    board = LEADERBOARD_PRESETS[preset]
+    sizes = PRESETS[board.preset]
+    length = sizes.max_lengths[0]
+    task = functools.partial(
+        experiment.task,
+        max_length=length,
+        d_hidden=sizes.d_hidden,
+        train_steps=max(10, sizes.steps // 5),
+        seed=0,
+    )
+    base = TrainConfig(
+        estimator="st_gumbel_softmax",
+        max_length=length,
+        d_hidden=sizes.d_hidden,
+        lr=sizes.lr,
+        steps=sizes.steps,
+        sizes=sizes.sizes,
+        eval_every=sizes.eval_every,
+        variance_every=0,
+    )
+    training = TrainingProtocol(
+        train=experiment.train,
+        base=base,
+        seeds=sizes.seeds,
+        trials=board.trials,
+        search_steps=board.search_steps,
+        lr=(sizes.lr / 4, sizes.lr * 4),
+        momentum=None,
+        tau=(min(sizes.taus), max(sizes.taus)),
+        selection="best_valid_accuracy",
+        selection_higher_is_better=True,
+        outcome="test_accuracy",
+        outcome_higher_is_better=True,
+    )
+    return (
+        Column(
+            name=f"listops-L{length}",
+            title=f"ListOps, L = {length}",
+            protocol=f"{SOURCE}: the Gumbel Tree-LSTM (Choi et al. 2018) on generated ListOps",
+            gradients=GradientCheck(
+                task=task,
+                batch_size=length,
+                reps=sizes.variance_reps,
+                reference_reps=sizes.reference_reps,
+            ),
+            training=training,
+            claims=CLAIMS,
+            options={"gumbel_rao": {"k": 10}},
+        ),
+    )
