@@ -164,6 +164,30 @@ def test_bad_settings_are_refused_naming_the_argument(make, says):
         make()
 
 
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda s: {"state": {}, "param_groups": []}, r"^holds no momentum \(written by an older"),
+        (lambda s: s | {"exp_avg": {}}, r"^holds optimizer state for exp_avg, momentum; this run"),
+        (lambda s: s | {"momentum": {"prior": torch.zeros(3)}}, r"differ in net.bias, net.weight"),
+        (lambda s: s | {"momentum": s["momentum"] | {"prior": torch.zeros(4)}}, r"another shape"),
+        (lambda s: s | {"step": 2.0}, r"^holds no step count"),
+    ],
+)
+def test_a_checkpoint_s_optimizer_state_of_another_optimizer_or_model_is_refused(damage, says):
+    optimizer, params = Optimizer((("", SGD(0.1, 0.9)),)), start(torch.float32)
+    state = optimizer.init(params)
+    state.slots["momentum"]["prior"] += 1.0
+    back = optimizer.restore(state.as_checkpoint(), params)
+    assert torch.equal(back.slots["momentum"]["prior"], state.slots["momentum"]["prior"])
+    with pytest.raises(ValueError, match=says):
+        optimizer.restore(damage(state.as_checkpoint()), params)
+    by_adam = Optimizer((("", Adam(0.1)),))
+    no_step = {k: v for k, v in by_adam.init(params).as_checkpoint().items() if k != "step"}
+    with pytest.raises(ValueError, match=r"^holds no step count"):
+        by_adam.restore(no_step, params)
+
+
 class AdamVAE(VAE):
     """The VAE trained as DisARM trains its networks: Adam, no clipping."""
 

@@ -182,26 +182,32 @@ class Optimizer:
         fresh = self.init(params)
         if not isinstance(saved, dict):
             raise ValueError("holds no optimizer state")
-        if set(saved) - {*fresh.slots, "step"}:
+        slots = {slot for rule in (SGD, Adam) for slot in rule.slots}
+        if (set(saved) & slots) - set(fresh.slots):
             raise ValueError(
-                f"holds optimizer state for {', '.join(sorted(set(saved) - {'step'}))}, this "
+                f"holds optimizer state for {', '.join(sorted(set(saved) & slots))}; this "
                 f"run's optimizer ({self}) keeps {', '.join(sorted(fresh.slots))}"
             )
         for slot, expected in fresh.slots.items():
             values = saved.get(slot)
-            if not isinstance(values, dict) or set(values) != set(expected):
+            if not isinstance(values, dict):
+                older = " (written by an older gvbench: no per-run momentum)"
+                raise ValueError(f"holds no {slot}{older * (slot == 'momentum')}")
+            if set(values) != set(expected):
+                differ = sorted(set(values) ^ set(expected))
                 raise ValueError(
-                    f"holds no {slot} for parameters {', '.join(sorted(expected))}"
-                    + (" (written by an older gvbench: no per-run momentum)" * (slot == "momentum"))
+                    f"holds {slot} for other parameters than this run's optimizer ({self}) "
+                    f"keeps it for (they differ in {', '.join(differ)})"
                 )
             for name, value in values.items():
                 if not isinstance(value, Tensor) or value.shape != expected[name].shape:
                     raise ValueError(f"holds a {slot} of another shape for {name}")
                 expected[name] = value.to(expected[name])
-        step = saved.get("step", 0)  # an SGD checkpoint of an older gvbench counts no steps
-        if "exp_avg" in fresh.slots and ("step" not in saved or not isinstance(step, int)):
-            raise ValueError("holds no Adam step count")
-        fresh.step = step if isinstance(step, int) else 0
+        # A checkpoint of SGD alone from an older gvbench counts no steps; SGD reads none.
+        step = saved.get("step", 0)
+        if not isinstance(step, int) or ("exp_avg" in fresh.slots and "step" not in saved):
+            raise ValueError("holds no step count of its optimizer")
+        fresh.step = step
         return fresh
 
     def updates(

@@ -159,7 +159,7 @@ class RunState:
         self.model = copy.deepcopy(run.model).requires_grad_()
         self.params = dict(self.model.named_parameters())
         self.buffers = dict(self.model.named_buffers())
-        self.optimizer = run.optimizer.init(self.params)  # names a parameter no rule covers
+        self.optimizer_state = run.optimizer.init(self.params)  # refuses one no rule covers
         self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
         self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
         schedule = run.tau_schedule
@@ -189,7 +189,7 @@ class RunState:
         with torch.no_grad():
             for name, value in saved["params"].items():
                 self.params[name].copy_(value)
-        self.optimizer = optimizer
+        self.optimizer_state = optimizer
         self.generator.set_state(saved["generator"])
         self.estimator.load_state_dict(saved.get("estimator", {}))
         self.progress = RunProgress.from_checkpoint(saved["state"])
@@ -226,7 +226,7 @@ class RunState:
     def update(self, grads: Mapping[str, Tensor], norm: float) -> list[RunUpdate | AdamUpdate]:
         """The optimizer's step that moves this run by ``grads`` (of norm ``norm``), counted
         in its state; apply it with :func:`~gvbench.training.optimizers.apply`."""
-        return self.run.optimizer.updates(self.params, self.optimizer, grads, norm)
+        return self.run.optimizer.updates(self.params, self.optimizer_state, grads, norm)
 
     def diverge(self, message: str) -> None:
         rules = [rule for _, rule in self.run.optimizer.rules]
@@ -254,7 +254,7 @@ class RunState:
                 "config": dict(self.run.config),
                 "digest": checkpoint_digest(self.run.config, params, self.progress.step),
                 "params": params,
-                "optimizer": self.optimizer.as_checkpoint(),
+                "optimizer": self.optimizer_state.as_checkpoint(),
                 "generator": self.generator.get_state(),
                 "estimator": self.estimator.state_dict(),
                 "state": self.progress.as_checkpoint(),
