@@ -19,8 +19,10 @@ import torch
 import xarray as xr
 from torch import nn
 
+import gvbench.estimators as E
 from gvbench import plugins
 from gvbench.cli import main
+from gvbench.estimators import registry
 from gvbench.experiment import Experiment
 from gvbench.leaderboard.column import Column, DirectionClaim, GradientCheck, TrainingProtocol
 from gvbench.leaderboard.fill import fill
@@ -319,6 +321,26 @@ def test_the_page_opens_in_a_headless_browser(board, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'id="claims"' in dom.stdout and dom.stdout.count("<img") == 4
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+
+
+def st_gumbel_softmax_half(logits, tau=1.0, *, dim=-1, generator=None):
+    """ST-GS at half the temperature: a user's estimator."""
+    return E.st_gumbel_softmax(logits, tau / 2, dim=dim, generator=generator)
+
+
+def test_a_users_estimator_is_a_row(registered, monkeypatch, tmp_path):
+    # Registered in a copy of the registry, as a plugin's import registers it, for this test.
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    E.register(unbiased=False, label="ST-GS½")(st_gumbel_softmax_half)
+    rows = ["st_gumbel_softmax_half", "reinforce", "disarm"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fill("tiny", tmp_path, estimators=rows, columns=["mine-toy"], progress=False)
+    variance = pd.read_csv(tmp_path / "variance.csv", keep_default_na=False).set_index("estimator")
+    assert list(variance.index) == rows
+    assert variance.loc["st_gumbel_softmax_half", "label"] == "ST-GS½"
+    assert float(variance.loc["st_gumbel_softmax_half", "mine-toy"]) > 0
+    assert variance.loc["disarm", "mine-toy_note"].startswith("not applicable")
 
 
 def test_the_papers_studies_give_columns_at_each_preset():

@@ -49,7 +49,7 @@ def decide(columns: Sequence[Column], table: pd.DataFrame) -> list[Claim]:
 def _claim(column: Column, claim: DirectionClaim, table: pd.DataFrame) -> tuple[Claim, int]:
     """The claim alone, and the draws per estimator it rests on (0: over seeds)."""
     measure = CLAIMED[claim.measure]
-    better, worse = E.info(claim.better).label, E.info(claim.worse).label
+    better, worse = _label(claim.better), _label(claim.worse)
     statement = f"{better} {_phrase(column, claim)} {worse} ({claim.source})"
     found = {name: _row(table, column.name, name, measure) for name in (claim.better, claim.worse)}
     missing = [
@@ -99,6 +99,15 @@ def _with_draws(claim: Claim, draws: int, threshold: float) -> Claim:
             f"{threshold:.2f}) with {needed} draws per estimator."
         )
     return dataclasses.replace(claim, evidence=claim.evidence + said)
+
+
+def _label(name: str) -> str:
+    """How tables name a registered estimator; a name no estimator has, as it is (the claim
+    is then not measured: the estimator is not installed)."""
+    try:
+        return E.info(name).label
+    except KeyError:
+        return name
 
 
 def _row(table: pd.DataFrame, column: str, estimator: str, measure: str) -> Mapping | None:

@@ -9,6 +9,7 @@ read at its own τ and K (the check's, or the column's options for it).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +81,10 @@ def gradient_entries(column: Column, ds: xr.Dataset) -> list[dict[str, Any]]:
                 continue
             se = float(cell[f"{measure.name}_se"]) if measure.se else float("nan")
             value = float(cell[measure.name])
-            rows.append(entry(column.name, name, measure.name, value, se, check.reps, "draws"))
+            # A done cell has every error term; a cosine is undefined at a zero mean estimate.
+            note = "" if math.isfinite(value) else "undefined: the mean estimate is 0"
+            row = entry(column.name, name, measure.name, value, se, check.reps, "draws", note)
+            rows.append(row)
     return rows
 
 

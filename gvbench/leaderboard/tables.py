@@ -3,8 +3,8 @@ and as the page shows them.
 
 A CSV holds, per column ``C``: ``C`` (the value), ``C_se`` (its SE), ``C_mark`` (``best``
 where resolved, ``tied`` for a tied group, see :mod:`gvbench.leaderboard.ranking`) and
-``C_note`` (why a cell has no value: "not applicable: …" with the task's reason). No cell is
-blank without a note.
+``C_note`` (why a cell has no value: "not applicable: …" with the task's reason; or what to
+know of its value: the seeds that diverged). No cell is blank without a note.
 """
 
 from __future__ import annotations
@@ -92,4 +92,4 @@ def _cell(value: float, se: float, mark: str, note: str) -> str:
     if not math.isfinite(value):
         return note or "undefined at this cell"
     text = f"{value:.4g} ± {se:.2g}" if math.isfinite(se) else f"{value:.4g}"
-    return text + SYMBOLS.get(mark, "")
+    return text + SYMBOLS.get(mark, "") + (f" ({note})" if note else "")

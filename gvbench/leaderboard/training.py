@@ -131,7 +131,8 @@ def train_column(
                 rows.append(entry(column.name, name, measure, note=found))
             continue
         outcome = _outcome(protocol, [attrs[c.name()] for c in finals[name]])
-        note = "" if math.isfinite(outcome.value) else "diverged: every seed"
+        diverged = sum("diverged" in attrs[c.name()] for c in finals[name])
+        note = f"diverged: {diverged} of {protocol.seeds} seeds" if diverged else ""
         rows.append(
             entry(column.name, name, "outcome", outcome.value, outcome.se, outcome.n, "seeds", note)
         )
