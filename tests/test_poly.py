@@ -59,7 +59,7 @@ def test_the_tiny_preset_runs_end_to_end(tmp_path):
     summary = POLY.run_preset("tiny", tmp_path, PresetRun(progress=False))
     assert (tmp_path / "tiny.nc").exists()
     final = summary["final_expected_loss"]
-    assert final.dims == ("run", "power", "target", "seed") and final.shape == (2, 2, 1, 2)
+    assert final.dims == ("run", "power", "target", "seed") and final.shape == (2, 1, 1, 2)
     assert summary["toy_final_expected_loss"].shape == (2, 1, 1, 2)
     assert np.isfinite(final).all() and not summary["diverged"].any()
     # a run's final value is its curve's last point; its best is the lowest of the curve

@@ -118,7 +118,11 @@ def _column(
         title=title,
         protocol=source,
         gradients=GradientCheck(
-            task=task, batch_size=protocol.gradient_batch, reps=protocol.gradient_reps, tau=1.0
+            task=task,
+            batch_size=protocol.gradient_batch,
+            reps=protocol.gradient_reps,
+            tau=1.0,
+            warmup=protocol.gradient_warmup,
         ),
         training=TrainingProtocol(
             train=experiment.train,

@@ -33,6 +33,8 @@ class Protocol:
         lr_range, tau_range: its ranges, around the published values.
         gradient_probability: :math:`P(z_i = 1)` where the leaderboard measures gradients.
         gradient_batch, gradient_reps: B and N of that measurement.
+        gradient_warmup: steps a stateful estimator adapts there before it is measured
+            (``None``: the harness's default).
     """
 
     runs: tuple[Run, ...]
@@ -53,6 +55,7 @@ class Protocol:
     gradient_probability: float
     gradient_batch: int
     gradient_reps: int
+    gradient_warmup: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +130,7 @@ PRESETS = {
             PAPER_POLY,
             runs=(("ST", "straight_through", 1, 1.0), ("ReinMax", "reinmax", 1, 1.0)),
             variables=16,
-            powers=(1.5, 3.0),
+            powers=(3.0,),
             batch_size=8,
             steps=6,
             eval_every=3,
@@ -136,6 +139,7 @@ PRESETS = {
             search_steps=3,
             gradient_batch=8,
             gradient_reps=64,
+            gradient_warmup=10,
         ),
         toy=dataclasses.replace(
             PAPER_TOY,
@@ -147,6 +151,7 @@ PRESETS = {
             search_trials=2,
             search_steps=3,
             gradient_reps=64,
+            gradient_warmup=10,
         ),
     ),
     # 2 CPU cores: the published problem sizes, a quarter of ReinMax's steps, five seeds.
