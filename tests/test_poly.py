@@ -16,6 +16,7 @@ import gvbench.estimators as E
 from gvbench.cli import main
 from gvbench.experiments.poly import POLY, PolyConfig, PolynomialProgram
 from gvbench.leaderboard.column import Column
+from gvbench.report.builder import Report
 from gvbench.study import PresetRun
 from gvbench.tasks import ModuleTask
 
@@ -70,6 +71,13 @@ def test_the_tiny_preset_runs_end_to_end(tmp_path):
     assert len(tables) == 2 and all(len(table) for table in tables.values())
     again = POLY.run_preset("tiny", tmp_path, PresetRun(progress=False))  # resumes: no work
     xr.testing.assert_equal(again["final_expected_loss"], final)
+    (claim,) = POLY.claims({"poly": summary})  # one p: ReinMax against ST, over two seeds
+    assert claim.statement.startswith("ReinMax ends below ST") and claim.evidence
+    report = Report(tmp_path / "report")
+    POLY.report(report, {"poly": summary})
+    ((title, blocks),) = report.sections
+    assert title == "Polynomial programming and the quadratic toy"
+    assert len(blocks) == 4 and (tmp_path / "report/figures/poly-toy-curves.png").is_file()
 
 
 def test_adam_lowers_the_exact_expected_loss(tmp_path):

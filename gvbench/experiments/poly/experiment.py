@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,9 +48,12 @@ from torch import Tensor, nn
 from gvbench import provenance
 from gvbench.estimators.validation import check_real
 from gvbench.experiment import Experiment, Splits, TaskOptions
+from gvbench.experiments.poly import report as poly_report
 from gvbench.experiments.poly.model import Outcome, PolynomialProgram
 from gvbench.experiments.poly.presets import PRESETS, Protocol
 from gvbench.harness.store import write_atomic
+from gvbench.report.builder import Report
+from gvbench.report.claims import Claim
 from gvbench.study import PresetRun
 from gvbench.tasks.module import ModuleTask
 from gvbench.training import RunConfig, option, train_grid
@@ -260,6 +263,13 @@ class Polynomial(Experiment[PolyConfig]):
     def counting_overrides(self, config: PolyConfig) -> dict[str, Any]:
         """Fields a training step's cost does not depend on, set small to count it quickly."""
         return {"variance_every": 0}
+
+    def claims(self, data: Mapping[str, xr.Dataset]) -> list[Claim]:
+        return poly_report.poly_claims(data[self.name]) if self.name in data else []
+
+    def report(self, report: Report, data: Mapping[str, xr.Dataset]) -> None:
+        if self.name in data:
+            poly_report.poly_section(report, data[self.name])
 
     def leaderboard(self, preset: str) -> tuple[Any, ...]:
         """One column per p of the polynomial and one per target of the quadratic toy (see
