@@ -41,7 +41,7 @@ from gvbench.leaderboard.gradients import gradient_entries, gradient_sweep
 from gvbench.leaderboard.measures import entries, entry
 from gvbench.leaderboard.presets import PRESETS
 from gvbench.leaderboard.ranking import marks
-from gvbench.leaderboard.training import train_column
+from gvbench.leaderboard.training import curve_name, train_column
 from gvbench.plots import save_figure
 from gvbench.report.claims import Claim
 from gvbench.tasks import Task
@@ -160,7 +160,7 @@ def _measure(
             column, trainable, where, evaluations, seed=seed, executor=executor, progress=progress
         )
         made += trained.rows
-        figure = drawing.training_figure(trained.curves, column.training.selection, column.title)
+        figure = drawing.training_figure(trained.curves, curve_name(column.training), column.title)
         if figure is not None:
             caption = (
                 f"{column.title}: the validation figure during training at each estimator's "

@@ -13,8 +13,8 @@ import pandas as pd
 from gvbench.leaderboard.column import Column
 from gvbench.leaderboard.measures import MEASURES
 from gvbench.leaderboard.ranking import RULE
-from gvbench.report.claims import Claim
-from gvbench.report.page import STYLESHEET, claims_table, figure_block, table_block, write_page
+from gvbench.report.claims import FAILS, HOLDS, Claim
+from gvbench.report.page import STYLESHEET, figure_block, table_block, write_page
 
 
 def render(
@@ -55,9 +55,7 @@ def render(
         '<h2 id="tables">Tables</h2>',
     ]
     for measure, shown in tables.items():
-        blocks.append(
-            table_block(MEASURES[measure].title, shown.set_index("estimator"), f"{measure}.csv")
-        )
+        blocks.append(table_block(MEASURES[measure].title, _by_estimator(shown), f"{measure}.csv"))
     blocks.append('<h2 id="figures">Figures</h2>')
     for column in columns:
         drawn = figures.get(column.name, ())
@@ -69,6 +67,35 @@ def render(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<title>{html.escape(title)}</title><link rel="stylesheet" href="{STYLESHEET}">'
         f"</head><body>{''.join(blocks)}</body></html>"
+    )
+
+
+def _by_estimator(shown: pd.DataFrame) -> pd.DataFrame:
+    """Rows named by estimator, "estimator" heading the row names (one header row)."""
+    return shown.set_index("estimator").rename_axis(index=None, columns="estimator")
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    """The claims, one row each, coloured by verdict with the report's stylesheet."""
+    style = {HOLDS: "holds", FAILS: "fails"}
+    rows = "".join(
+        f'<tr class="{style.get(c.verdict, "open")}">'
+        + "".join(
+            f'<td class="{kind}">{html.escape(text)}</td>'
+            for kind, text in (
+                ("text", c.experiment),
+                ("text", c.statement),
+                ("verdict", c.verdict),
+                ("text", c.evidence),
+                ("text", c.rule),
+            )
+        )
+        + "</tr>"
+        for c in claims
+    )
+    return (
+        '<table id="claims"><tr><th>column</th><th>the field says</th><th>this run</th>'
+        f"<th>numbers (± SE)</th><th>decided by</th></tr>{rows}</table>"
     )
 
 

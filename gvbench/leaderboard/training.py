@@ -215,16 +215,22 @@ def _settings(
     ]
 
 
+def curve_name(protocol: TrainingProtocol) -> str:
+    """The curves' variable of the validation figure: an experiment's curves hold its
+    selection figure by name, and their attrs its best as ``best_NAME``."""
+    return protocol.selection.removeprefix("best_")
+
+
 def _curves(protocol: TrainingProtocol, runs: Path, configs: Sequence[RunConfig]) -> xr.DataArray:
-    """The validation curve of each seed (``step × seed``; NaN where one diverged): an
-    experiment's curves hold its selection figure by name, and its best as ``best_NAME``."""
+    """The validation curve of each seed (``step × seed``; NaN where one diverged)."""
     seeds = []
+    name = curve_name(protocol)
     for config in configs:
         path = runs / config.name() / "curves.nc"
         if path.is_file():
             curves = xr.load_dataset(path)
-            if protocol.selection.removeprefix("best_") in curves:
-                seeds.append(curves[protocol.selection.removeprefix("best_")])
+            if name in curves:
+                seeds.append(curves[name])
     if not seeds:
         return xr.DataArray(np.empty((0, 0)), dims=("step", "seed"))
     return xr.concat(seeds, dim="seed", join="outer")
