@@ -41,7 +41,7 @@ from gvbench.leaderboard.gradients import gradient_entries, gradient_sweep
 from gvbench.leaderboard.measures import entries, entry
 from gvbench.leaderboard.presets import PRESETS
 from gvbench.leaderboard.ranking import marks
-from gvbench.leaderboard.training import curve_name, train_column
+from gvbench.leaderboard.training import TRAINING_MEASURES, curve_name, train_column
 from gvbench.plots import save_figure
 from gvbench.report.claims import Claim
 from gvbench.tasks import Task
@@ -141,7 +141,6 @@ def _measure(
         )
         made += gradient_entries(column, ds)
         evaluations = {r["estimator"]: r["value"] for r in made if r["measure"] == "evaluations"}
-        trainable = [name for name in listed if rows.not_applicable(task, name) is None]
         figure = drawing.frontier_figure(ds, column.gradients.tau)
         if figure is not None:
             caption = (
@@ -150,12 +149,16 @@ def _measure(
                 "(bars: 95%); dashed: the Pareto front of the unbiased estimators."
             )
             drawn.append(_saved(figure, folder, f"{column.name}-frontier", caption))
+        reasons = {name: rows.not_applicable(task, name) for name in listed}
+        trainable = [name for name in listed if reasons[name] is None]
+        if column.training is not None:  # what the task refuses is not trained
+            made += [
+                entry(column.name, name, measure, note=f"not applicable: {reason}")
+                for name, reason in reasons.items()
+                if reason is not None
+                for measure in TRAINING_MEASURES
+            ]
     if column.training is not None:
-        for name in listed:
-            if name not in trainable:
-                reason = rows.not_applicable(task, name) if task is not None else None
-                for measure in ("outcome", "seconds_per_step", "evaluations_per_step", "lr", "tau"):
-                    made.append(entry(column.name, name, measure, note=f"not applicable: {reason}"))
         trained = train_column(
             column, trainable, where, evaluations, seed=seed, executor=executor, progress=progress
         )

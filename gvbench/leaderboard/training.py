@@ -32,6 +32,8 @@ from gvbench.training import RunConfig, Train, TrainingDiverged, random_search, 
 from gvbench.training.grid import train_many
 
 COST_FILE = "cost.json"
+# What a column's training gives each estimator (see :mod:`gvbench.leaderboard.measures`).
+TRAINING_MEASURES = ("outcome", "seconds_per_step", "evaluations_per_step", "lr", "tau")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +67,9 @@ class TimedTrain:
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-    """A column's training: the long table's rows, each estimator's selection curves over
-    seeds (``step × seed``), and why an estimator has none."""
+    """A column's training: the long table's rows (an estimator that was not trained has
+    its reason as their note) and each trained estimator's validation curves over seeds
+    (``step × seed``)."""
 
     rows: list[dict[str, Any]]
     curves: dict[str, xr.DataArray]
@@ -127,8 +130,7 @@ def train_column(
     for name in estimators:
         found = searches[name]
         if isinstance(found, str):
-            for measure in ("outcome", "seconds_per_step", "evaluations_per_step", "lr", "tau"):
-                rows.append(entry(column.name, name, measure, note=found))
+            rows += [entry(column.name, name, measure, note=found) for measure in TRAINING_MEASURES]
             continue
         outcome = _outcome(protocol, [attrs[c.name()] for c in finals[name]])
         diverged = sum("diverged" in attrs[c.name()] for c in finals[name])
