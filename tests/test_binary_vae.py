@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import gvbench.estimators as E
-from gvbench.experiments.binary_vae.experiment import BINARY_VAE, BinaryVAEConfig
+from gvbench.experiments.binary_vae.config import BinaryVAEConfig
+from gvbench.experiments.binary_vae.experiment import BINARY_VAE
 from gvbench.experiments.binary_vae.model import (
     LATENT,
     PIXELS,
@@ -182,6 +183,7 @@ def test_leaderboard_columns_are_well_formed(tmp_path, monkeypatch) -> None:
     for column in columns:
         assert isinstance(column, Column) and column.gradients and column.training
         assert column.gradients.task.keywords["train_steps"] == 4
+        assert column.gradients.reference_reps == 16
         training = column.training
         assert training.momentum is None and training.lr[0] < 1e-4 < training.lr[1]
         assert training.base.steps == 4 and training.base.variance_every == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from gvbench.experiments.binary_vae.config import preset_config
 from gvbench.leaderboard.column import Column, DirectionClaim, GradientCheck, TrainingProtocol
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ def sbn_claims() -> tuple[DirectionClaim, ...]:
 
 def columns(experiment: BinaryVAE, preset: Preset) -> tuple[Column, ...]:
     """The three columns at ``preset``'s sizes."""
-    from gvbench.experiments.binary_vae.experiment import preset_config
-
     found = []
     for name, title, variant, layers in MODELS:
         estimator = "disarm" if layers == 1 else "rloo"
@@ -88,6 +87,7 @@ def columns(experiment: BinaryVAE, preset: Preset) -> tuple[Column, ...]:
                     batch_size=preset.batch_size,
                     reps=preset.gradient_reps,
                     k=2,
+                    reference_reps=preset.reference_reps,
                 ),
                 training=TrainingProtocol(
                     train=experiment.train,

@@ -38,8 +38,9 @@ class Preset:
             encoder-gradient variance measurements.
         iw_samples: samples of the test bound; valid_iw_samples: of the validation bound.
         dataset: :func:`gvbench.experiments.images.load_images` name.
-        checkpoint_steps, gradient_reps: the leaderboard's gradient check: the checkpoint's
-            training steps and the draws per estimator.
+        checkpoint_steps, gradient_reps, reference_reps: the leaderboard's gradient check:
+            the checkpoint's training steps, the draws per estimator and those of its sampled
+            reference (2^200 outcomes per example: no exact gradient).
         search_trials, search_steps: the leaderboard's random search per estimator.
     """
 
@@ -54,6 +55,7 @@ class Preset:
     valid_iw_samples: int
     checkpoint_steps: int
     gradient_reps: int
+    reference_reps: int
     search_trials: int
     search_steps: int
     dataset: str = "mnist"
@@ -76,6 +78,7 @@ PRESETS = {
         valid_iw_samples=2,
         checkpoint_steps=4,
         gradient_reps=8,
+        reference_reps=16,
         search_trials=2,
         search_steps=2,
     ),
@@ -95,6 +98,7 @@ PRESETS = {
         valid_iw_samples=10,
         checkpoint_steps=1000,
         gradient_reps=400,
+        reference_reps=1000,
         search_trials=4,
         search_steps=500,
     ),
@@ -112,6 +116,7 @@ PRESETS = {
         valid_iw_samples=100,
         checkpoint_steps=100_000,
         gradient_reps=1000,
+        reference_reps=10_000,
         search_trials=8,
         search_steps=50_000,
     ),
