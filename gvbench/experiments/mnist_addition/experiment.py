@@ -78,7 +78,7 @@ class TrainConfig(RunConfig):
     """One MNIST-addition run (Adam, the authors' optimiser)."""
 
     estimator: str = option("indecater", "a registered score-function estimator")
-    digits: int = option(4, "N, the digits whose sum labels an example (32 in the authors' script)")
+    digits: int = option(2, "N, the digits whose sum labels an example (32 in the authors' script)")
     batch_size: int = option(10, "examples per step (10 in the authors' script)")
     lr: float = option(1e-3, "Adam's learning rate (1e-3 in the authors' code)")
     eval_every: int = 100
@@ -91,7 +91,7 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        reason = not_score_function(E.info(self.estimator), "mnist_addition")
+        reason = not_applicable(E.info(self.estimator), "mnist_addition")
         if reason:
             raise ValueError(f"estimator {self.estimator}: {reason}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
@@ -101,8 +101,9 @@ class TrainConfig(RunConfig):
         return f"N{self.digits}-B{self.batch_size}"
 
 
-def not_score_function(estimator: EstimatorInfo, task: str) -> str | None:
-    """Why ``estimator`` cannot learn from the sum's indicator (``None``: it can)."""
+def not_applicable(estimator: EstimatorInfo, task: str) -> str | None:
+    """Why ``estimator`` cannot learn from the sum's indicator on one-hot digits (``None``:
+    it can)."""
     if estimator.relaxed:
         return f"{estimator.label} feeds relaxed samples; the {task} sum needs one-hot digits"
     if estimator.binary_only:
@@ -119,15 +120,16 @@ class SumTask(ModuleTask):
     """The classifier at a checkpoint as a harness task: score-function estimators only."""
 
     def applicable(self, estimator: EstimatorInfo) -> str | None:
-        return super().applicable(estimator) or not_score_function(estimator, self.name)
+        return super().applicable(estimator) or not_applicable(estimator, self.name)
 
 
 @dataclasses.dataclass(frozen=True)
 class AdditionOptions(TaskOptions):
-    """The MNIST-addition task: the gradient of the expected sum error w.r.t. every weight of
-    the classifier, on the first B validation examples; exact by the sum's law."""
+    """The MNIST-addition task: the gradient of the expected weighted sum error (that of
+    −log P(sum = y)) w.r.t. every weight of the classifier, on the first B validation
+    examples; exact by the sum's law."""
 
-    digits: int = 4
+    digits: int = 2
     data_dir: str | None = None
     train_steps: int = 200
     batch_pool: int = 64
