@@ -46,9 +46,20 @@ def presets() -> tuple[str, ...]:
 
 
 def _chosen(preset: str, experiments: Sequence[str] | None) -> list[study.Study]:
-    """The studies to run (all installed ones by default), each checked to have ``preset``."""
+    """The studies to run, each checked to have ``preset``: by default every installed one
+    that has it (one that has not is left out in one line: the field's tasks have presets
+    of their own sizes, not the paper's)."""
     installed = study.registered()
-    names = list(installed) if experiments is None else list(experiments)
+    if experiments is None:
+        left_out = [name for name, each in installed.items() if preset not in each.presets]
+        for name in left_out:
+            presets_of = ", ".join(installed[name].presets) or "none"
+            print(f"{name}: no {preset} preset (its presets: {presets_of}); not run")
+        names = [name for name in installed if name not in left_out]
+        if not names:
+            raise ValueError(f"no installed study has a {preset} preset")
+    else:
+        names = list(experiments)
     unknown = [name for name in names if name not in installed]
     if unknown or not names:
         raise ValueError(
