@@ -42,11 +42,11 @@ def vae_claims(model: str) -> tuple[DirectionClaim, ...]:
     """The directions stated on the single-layer binary VAE (``model``: linear or
     nonlinear): DisARM's own against ARM and RLOO (2 evaluations, "REINFORCE LOO"), both
     against REINFORCE, and the two later control-variate estimators against DisARM."""
-    figure = f"{DISARM}, Figure 5 ({model} row) and Table 1"
+    figure = f"{DISARM}, Figure 5, {model} row"
     return (
-        DirectionClaim("disarm", "arm", "variance", f"{figure}: gradient variance"),
-        DirectionClaim("disarm", "rloo", "variance", f"{figure}: gradient variance"),
-        DirectionClaim("disarm", "arm", "outcome", f"{figure}: 100-sample test bound"),
+        DirectionClaim("disarm", "arm", "variance", f"{figure}, right: gradient variance"),
+        DirectionClaim("disarm", "rloo", "variance", f"{figure}, right: gradient variance"),
+        DirectionClaim("disarm", "arm", "outcome", f"{figure}, middle: 100-sample test bound"),
         DirectionClaim("disarm", "reinforce", "variance", AGAINST_REINFORCE),
         DirectionClaim("rloo", "reinforce", "variance", AGAINST_REINFORCE),
         DirectionClaim(

@@ -13,7 +13,7 @@ LINEAR = ("linear", "linear", 1)
 NONLINEAR = ("nonlinear", "nonlinear", 1)
 SBN = ("sbn-4", "sbn", 4)
 
-# (label, estimator, K): the estimators of DisARM's Figure 5 and Table 1 (RELAX learns its
+# (label, estimator, K): the estimators of DisARM's Figure 5 (RELAX learns its
 # control variate and temperature during training) and REINFORCE with its running baseline.
 DISARM_RUNS = (
     ("DisARM", "disarm", 1),
