@@ -1,5 +1,5 @@
-"""The binary VAE and sigmoid belief nets of DisARM (Dong, Mnih & Tucker 2020, NeurIPS, §6.2
-and Appendix; code: google-research ``disarm/binary/``), as a gvbench experiment.
+"""The binary VAE and sigmoid belief nets of DisARM (Dong, Mnih & Tucker 2020, NeurIPS: its
+VAE experiments, Figure 5; code: google-research ``disarm/binary/``), as a gvbench experiment.
 
 The protocol, from the authors' launchers (``experiment_launcher_singlelayer.py``,
 ``experiment_launcher_multilayer.py``) where they and the paper's text differ:

@@ -3,7 +3,7 @@ sigmoid belief net of four layers, each measured at a checkpoint and trained at 
 settings, and the directions that DisARM and its successors state on them.
 
 DisARM does not tune its optimiser: every estimator trains at Adam 1e-4 (Dong, Mnih & Tucker
-2020, §6.2; the launchers' defaults). The leaderboard's search is therefore a narrow one
+2020, Figure 5; the launchers' defaults). The leaderboard's search is therefore a narrow one
 around that value (a factor of two either way), the same for every estimator, so that no
 estimator is held to a rate that does not suit it while the protocol stays DisARM's. τ is
 searched only for the estimators that take one (DisARM compares none: RELAX learns its own).
@@ -74,7 +74,7 @@ def columns(experiment: BinaryVAE, preset: Preset) -> tuple[Column, ...]:
             Column(
                 name=name,
                 title=f"{title} ({preset.dataset})",
-                protocol=f"{DISARM} §6.2; google-research disarm/binary",
+                protocol=f"{DISARM}, Figure 5; google-research disarm/binary",
                 gradients=GradientCheck(
                     task=functools.partial(
                         experiment.task,

@@ -1,5 +1,5 @@
-r"""Bernoulli latent-variable models of DisARM's experiments (Dong, Mnih & Tucker 2020, §6.2 and
-Appendix; google-research ``disarm/binary/networks.py`` and the two experiment launchers).
+r"""Bernoulli latent-variable models of DisARM's VAE experiments (Dong, Mnih & Tucker 2020;
+google-research ``disarm/binary/networks.py`` and the two experiment launchers).
 
 One module covers the three variants, each with stochastic layers of 200 Bernoulli units
 :math:`z_1, …, z_L` and a Bernoulli prior :math:`p(z_L) = \mathrm{Bern}(\sigma(\lambda))` with

