@@ -39,8 +39,12 @@ def codes(start: int, stop: int, latents: int, categories: int, like: Tensor) ->
     return F.one_hot(digits, categories).to(like.dtype)
 
 
-def expected_negative_elbo(model: CategoricalMLPVAE, x: Tensor, chunk: int = 4096) -> Tensor:
-    """:math:`\\mathbb{E}_q[-\\mathcal{L}(x, z)]` per example ``(B,)``, exact (module docstring).
+def expected_negative_elbo(
+    model: CategoricalMLPVAE, x: Tensor, chunk: int = 4096, *, reconstruction: bool = False
+) -> Tensor:
+    """:math:`\\mathbb{E}_q[-\\mathcal{L}(x, z)]` per example ``(B,)``, exact (module docstring);
+    with ``reconstruction``, the reconstruction term alone,
+    :math:`\\mathbb{E}_q[-\\log p_\\phi(x \\mid z)]` (:func:`.model.reconstruction_loss`).
 
     A ``ValueError`` where the model has more than :data:`MAX_CODES` codes, or ``chunk`` is
     not a positive number of codes.
@@ -57,14 +61,15 @@ def expected_negative_elbo(model: CategoricalMLPVAE, x: Tensor, chunk: int = 409
         raise ValueError(f"chunk must be a positive number of codes, got {chunk!r}")
     logits = model.posterior_logits(x)
     log_q = torch.log_softmax(logits, -1).flatten(-2)  # (B, m·a)
-    expected = model.kl(logits) if model.protocol.analytic_kl else 0
+    analytic = model.protocol.analytic_kl and not reconstruction
+    expected = model.kl(logits) if analytic else 0
     for start in range(0, total, chunk):
         block = codes(start, min(start + chunk, total), m, a, log_q)  # (C, m, a)
         pixel_logits = model.pixel_logits(block)  # (C, 784)
         log_likelihood = x @ pixel_logits.T - F.softplus(pixel_logits).sum(-1)  # (B, C)
         log_q_codes = log_q @ block.flatten(-2).T  # (B, C)
         loss = -log_likelihood
-        if not model.protocol.analytic_kl:
+        if not (model.protocol.analytic_kl or reconstruction):
             loss = loss + log_q_codes - model.log_prior(block)
         expected = expected + (log_q_codes.exp() * loss).sum(-1)
     return expected

@@ -46,6 +46,12 @@ def negative_elbo(terms: ELBOTerms) -> Tensor:
     return terms.kl - terms.log_likelihood
 
 
+def reconstruction_loss(terms: ELBOTerms) -> Tensor:
+    """The per-example reconstruction term :math:`-\\log p(x \\mid z)` (nats) of one draw:
+    ReinMax's BCE, the part of its loss whose gradient its analysis compares."""
+    return -terms.log_likelihood
+
+
 class CategoricalMLPVAE(nn.Module):
     """``model(x, sample=…) -> ELBOTerms``.
 
