@@ -19,8 +19,10 @@ from gvbench.experiments.mnist_addition.model import (
     sum_law,
     weighted_sum_error,
 )
+from gvbench.harness.draws import gradient_draws
 from gvbench.leaderboard.column import Column
 from gvbench.study import PresetRun
+from tests.stats import assert_within_se
 
 
 def _tagged_digits(count: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +94,21 @@ def test_the_sum_s_law_and_the_expected_loss_are_the_enumerated_ones():
     (gradient,) = torch.autograd.grad(expected.sum(), logits)
     (nll,) = torch.autograd.grad(-torch.log(hit + 1e-8).sum(), logits)
     torch.testing.assert_close(gradient, nll, rtol=1e-10, atol=1e-12)
+
+
+def test_indecater_s_draws_average_to_the_task_s_exact_gradient():
+    # The loss one draw sees and the exact expected loss must weigh by the same 1/P: a
+    # mismatch moves the mean of the draws away from the exact gradient.
+    config = TrainConfig(digits=2)
+    model = MNIST_ADDITION.model(config).double()
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 2, 784, generator=generator, dtype=torch.float64)
+    inputs = (images, torch.tensor([4, 11]), torch.zeros(2, 2, dtype=torch.int64))
+    task = MNIST_ADDITION.module_task(
+        model, inputs, config, parameters=lambda name, _: name.startswith("classifier.digits")
+    )
+    draws = gradient_draws(task, E.get("indecater", k=1), 200, 2, generator)
+    assert_within_se(draws, task.exact_gradient(2))
 
 
 def test_a_pathwise_estimator_is_refused_with_the_reason():
