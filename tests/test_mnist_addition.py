@@ -146,3 +146,4 @@ def test_the_leaderboard_column_is_well_formed(tmp_path):
     assert "flat" in task.applicable(E.info("st_gumbel_softmax"))
     assert task.exact(column.gradients.batch_size)
     assert np.isfinite(task.exact_gradient(column.gradients.batch_size).numpy()).all()
+    assert MNIST_ADDITION.leaderboard("nope") == ()

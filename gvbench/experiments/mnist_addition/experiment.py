@@ -304,8 +304,11 @@ class MNISTAddition(Experiment[TrainConfig]):
     def leaderboard(self, preset: str) -> tuple[Column, ...]:
         """One column at the preset's first N: the gradient at an IndeCateR checkpoint (exact
         reference) and each estimator's test accuracy of the sum at its tuned lr. RLOO runs
-        with as many evaluations of the loss per draw as IndeCateR (the authors' RLOO-F)."""
-        sizes = self.preset(preset)
+        with as many evaluations of the loss per draw as IndeCateR (the authors' RLOO-F).
+        No column at a preset it does not have."""
+        if preset not in self.presets:
+            return ()
+        sizes = self.presets[preset]
         digits, k = sizes.digits[0], sizes.indecater_k
         task = functools.partial(
             self.task,
