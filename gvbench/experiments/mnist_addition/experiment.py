@@ -4,8 +4,8 @@ Trick", NeurIPS; code: ``ML-KULeuven/catlog``, folder ``ADDITION/``).
 
 An example is N MNIST images and the sum y of their digits; the digits themselves are never
 seen. A LeNet classifier gives each image a categorical digit of arity 10; N digits are
-sampled, and the loss is whether their sum misses y (:mod:`.model`). Where each part comes
-from:
+sampled, and the loss is whether their sum misses y, weighted by 1/P(sum = y) so that its
+gradient is that of the authors' −log P (:mod:`.model`). Where each part comes from:
 
 - data (:mod:`.data`): ``data_generation.py``, ``create_sum``: shuffled digits grouped N at a
   time, the label the sum of theirs;
@@ -68,8 +68,8 @@ FIGURES = {
     "initial_valid_sum_accuracy": ("validation accuracy of the sum before training", "1"),
 }
 SOURCE = (
-    "De Smet, Sansone & Zuidberg Dos Martires 2023 (IndeCateR, NeurIPS), §6 neural-symbolic "
-    "MNIST addition; ML-KULeuven/catlog ADDITION/"
+    "De Smet, Sansone & Zuidberg Dos Martires 2023 (IndeCateR, NeurIPS), the neural-symbolic "
+    "MNIST-addition experiment; ML-KULeuven/catlog ADDITION/"
 )
 
 
