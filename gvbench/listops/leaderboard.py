@@ -54,8 +54,6 @@ CLAIMS = (
 
 def listops_columns(experiment: ListOps, preset: str) -> tuple[Column, ...]:
     """ListOps' column at leaderboard preset ``preset`` (none where it has no such preset)."""
-    from gvbench.listops.experiment import TrainConfig
-
     if preset not in LEADERBOARD_PRESETS:
         return ()
     board = LEADERBOARD_PRESETS[preset]
@@ -68,7 +66,7 @@ def listops_columns(experiment: ListOps, preset: str) -> tuple[Column, ...]:
         train_steps=max(10, sizes.steps // 5),
         seed=0,
     )
-    base = TrainConfig(
+    base = experiment.Config(
         estimator="st_gumbel_softmax",
         max_length=length,
         d_hidden=sizes.d_hidden,

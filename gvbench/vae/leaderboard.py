@@ -40,8 +40,6 @@ CLAIMS = (
 
 def vae_columns(experiment: VAE, preset: str) -> tuple[Column, ...]:
     """The VAE's column at leaderboard preset ``preset`` (none where it has no such preset)."""
-    from gvbench.vae.experiment import TrainConfig
-
     if preset not in LEADERBOARD_PRESETS:
         return ()
     sizes = PRESETS[LEADERBOARD_PRESETS[preset]]
@@ -50,7 +48,7 @@ def vae_columns(experiment: VAE, preset: str) -> tuple[Column, ...]:
     task = functools.partial(
         experiment.task, **shape, train_steps=max(10, sizes.steps // 2), seed=0
     )
-    base = TrainConfig(
+    base = experiment.Config(
         estimator="st_gumbel_softmax",
         **shape,
         batch_size=batch,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from gvbench.experiments.poly.config import protocol_config
 from gvbench.experiments.poly.presets import Preset, Protocol
 from gvbench.leaderboard.column import Column, DirectionClaim, GradientCheck, TrainingProtocol
 
@@ -100,8 +101,6 @@ def _column(
     claims: tuple[DirectionClaim, ...],
     options: dict[str, dict[str, int]] | None = None,
 ) -> Column:
-    from gvbench.experiments.poly.experiment import protocol_config
-
     task = functools.partial(
         experiment.task,
         variables=protocol.variables,
