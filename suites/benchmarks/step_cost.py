@@ -96,11 +96,11 @@ def count_training(train: Callable[..., Any], configs: Sequence[Any]) -> dict[st
     dispatched, flops = _Dispatched(), FlopCounterMode(display=False)
     # What the code does off the CPU: GR-MCK's larger chunks, the update's foreach ops.
     chunk = gumbel_rao.ACCELERATOR_CHUNK_ELEMENTS
-    update = functools.partial(loop.sgd, foreach=True)
+    update = functools.partial(loop.apply, foreach=True)
     with tempfile.TemporaryDirectory() as folder:
         with (
             mock.patch.object(gumbel_rao, "CHUNK_ELEMENTS", chunk),
-            mock.patch.object(loop, "sgd", update),
+            mock.patch.object(loop, "apply", update),
             flops,
             dispatched,
         ):
