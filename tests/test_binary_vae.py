@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 import gvbench.estimators as E
 from gvbench.experiments.binary_vae.config import BinaryVAEConfig
@@ -214,3 +215,17 @@ def test_bad_options_are_named() -> None:
         BinaryVAEConfig(prior_lr=0.0)
     with pytest.raises(ValueError, match="dataset must be one of mnist, binarized_mnist"):
         BinaryVAEConfig(dataset="cifar")
+
+
+def test_summary_se_counts_only_finite_seeds() -> None:
+    # Seeds 100, 102 and a diverged one: SE = sd(100, 102) / sqrt(2) = sqrt(2) / sqrt(2) = 1.
+    values = np.array([[[100.0, 102.0, np.nan]]])
+    summary = xr.Dataset(
+        {
+            "test_iw_nll": (("model", "run", "seed"), values),
+            "gradient_variance": (("model", "run", "seed"), values),
+        },
+        coords={"model": ["linear"], "run": ["DisARM"], "seed": [0, 1, 2]},
+    )
+    for table in BINARY_VAE.summary_table(summary).values():
+        assert table.loc["DisARM", "linear"] == "101 ± 1"

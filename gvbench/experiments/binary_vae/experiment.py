@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
@@ -216,7 +216,10 @@ class BinaryVAE(Experiment[BinaryVAEConfig]):
         return trained
 
     def summary_table(self, summary: xr.Dataset) -> dict[str, Any]:
-        """The test bound and the last measured encoder-gradient variance, mean ± SE over seeds."""
+        """The test bound and the last measured encoder-gradient variance, mean ± SE over seeds.
+
+        A diverged seed (NaN) is left out of its cell: the mean, the SD and the count n of the
+        SE = SD / sqrt(n) are all over the cell's finite seeds."""
         seeds = summary.sizes["seed"]
         tables = {}
         for variable, title in (
@@ -227,7 +230,8 @@ class BinaryVAE(Experiment[BinaryVAEConfig]):
             if "step" in values.dims:  # measured at the last step of every run
                 values = values.isel(step=-1)
             mean = values.mean("seed").to_pandas()
-            se = (values.std("seed", ddof=1) / math.sqrt(seeds)).to_pandas() if seeds > 1 else None
+            finite = values.count("seed")
+            se = (values.std("seed", ddof=1) / np.sqrt(finite)).to_pandas() if seeds > 1 else None
             shown = (
                 mean.T
                 if se is None
