@@ -2,8 +2,10 @@
 loss and gradient against an independent enumeration and a Monte-Carlo mean, its exact harness
 task, its tiny preset end to end, its leaderboard columns."""
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +159,23 @@ def test_the_leaderboard_columns_are_well_formed(tmp_path, monkeypatch):
         assert column.training.momentum is None
     exact = [c.gradients.task().exact(c.gradients.batch_size) for c in columns]
     assert exact == [False, True]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+def test_preset_runs_are_each_configuration_once_and_train(preset, tmp_path):
+    configs = CATEGORICAL_VAE.preset_runs(preset)
+    parts = CATEGORICAL_VAE.preset(preset).parts()
+    expected = [(p.protocol, estimator) for p in parts for _, estimator, _ in p.runs]
+    assert [(c.protocol, c.estimator) for c in configs] == expected
+    assert {c.seed for c in configs} == {0}
+    assert all(c.steps == p.steps for c in configs for p in parts if p.protocol == c.protocol)
+    # The cpu preset's runs train a few steps here, as the step-cost benchmark counts them.
+    if preset == "cpu":
+        configs = [
+            dataclasses.replace(c, steps=2, eval_every=2, **CATEGORICAL_VAE.counting_overrides(c))
+            for c in configs
+        ]
+    for config in configs:
+        curves = CATEGORICAL_VAE.train(config, tmp_path, progress=False)
+        assert bool(np.isfinite(curves["valid_negative_elbo"]).all())
+

@@ -266,8 +266,9 @@ class CategoricalVAEExperiment(Experiment[TrainConfig]):
         return preset_summary.tables(summary)
 
     def preset_runs(self, name: str) -> list[TrainConfig]:
-        """Every run preset ``name`` trains (its first seeds)."""
-        return list(preset_summary.training_configs(self.preset(name), range(1)).values())
+        """Every configuration preset ``name`` trains, once each: its first seed."""
+        configs = preset_summary.training_configs(self.Config, self.preset(name))
+        return [config for (_, _, seed), config in configs.items() if seed == 0]
 
     def counting_overrides(self, config: TrainConfig) -> dict[str, Any]:
         """Fields a training step's cost does not depend on, set small to count it quickly."""
