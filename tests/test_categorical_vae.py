@@ -179,3 +179,7 @@ def test_preset_runs_are_each_configuration_once_and_train(preset, tmp_path):
         curves = CATEGORICAL_VAE.train(config, tmp_path, progress=False)
         assert bool(np.isfinite(curves["valid_negative_elbo"]).all())
 
+
+def test_the_task_and_a_run_default_to_the_same_protocol():
+    options = CATEGORICAL_VAE.Options()
+    assert options.protocol == CATEGORICAL_VAE.Config().protocol == "coupled"

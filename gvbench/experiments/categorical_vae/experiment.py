@@ -111,9 +111,11 @@ class TrainConfig(RunConfig):
 class CategoricalVAEOptions(TaskOptions):
     """The task: the gradient of the negative ELBO w.r.t. the encoder's weights, on the first
     B validation images; exact where the codes can be enumerated. Without a checkpoint, a
-    model trained ``train_steps`` steps by the protocol's own estimator."""
+    model trained ``train_steps`` steps by the protocol's own estimator. The protocol defaults
+    to the training configuration's (coupled), so a task and a run of no options agree; the
+    exact 8 × 4 task is ``protocol=reinmax``."""
 
-    protocol: str = "reinmax"
+    protocol: str = "coupled"
     latents: int | None = None
     categories: int | None = None
     hidden: int = 512
