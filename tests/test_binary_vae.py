@@ -4,6 +4,7 @@ leaderboard's columns."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 import xarray as xr
 
 import gvbench.estimators as E
+from gvbench.experiments.binary_vae import leaderboard
 from gvbench.experiments.binary_vae.config import BinaryVAEConfig
 from gvbench.experiments.binary_vae.experiment import BINARY_VAE
 from gvbench.experiments.binary_vae.model import (
@@ -21,6 +23,7 @@ from gvbench.experiments.binary_vae.model import (
     importance_weighted_nll,
     negative_elbo,
 )
+from gvbench.experiments.binary_vae.presets import LINEAR, NONLINEAR, PRESETS, SBN
 from gvbench.harness.draws import gradient_draws
 from gvbench.leaderboard.column import Column
 from gvbench.training import SGD, Adam
@@ -178,8 +181,18 @@ def test_tiny_preset_end_to_end(tmp_path) -> None:
     assert len(tables) == 2 and all(" ± " in str(t.iloc[0, 0]) for t in tables.values())
 
 
+def test_leaderboard_columns_follow_the_preset() -> None:
+    # A study without the preset gives no column (gvbench.study.Study.leaderboard); a preset
+    # gives a column per model it trains (cpu: no sigmoid belief net).
+    assert BINARY_VAE.leaderboard("no_such_preset") == ()
+    assert [c.name for c in BINARY_VAE.leaderboard("tiny")] == ["binary_vae_linear"]
+    cpu = ["binary_vae_linear", "binary_vae_nonlinear"]
+    assert [c.name for c in BINARY_VAE.leaderboard("cpu")] == cpu
+
+
 def test_leaderboard_columns_are_well_formed(tmp_path, monkeypatch) -> None:
-    columns = BINARY_VAE.leaderboard("tiny")
+    every_model = dataclasses.replace(PRESETS["tiny"], models=(LINEAR, NONLINEAR, SBN))
+    columns = leaderboard.columns(BINARY_VAE, every_model)
     assert [c.name for c in columns] == ["binary_vae_linear", "binary_vae_nonlinear", "sbn"]
     for column in columns:
         assert isinstance(column, Column) and column.gradients and column.training

@@ -241,7 +241,9 @@ class BinaryVAE(Experiment[BinaryVAEConfig]):
         return tables
 
     def leaderboard(self, preset: str) -> tuple[Column, ...]:
-        return columns.columns(self, self.preset(preset))
+        """A column per model of ``preset`` (:mod:`~gvbench.experiments.binary_vae.leaderboard`);
+        none at a preset it does not have."""
+        return columns.columns(self, self.presets[preset]) if preset in self.presets else ()
 
 
 BINARY_VAE = BinaryVAE()

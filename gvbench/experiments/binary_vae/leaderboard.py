@@ -1,6 +1,6 @@
 """The binary VAE's columns of ``gvbench leaderboard``: the linear and nonlinear VAE and a
-sigmoid belief net of four layers, each measured at a checkpoint and trained at DisARM's
-settings, and the directions that DisARM and its successors state on them.
+sigmoid belief net of four layers (those a preset trains), each measured at a checkpoint and
+trained at DisARM's settings, and the directions that DisARM and its successors state on them.
 
 DisARM does not tune its optimiser: every estimator trains at Adam 1e-4 (Dong, Mnih & Tucker
 2020, Figure 5; the launchers' defaults). The leaderboard's search is therefore a narrow one
@@ -64,9 +64,12 @@ def sbn_claims() -> tuple[DirectionClaim, ...]:
 
 
 def columns(experiment: BinaryVAE, preset: Preset) -> tuple[Column, ...]:
-    """The three columns at ``preset``'s sizes."""
+    """A column per model of ``preset`` (of :data:`MODELS`), at its sizes."""
+    models = {(variant, layers) for _, variant, layers in preset.models}
     found = []
     for name, title, variant, layers in MODELS:
+        if (variant, layers) not in models:
+            continue
         estimator = "disarm" if layers == 1 else "rloo"
         k = 2 if layers > 1 else 1
         base = preset_config(preset, variant, layers, estimator, k, variance_every=0)
