@@ -154,3 +154,20 @@ def test_bad_options_are_one_clear_error():
         PolyConfig(init_scale=-1.0)
     with pytest.raises(TypeError, match="the poly task takes no option degree"):
         POLY.task(degree=3)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("batch_pool=-1", "batch_pool must be an integer >= 1, got -1"),
+        ("batch_pool=0", "batch_pool must be an integer >= 1, got 0"),
+        ("train_steps=-5", "train_steps must be an integer >= 0, got -5"),
+    ],
+)
+def test_a_task_of_no_examples_or_negative_steps_is_one_clear_error(option, message, tmp_path):
+    name, value = option.split("=")
+    with pytest.raises(ValueError, match=message):
+        POLY.task(**{name: int(value)})
+    with pytest.raises(SystemExit, match=f"^gvbench: {message}$"):
+        main(["sweep", "poly", "--no-progress", "--out", str(tmp_path / "x.nc"),
+              "--task-option", option])  # fmt: skip

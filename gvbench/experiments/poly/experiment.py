@@ -45,6 +45,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from gvbench import provenance
+from gvbench.estimators.validation import check_count
 from gvbench.experiment import Experiment, Splits, TaskOptions
 from gvbench.experiments.poly import report as poly_report
 from gvbench.experiments.poly.config import PolyConfig, protocol_configs
@@ -137,6 +138,8 @@ class Polynomial(Experiment[PolyConfig]):
         initialisation for ``seed`` unless ``train_steps`` > 0 or a ``checkpoint`` is given
         (then as :meth:`Experiment.task <gvbench.experiment.Experiment.task>` makes it)."""
         given = dataclasses.asdict(self.Options(**_known(options, self.Options, self.name)))
+        check_count(given["batch_pool"], "batch_pool", 1)
+        check_count(given["train_steps"], "train_steps", 0)
         if given["checkpoint"] is not None or given["train_steps"] > 0:
             # With a checkpoint no step is trained; the brief run it would need is still built.
             return super().task(**{**options, "train_steps": max(1, given["train_steps"])})
