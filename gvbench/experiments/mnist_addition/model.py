@@ -23,10 +23,9 @@ laws). The loss on one sample of the digits is therefore the error weighted by t
     = \nabla_\theta\big(-\log(P + 10^{-8})\big),
 
 the authors' gradient with :math:`\hat P` replaced by P: every estimator estimates
-:math:`\nabla P` from the indicator alone, and all share one exact scale. (Without the
-:math:`1/P` the classifier does not learn at N = 4 even from the exact gradient: the digits
-collapse onto one class while P is small.) The expected loss, :math:`(1 - P)/\mathrm{sg}(P)`,
-is exact, so the harness measures bias² against the exact gradient.
+:math:`\nabla P` from the indicator alone, and all share one exact scale. The expected loss,
+:math:`(1 - P)/\mathrm{sg}(P)`, is exact, so the harness measures bias² against the exact
+gradient.
 """
 
 from __future__ import annotations

