@@ -117,6 +117,9 @@ def test_dynamic_is_the_default_for_mnist_and_fashion(mnist):
         default = load_images(name, folder)
         assert torch.equal(default.train, load_images(name, folder, binarize="dynamic").train)
         assert "dynamic binarization" in default.source
+        # Intensities, not a draw: no experiment's training loop redraws them per batch.
+        assert "intensities" in default.source and "per batch" not in default.source
+        assert ((default.train > 0) & (default.train < 1)).any()
 
 
 def column_major_chardata(images: np.ndarray) -> np.ndarray:
