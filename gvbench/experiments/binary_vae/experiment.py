@@ -9,16 +9,21 @@ The protocol, from the authors' launchers (``experiment_launcher_singlelayer.py`
   logit of that mean (the launchers' ``demean_input`` and ``initialize_with_bias``);
 - loss: the single-sample negative ELBO, :math:`-\\log p(x, z) + \\log q(z \\mid x)`, no
   analytic KL (``DiscreteVAE.call``);
-- optimiser: Adam at 1e-4 for the encoder and decoder (Keras' ε = 1e-7), plain SGD at 1e-2
-  for the prior's logits, no clipping, batch 50 (the launchers' flag defaults);
+- optimiser: torch's Adam at 1e-4 with the authors' ε = 1e-7 for the encoder and decoder
+  (their Keras Adam adds its ε̂ to the uncorrected √v, torch adds ε after the bias
+  correction, so the same ε is not the same update), plain SGD at 1e-2 for the prior's
+  logits, no clipping, batch 50 (the launchers' flag defaults);
 - data: MNIST binarized by Bernoulli draws (``dynamic_mnist``, the launchers' default) through
   :func:`gvbench.experiments.images.load_images`. Their pipeline draws a new binarization of
   every image at every pass; gvbench's training loop draws no noise in a model (its steps run
   under ``vmap`` with ``randomness="error"``), so each seed binarizes every image once
   (``binarize="static"``, its own draw per seed), as the VAE experiment of Paulus et al. does;
 - evaluation: the 100-sample importance-weighted bound on the test set (``evaluate`` with
-  ``num_eval_samples`` = 100), mean ± SE over seeds; runs (and random-search trials) are
-  selected on the validation bound with ``valid_iw_samples`` samples.
+  ``num_eval_samples`` = 100), mean ± SE over seeds, at each run's best checkpoint: the one,
+  among the evaluations every ``eval_every`` steps, with the lowest single-sample validation
+  negative ELBO (``selection`` = ``valid_negative_elbo``). Only the leaderboard's random
+  search picks its trials on the validation bound (``valid_iw_nll``, ``valid_iw_samples``
+  samples, at each trial's best checkpoint).
 
 The authors' estimators differentiate the ELBO with the encoder's direct dependence of
 :math:`\\log q` dropped (its expectation is zero); gvbench's estimators keep it. Both are
@@ -58,7 +63,8 @@ from gvbench.tasks.module import ModuleTask
 from gvbench.training import SGD, Adam, Optimizer, train_grid
 
 CURVES = ["gradient_variance", "gradient_variance_se", "valid_negative_elbo"]
-# Keras' Adam, the authors' optimiser, divides by sqrt(v) + 1e-7 (torch's default: 1e-8).
+# The authors' ε for torch's Adam (torch's default: 1e-8). Their Keras Adam adds its ε̂ to the
+# uncorrected sqrt(v), torch adds ε after the bias correction: the same ε, a different update.
 KERAS_EPSILON = 1e-7
 
 

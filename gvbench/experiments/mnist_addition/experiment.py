@@ -179,7 +179,8 @@ class MNISTAddition(Experiment[TrainConfig]):
         return CATEGORIES
 
     def optimizer(self, config: TrainConfig) -> Optimizer:
-        # Keras's Adam, as the authors' network.py builds it: ε = 1e-7, no clipping.
+        # torch's Adam with the authors' ε = 1e-7 (network.py), no clipping; their Keras ε̂ is
+        # added to the uncorrected sqrt(v), torch's ε after the bias correction.
         return Optimizer((("", Adam(config.lr, eps=1e-7)),), max_norm=None)
 
     def test_figures(self, model: nn.Module, splits: Splits, config: TrainConfig) -> dict[str, Any]:
