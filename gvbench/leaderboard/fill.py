@@ -84,6 +84,9 @@ def fill(
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     chosen = estimators if estimators is not None else PRESETS[preset].estimators
     found = rows.columns(preset, columns)
+    cap = PRESETS[preset].warmup
+    if cap is not None:
+        found = dataclasses.replace(found, columns=tuple(_capped(c, cap) for c in found.columns))
     folder = Path(out) if out is not None else Path("results") / "leaderboard" / preset
     tasks = {c.name: c.gradients.task() if c.gradients else None for c in found.columns}
     listed = [
@@ -113,6 +116,17 @@ def fill(
     facts = _facts(preset, seed, executor, found.without)
     index = page.write(folder, page.render(preset, found.columns, shown, claims, drawn, facts))
     return Leaderboard(index, written, table, claims, found.without)
+
+
+def _capped(column: Column, warmup: int) -> Column:
+    """``column`` whose gradient check adapts a stateful estimator at most ``warmup`` steps."""
+    if column.gradients is None:
+        return column
+    own = column.gradients.warmup
+    capped = warmup if own is None else min(own, warmup)
+    return dataclasses.replace(
+        column, gradients=dataclasses.replace(column.gradients, warmup=capped)
+    )
 
 
 def _variable(task: Task | None) -> str:

@@ -1,0 +1,51 @@
+"""Every installed study's columns go through ``gvbench leaderboard --preset tiny`` end to
+end (one estimator each, so that the suite stays short): the gradient check measures, the
+training protocol searches, trains and reports its outcome, and the claims are decided."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+from gvbench import study
+from gvbench.leaderboard.fill import fill
+
+# REINFORCE applies to every kind of task the field's columns hold (binary, categorical,
+# sequential choices), so each column has one row with numbers.
+ROW = "reinforce"
+COLUMNS = [
+    column.name for each in study.registered().values() for column in each.leaderboard("tiny")
+]
+
+
+def test_the_installed_studies_give_the_field_s_columns():
+    assert {"toy", "poly-p3", "binary_vae_linear", "mnist_addition"} <= set(COLUMNS)
+    assert len(COLUMNS) == len(set(COLUMNS)), COLUMNS  # a column name is a folder
+
+
+@pytest.mark.parametrize("name", COLUMNS)
+def test_a_column_fills_at_tiny(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a brief checkpoint is cached under ./results
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a sampled reference's sizing notes
+        board = fill("tiny", tmp_path / "board", estimators=[ROW], columns=[name], progress=False)
+    assert board.page.is_file()
+    rows = board.entries[(board.entries.estimator == ROW) & (board.entries.column == name)]
+    measured = rows.set_index("measure")
+    column = next(
+        c
+        for each in study.registered().values()
+        for c in each.leaderboard("tiny")
+        if c.name == name
+    )
+    if column.gradients is not None:
+        variance = measured.loc["variance"]
+        assert math.isfinite(variance.value) and variance.value >= 0 and variance.se > 0, variance
+        assert not variance.note, variance
+    if column.training is not None:
+        outcome = measured.loc["outcome"]
+        assert math.isfinite(outcome.value) and not outcome.note, outcome
+        assert outcome.n == column.training.seeds and outcome.over == "seeds", outcome
+        assert measured.loc["seconds_per_step"].value > 0
