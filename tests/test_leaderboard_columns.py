@@ -49,3 +49,27 @@ def test_a_column_fills_at_tiny(name, tmp_path, monkeypatch):
         assert math.isfinite(outcome.value) and not outcome.note, outcome
         assert outcome.n == column.training.seeds and outcome.over == "seeds", outcome
         assert measured.loc["seconds_per_step"].value > 0
+
+
+def test_an_outcome_with_diverged_seeds_is_neither_ranked_nor_claimed():
+    from gvbench.leaderboard.claims import decide
+    from gvbench.leaderboard.column import Column, DirectionClaim
+    from gvbench.leaderboard.measures import entries, entry
+    from gvbench.leaderboard.ranking import marks
+
+    def outcome(name, value, note=""):
+        return entry("c", name, "outcome", value, 0.01, 3, "seeds", note)
+
+    # RLOO's two surviving seeds look far better; one of its three diverged.
+    table = entries(
+        [
+            outcome("rloo", 0.10, "diverged: 1 of 3 seeds"),
+            outcome("reinforce", 0.50),
+            outcome("disarm", 0.90),
+        ]
+    )
+    marked = marks(table, {"c": False}).tolist()
+    assert marked == ["", "best", ""]  # REINFORCE is the best of the complete entries
+    column = Column("c", "c", "test", claims=(DirectionClaim("rloo", "reinforce", "outcome", "t"),))
+    (claim,) = decide([column], table)
+    assert "diverged: 1 of 3 seeds" in claim.evidence and not claim.z == claim.z  # not decided

@@ -55,7 +55,10 @@ def _claim(column: Column, claim: DirectionClaim, table: pd.DataFrame) -> tuple[
     missing = [
         f"{name}: {row['note'] or 'no value'}" if row is not None else f"{name}: not in the table"
         for name, row in found.items()
-        if row is None or not (math.isfinite(row["value"]) and math.isfinite(row["se"]))
+        if row is None
+        # seeds that diverged: the mean of the others is not its outcome
+        or (isinstance(row["note"], str) and row["note"] != "")
+        or not (math.isfinite(row["value"]) and math.isfinite(row["se"]))
     ]
     if missing:
         evidence = "not measured (" + "; ".join(missing) + ")"

@@ -29,7 +29,8 @@ RULE = (
     "other entry is declared with Holm's correction over all the comparisons of the table at "
     f"family-wise error {FAMILY_ERROR:g} (so the next best is more than 3 SE away). Otherwise "
     "the best and every entry not resolved from it are marked ≈ (tied). Variance tables rank "
-    "unbiased estimators only; bias² and costs are not ranked."
+    "unbiased estimators only; bias² and costs are not ranked; an outcome some of whose seeds "
+    "diverged is not ranked."
 )
 
 
@@ -63,7 +64,9 @@ def marks(table: pd.DataFrame, higher: Mapping[str, bool]) -> pd.Series:
             continue
         comparisons = []  # (column's best row, other row, p)
         for column, group in rows.groupby("column", sort=False):
-            group = group[np.isfinite(group["value"]) & np.isfinite(group["se"])]
+            # An entry with a note (seeds that diverged) is not the estimator's whole result.
+            complete = group["note"].fillna("").astype(str) == ""
+            group = group[np.isfinite(group["value"]) & np.isfinite(group["se"]) & complete]
             if measure.unbiased_only:
                 group = group[[E.info(e).unbiased for e in group["estimator"]]]
             if len(group) < 2:
