@@ -39,8 +39,9 @@ TRAINING_MEASURES = ("outcome", "seconds_per_step", "evaluations_per_step", "lr"
 @dataclasses.dataclass(frozen=True)
 class TimedTrain:
     """An experiment's ``train``, timed: a group trained from scratch in one call writes its
-    wall time per step and run to ``cost.json`` in each run's folder (a group resumed from a
-    checkpoint is not timed: part of its steps ran elsewhere). Picklable, like ``train``."""
+    wall time per step and run to ``cost.json`` in each run's folder, its validation and test
+    evaluations included (a group resumed from a checkpoint is not timed: part of its steps
+    ran elsewhere). Picklable, like ``train``."""
 
     train: Train[Any]
 
@@ -54,7 +55,9 @@ class TimedTrain:
         folders = [Path(out_dir) / config.name() for config in configs]
         fresh = not any(folder.exists() for folder in folders)
         start = time.perf_counter()
-        results = self.train(list(configs), out_dir=out_dir, progress=progress)
+        results = self.train(
+            list(configs), out_dir=out_dir, progress=progress, final_checkpoints=final_checkpoints
+        )
         seconds = time.perf_counter() - start
         if fresh:
             per_step = seconds / (configs[0].steps * len(configs))
