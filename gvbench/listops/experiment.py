@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
@@ -41,7 +42,7 @@ from gvbench.listops.presets import PRESETS, Preset
 from gvbench.report.builder import Report
 from gvbench.report.claims import Claim
 from gvbench.study import PresetRun
-from gvbench.training import RunConfig, TemperatureSchedule, option, train_grid
+from gvbench.training import RunConfig, TemperatureSchedule, option, random_searches, train_grid
 
 CURVES = ["gradient_variance", "gradient_variance_se", "valid_accuracy"]
 
@@ -259,9 +260,10 @@ class ListOps(Experiment[TrainConfig]):
         measured = self._checkpoint_variance(
             preset, name, out_dir, seed=seed, executor=executor, progress=progress, device=device
         )
+        tuned = self.tune(preset, out_dir, executor, seed, progress, device)
         trained = train_grid(
             self.train,
-            training_configs(preset, seeds, device),
+            training_configs(preset, seeds, device, tuned),
             ("run", "tau", "max_length", "seed"),
             {
                 "test_accuracy": ("test accuracy of the model selected on validation", "1"),
@@ -283,6 +285,8 @@ class ListOps(Experiment[TrainConfig]):
             .drop_vars("batch_size")
         )
         summary = variance.merge(trained)
+        if tuned is not None:
+            summary = summary.merge(tuned)
         summary.attrs.update(
             experiment="listops",
             preset=name,
@@ -294,6 +298,73 @@ class ListOps(Experiment[TrainConfig]):
         )
         write_atomic(summary, out_dir / f"{name}.nc")
         return summary
+
+    def tune(
+        self,
+        preset: Preset,
+        out_dir: Path,
+        executor: Any = None,
+        seed: int = 0,
+        progress: bool = True,
+        device: str = "cpu",
+    ) -> xr.Dataset | None:
+        """The preset's random search of the learning rate per (run, τ, L), selected on
+        validation accuracy (the test split is never read): every trial's lr and score, and
+        the chosen lr, over ``(run, tau, max_length)``; None for a preset without a search."""
+        if not preset.search_trials:
+            return None
+        if preset.search_steps is None or preset.lr_range is None:
+            raise ValueError("a ListOps preset with search_trials needs search_steps and lr_range")
+        keys = list(training_configs(preset, [seed], device))
+        bases = [
+            dataclasses.replace(config, steps=preset.search_steps, variance_every=0)
+            for config in training_configs(preset, [seed], device).values()
+        ]
+        searches = random_searches(
+            self.train,
+            bases,
+            preset.search_trials,
+            lr=preset.lr_range,
+            momentum=None,
+            selection="best_valid_accuracy",
+            higher_is_better=True,
+            out_dir=out_dir / "search",
+            seed=seed,
+            executor=executor,
+            progress=progress,
+        )
+        coords = {
+            "run": list(dict.fromkeys(label for label, *_ in keys)),
+            "tau": list(dict.fromkeys(tau for _, tau, *_ in keys)),
+            "max_length": list(dict.fromkeys(length for _, _, length, _ in keys)),
+            "trial": range(preset.search_trials),
+        }
+        shape = [len(values) for values in coords.values()]
+        trials = {name: np.full(shape, np.nan) for name in ("search_lr", "search_valid_accuracy")}
+        chosen = np.full(shape[:-1], np.nan)
+        for (label, tau, length, _), search in zip(keys, searches, strict=True):
+            at = (coords["run"].index(label), coords["tau"].index(tau))
+            at += (coords["max_length"].index(length),)
+            trials["search_lr"][at] = search["lr"].values
+            trials["search_valid_accuracy"][at] = search["best_valid_accuracy"].values
+            chosen[at] = float(search["lr"][search.attrs["best_trial"]])
+        dims = ("run", "tau", "max_length")
+        return xr.Dataset(
+            {
+                "search_lr": (
+                    (*dims, "trial"),
+                    trials["search_lr"],
+                    {"long_name": "learning rate of a random-search trial"},
+                ),
+                "search_valid_accuracy": (
+                    (*dims, "trial"),
+                    trials["search_valid_accuracy"],
+                    {"long_name": "best validation accuracy of a random-search trial"},
+                ),
+                "tuned_lr": (dims, chosen, {"long_name": "learning rate chosen by random search"}),
+            },
+            coords={**coords, "run": np.array(coords["run"], dtype=object)},
+        )
 
     def _checkpoint_variance(
         self,
@@ -371,10 +442,17 @@ LISTOPS = ListOps()
 
 
 def training_configs(
-    preset: Preset, seeds: Sequence[int], device: str = "cpu"
+    preset: Preset, seeds: Sequence[int], device: str = "cpu", tuned: xr.Dataset | None = None
 ) -> dict[tuple[str, float, int, int], TrainConfig]:
     """Every run the preset trains, keyed ``(label, τ, max_length, seed)`` (τ: where an
-    annealing preset's schedule starts)."""
+    annealing preset's schedule starts), at the preset's lr or the one ``tuned`` chose
+    (:meth:`ListOps.tune`)."""
+
+    def lr(label: str, tau: float, length: int) -> float:
+        if tuned is None:
+            return preset.lr
+        return float(tuned["tuned_lr"].sel(run=label, tau=tau, max_length=length))
+
     return {
         (label, tau, length, s): TrainConfig(
             estimator=estimator,
@@ -383,7 +461,7 @@ def training_configs(
             k=k,
             max_length=length,
             d_hidden=preset.d_hidden,
-            lr=preset.lr,
+            lr=lr(label, tau, length),
             steps=preset.steps,
             sizes=preset.sizes,
             eval_every=preset.eval_every,

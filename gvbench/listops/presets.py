@@ -27,6 +27,12 @@ class Preset:
     # Each run's τ annealed from its grid value, "exp->0.1" or "linear->0.1" (the training
     # guide's schedules; the τ axis is then the start); None trains at a fixed τ, as the paper.
     anneal: str | None = None
+    # A random search of the learning rate per (estimator, τ, L), the same number of trials for
+    # every estimator, lr log-uniform over lr_range, each trial search_steps long, selected on
+    # validation accuracy; the runs then train at the chosen lr. None trains every run at lr.
+    search_trials: int | None = None
+    search_steps: int | None = None
+    lr_range: tuple[float, float] | None = None
 
 
 PRESETS = {

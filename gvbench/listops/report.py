@@ -127,6 +127,22 @@ def listops_section(report: Report, ds: xr.Dataset) -> None:
     report.table(
         blocks, "listops-accuracy", "Test accuracy, mean ± SE over seeds (columns τ)", table, shown
     )
+    if "tuned_lr" in ds:
+        trials = ds[["search_lr", "search_valid_accuracy"]].to_dataframe().reset_index()
+        shown = (
+            ds["tuned_lr"]
+            .to_dataframe()
+            .reset_index()
+            .pivot(index=["max_length", "run"], columns="tau", values="tuned_lr")
+        )
+        report.table(
+            blocks,
+            "listops-search",
+            f"Learning rate chosen by random search on validation accuracy "
+            f"({ds.sizes['trial']} trials per estimator and τ; every trial in the CSV)",
+            trials,
+            shown,
+        )
     variance = ds[["variance", "variance_se"]].to_dataframe().reset_index()
     report.table(
         blocks,
