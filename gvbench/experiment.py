@@ -101,6 +101,11 @@ class Experiment(Study, Generic[ConfigT]):
     sequential_choices: ClassVar[bool] = False
     max_draws_per_pass: ClassVar[int | None] = None
     reference_reps: ClassVar[int] = 4000
+    # The exact expected per-example losses, ``expected_loss(model, *inputs)`` → ``(B,)``
+    # differentiable in the model's parameters, for an experiment that has them (independent
+    # variables, or few enough outcomes to enumerate): a method of that name in the subclass.
+    # Its harness task then measures bias² against the exact gradient. None: it has none.
+    expected_loss: ClassVar[Callable[..., Tensor] | None] = None
 
     # -- the hooks ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -148,17 +153,6 @@ class Experiment(Study, Generic[ConfigT]):
 
     def units(self) -> dict[str, str]:
         return {self.selection: self.selection_units}
-
-    def expected_loss(self, model: nn.Module, *inputs: Tensor) -> Tensor:
-        """The exact expected per-example losses ``(B,)``, differentiable in the model's
-        parameters, for an experiment that has them (independent variables, or few enough
-        outcomes to enumerate): its harness task then measures bias² against the exact
-        gradient. An experiment without them leaves this alone."""
-        raise NotImplementedError
-
-    def has_expected_loss(self) -> bool:
-        """Whether the experiment overrides :meth:`expected_loss`."""
-        return type(self).expected_loss is not Experiment.expected_loss
 
     def measured_parameters(self) -> Callable[[str, Tensor], bool] | None:
         """Which of the model's parameters its harness task differentiates (all: None)."""
@@ -249,7 +243,7 @@ class Experiment(Study, Generic[ConfigT]):
             "max_draws_per_pass": self.max_draws_per_pass,
             "reference_reps": self.reference_reps,
             "batched": batched,
-            "expected_loss": self.expected_loss if self.has_expected_loss() else None,
+            "expected_loss": self.expected_loss,
         }
         return ModuleTask(model, tuple(inputs), self.loss, **(defaults | options))
 
