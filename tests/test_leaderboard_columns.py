@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 
 from gvbench import study
@@ -73,3 +74,44 @@ def test_an_outcome_with_diverged_seeds_is_neither_ranked_nor_claimed():
     column = Column("c", "c", "test", claims=(DirectionClaim("rloo", "reinforce", "outcome", "t"),))
     (claim,) = decide([column], table)
     assert "diverged: 1 of 3 seeds" in claim.evidence and not claim.z == claim.z  # not decided
+
+
+def test_an_estimator_whose_trials_all_diverge_leaves_the_others_searched(tmp_path):
+    import xarray as xr
+
+    from gvbench.leaderboard.column import TrainingProtocol
+    from gvbench.leaderboard.training import _searches
+    from gvbench.training import RunConfig, TrainingDiverged
+
+    def train(configs, out_dir=None, progress=False, final_checkpoints=None):
+        # REINFORCE diverges at every learning rate; RLOO scores its lr (the higher the better).
+        return [
+            TrainingDiverged("loss is not finite")
+            if config.estimator == "reinforce"
+            else xr.Dataset(attrs={"valid": config.lr})
+            for config in configs
+        ]
+
+    bases = {
+        name: RunConfig(estimator=name, k=2 if name == "rloo" else 1)
+        for name in ("reinforce", "rloo")
+    }
+    protocol = TrainingProtocol(
+        train=train,
+        base=bases["rloo"],
+        seeds=2,
+        trials=3,
+        search_steps=5,
+        lr=(1e-3, 1e-1),
+        momentum=None,
+        tau=None,
+        selection="valid",
+        selection_higher_is_better=True,
+        outcome="test",
+        outcome_higher_is_better=True,
+    )
+    found = _searches(protocol, bases, tmp_path, 0, None, False)
+    assert found["reinforce"].startswith("diverged: all 3 random-search trials of reinforce")
+    rloo = found["rloo"]
+    assert rloo.sizes["trial"] == 3
+    assert rloo.attrs["best_trial"] == int(np.argmax(rloo["lr"].values))

@@ -176,14 +176,19 @@ def _searches(
         found = random_searches(protocol.train, list(trial.values()), protocol.trials, **ranges)
         return dict(zip(trial, found, strict=True))
     except TrainingDiverged:
-        pass  # one estimator's trials all diverged: each alone (their runs are on disk)
-    searches: dict[str, xr.Dataset | str] = {}
-    for name, base in trial.items():
-        try:
-            searches[name] = random_search(protocol.train, base, protocol.trials, **ranges)
-        except TrainingDiverged as error:
-            searches[name] = f"diverged: {error}"
-    return searches
+        # Some estimator's trials all diverged: each is chosen alone, reading the trials just
+        # trained back from disk, so that one estimator's failure is its own row's note.
+        return {name: _search_alone(protocol, base, ranges) for name, base in trial.items()}
+
+
+def _search_alone(
+    protocol: TrainingProtocol, base: RunConfig, ranges: dict[str, Any]
+) -> xr.Dataset | str:
+    """One estimator's search, or why it has none."""
+    try:
+        return random_search(protocol.train, base, protocol.trials, **ranges)
+    except TrainingDiverged as error:
+        return f"diverged: {error}"
 
 
 def _outcome(protocol: TrainingProtocol, attrs: Sequence[dict[str, Any]]) -> Estimate:
