@@ -315,10 +315,11 @@ class ListOps(Experiment[TrainConfig]):
             return None
         if preset.search_steps is None or preset.lr_range is None:
             raise ValueError("a ListOps preset with search_trials needs search_steps and lr_range")
-        keys = list(training_configs(preset, [seed], device))
+        configs = training_configs(preset, [seed], device)
+        keys = list(configs)
         bases = [
             dataclasses.replace(config, steps=preset.search_steps, variance_every=0)
-            for config in training_configs(preset, [seed], device).values()
+            for config in configs.values()
         ]
         searches = random_searches(
             self.train,
