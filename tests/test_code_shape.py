@@ -70,6 +70,9 @@ def test_the_core_names_no_experiment():
     for path in core:
         code = _code_without_strings(path.read_text())
         for number, line in enumerate(code.splitlines(), 1):
-            if re.search(r"listops|vae|ListOps|LISTOPS|VAE_EXPERIMENT|poly|mnist_addition|toy_study|experiments\.", line):
+            if re.search(
+                r"listops|vae|ListOps|LISTOPS|VAE_EXPERIMENT|poly|mnist_addition|toy_study|experiments\.",
+                line,
+            ):
                 named.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not named, "the core names an experiment:\n" + "\n".join(named)
