@@ -360,6 +360,8 @@ class Experiment(Study, Generic[ConfigT]):
             "data": source,
             f"best_{self.selection}": result["best_score"],
             f"initial_{self.selection}": result["initial_score"],
+            # The score at the last step: a search can prefer rates that still hold at the end.
+            f"final_{self.selection}": result["rows"][-1]["selection"],
             **self.test_figures(best, {k: _on(v, device) for k, v in splits.items()}, config),
         }
         return finish_run(

@@ -315,6 +315,10 @@ class ListOps(Experiment[TrainConfig]):
             return None
         if preset.search_steps is None or preset.lr_range is None:
             raise ValueError("a ListOps preset with search_trials needs search_steps and lr_range")
+        ranked = preset.search_selection or "best"
+        if ranked not in ("best", "final"):
+            raise ValueError(f"search_selection must be 'best' or 'final', got {ranked!r}")
+        selection = f"{ranked}_valid_accuracy"
         configs = training_configs(preset, [seed], device)
         keys = list(configs)
         bases = [
@@ -327,7 +331,7 @@ class ListOps(Experiment[TrainConfig]):
             preset.search_trials,
             lr=preset.lr_range,
             momentum=None,
-            selection="best_valid_accuracy",
+            selection=selection,
             higher_is_better=True,
             out_dir=out_dir / "search",
             seed=seed,
@@ -347,7 +351,7 @@ class ListOps(Experiment[TrainConfig]):
             at = (coords["run"].index(label), coords["tau"].index(tau))
             at += (coords["max_length"].index(length),)
             trials["search_lr"][at] = search["lr"].values
-            trials["search_valid_accuracy"][at] = search["best_valid_accuracy"].values
+            trials["search_valid_accuracy"][at] = search[selection].values
             chosen[at] = float(search["lr"][search.attrs["best_trial"]])
         dims = ("run", "tau", "max_length")
         return xr.Dataset(
@@ -360,7 +364,10 @@ class ListOps(Experiment[TrainConfig]):
                 "search_valid_accuracy": (
                     (*dims, "trial"),
                     trials["search_valid_accuracy"],
-                    {"long_name": "best validation accuracy of a random-search trial"},
+                    {
+                        "long_name": f"{ranked} validation accuracy of a "
+                        "random-search trial"
+                    },
                 ),
                 "tuned_lr": (dims, chosen, {"long_name": "learning rate chosen by random search"}),
             },

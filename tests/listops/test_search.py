@@ -89,3 +89,42 @@ def test_the_report_shows_the_chosen_rates_and_keeps_every_trial(summary, tmp_pa
     trials = (tmp_path / "tables" / "listops-search.csv").read_text().splitlines()
     assert trials[0].split(",")[:4] == ["run", "tau", "max_length", "trial"]
     assert len(trials) == 1 + ds["search_lr"].size  # every trial, with its lr and its score
+
+
+def test_a_final_search_ranks_each_trial_by_its_last_validation_accuracy(tmp_path):
+    # "final": a rate whose training collapses within its trial loses, however high it peaked.
+    preset = dataclasses.replace(SEARCHED, search_selection="final")
+    ds = listops.LISTOPS.tune(preset, tmp_path, progress=False)
+    at = {"max_length": preset.max_lengths[0]}
+    trials = sorted((tmp_path / "search").rglob("curves.nc"))
+    last = {}
+    for path in trials:
+        curves = xr.load_dataset(path)
+        config = json.loads(curves.attrs["config"])
+        # the run's final figure is its curve's last evaluation, at its last step
+        assert int(curves["step"][-1]) == config["steps"]
+        assert curves.attrs["final_valid_accuracy"] == float(curves["valid_accuracy"][-1])
+        last[(config["estimator"], config["tau"], config["lr"])] = curves.attrs[
+            "final_valid_accuracy"
+        ]
+    for label, estimator, _ in preset.runs:
+        for tau in preset.taus:
+            cell = {**at, "run": label, "tau": tau}
+            rates = ds["search_lr"].sel(cell).values
+            scores = ds["search_valid_accuracy"].sel(cell).values
+            assert list(scores) == [last[(estimator, tau, rate)] for rate in rates]
+            assert float(ds["tuned_lr"].sel(cell)) == rates[int(np.argmax(scores))]
+    assert ds["search_valid_accuracy"].attrs["long_name"].startswith("final validation")
+
+
+def test_a_search_ranked_by_neither_best_nor_final_is_refused(tmp_path):
+    preset = dataclasses.replace(SEARCHED, search_selection="mean")
+    with pytest.raises(ValueError, match="search_selection must be 'best' or 'final'"):
+        listops.LISTOPS.tune(preset, tmp_path, progress=False)
+    assert not (tmp_path / "search").exists()  # refused before any trial trained
+
+
+def test_medium_searches_the_same_trials_for_every_estimator_ranked_at_the_end():
+    medium = PRESETS["medium"]
+    assert medium.search_trials and medium.search_steps and medium.lr_range
+    assert medium.search_selection == "final" and medium.search_steps <= medium.steps
