@@ -364,10 +364,7 @@ class ListOps(Experiment[TrainConfig]):
                 "search_valid_accuracy": (
                     (*dims, "trial"),
                     trials["search_valid_accuracy"],
-                    {
-                        "long_name": f"{ranked} validation accuracy of a "
-                        "random-search trial"
-                    },
+                    {"long_name": f"{ranked} validation accuracy of a random-search trial"},
                 ),
                 "tuned_lr": (dims, chosen, {"long_name": "learning rate chosen by random search"}),
             },
