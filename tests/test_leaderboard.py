@@ -24,7 +24,13 @@ from gvbench import plugins
 from gvbench.cli import main
 from gvbench.estimators import registry
 from gvbench.experiment import Experiment
-from gvbench.leaderboard.column import Column, DirectionClaim, GradientCheck, TrainingProtocol
+from gvbench.leaderboard.column import (
+    Column,
+    ColumnFolder,
+    DirectionClaim,
+    GradientCheck,
+    TrainingProtocol,
+)
 from gvbench.leaderboard.fill import fill
 from gvbench.leaderboard.measures import entries, entry
 from gvbench.leaderboard.ranking import BEST, TIED, marks
@@ -123,7 +129,12 @@ class Mine(Study):
                 "blobs",
                 "this test",
                 gradients=GradientCheck(
-                    blobs_task, batch_size=4, reps=32, reference_reps=100, warmup=20
+                    blobs_task,
+                    batch_size=4,
+                    reps=32,
+                    reference_reps=100,
+                    warmup=20,
+                    takes_checkpoint_dir=False,
                 ),
                 training=training,
                 claims=(DirectionClaim("rloo", "reinforce", "outcome", "this test"),),
@@ -132,7 +143,12 @@ class Mine(Study):
                 "mine-toy",
                 "a ternary toy",
                 "this test",
-                gradients=GradientCheck(functools.partial(Toy, n=3, m=1), batch_size=1, reps=400),
+                gradients=GradientCheck(
+                    functools.partial(Toy, n=3, m=1),
+                    batch_size=1,
+                    reps=400,
+                    takes_checkpoint_dir=False,
+                ),
                 claims=(
                     DirectionClaim("rloo", "st_gumbel_softmax", "mse", "this test"),
                     DirectionClaim("st_gumbel_softmax", "reinforce", "mse", "this test"),
@@ -227,13 +243,14 @@ def test_each_claim_is_decided_with_its_se(board):
 
 def test_a_rerun_does_no_work_and_writes_the_same_tables(board, capfd):
     folder, _ = board
-    before = {p.name: p.read_bytes() for p in folder.glob("*.csv")}
+    tables = [*folder.glob("*.csv"), folder / "claims.json"]
+    before = {p.name: p.read_bytes() for p in tables}
     stamps = {p: p.stat().st_mtime_ns for p in (folder / "columns").rglob("*") if p.is_file()}
     curves = {p: xr.load_dataset(p) for p in stamps if p.name == "curves.nc"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main([*COMMAND, "--out", str(folder), "--no-progress"]) == 0
-    after = {p.name: p.read_bytes() for p in folder.glob("*.csv")}
+    after = {p.name: p.read_bytes() for p in tables}
     assert after == before
     touched = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
     # No sweep cell, checkpoint or timing is rewritten; a finished run trains no step, and its
@@ -252,6 +269,19 @@ def test_the_page_marks_the_resolved_best_and_shows_every_table(board):
         if table.stem not in ("claims", "entries"):
             assert f"{table.name}" in page
     assert page.count("<img") == 4 and "<script" not in page
+
+
+def test_a_gradient_check_caches_its_checkpoint_in_the_column_folder(tmp_path):
+    given = []
+
+    def task(**options):
+        given.append(options)
+        return Toy()
+
+    folder = ColumnFolder(tmp_path / "columns" / "c")
+    GradientCheck(task, batch_size=1, reps=2).make(folder)
+    GradientCheck(task, batch_size=1, reps=2, takes_checkpoint_dir=False).make(folder)
+    assert given == [{"checkpoint_dir": str(tmp_path / "columns" / "c" / "checkpoints")}, {}]
 
 
 def test_best_is_marked_only_where_resolved():

@@ -28,11 +28,13 @@ def test_the_installed_studies_give_the_field_s_columns():
 
 @pytest.mark.parametrize("name", COLUMNS)
 def test_a_column_fills_at_tiny(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a brief checkpoint is cached under ./results
+    monkeypatch.chdir(tmp_path)  # an experiment's own checkpoint folder is under ./results
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a sampled reference's sizing notes
         board = fill("tiny", tmp_path / "board", estimators=[ROW], columns=[name], progress=False)
     assert board.page.is_file()
+    # Everything, a brief checkpoint included, is under the leaderboard's folder.
+    assert [path.name for path in tmp_path.iterdir()] == ["board"]
     rows = board.entries[(board.entries.estimator == ROW) & (board.entries.column == name)]
     measured = rows.set_index("measure")
     column = next(

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import pandas as pd
 from scipy import stats
@@ -23,7 +24,7 @@ from scipy import stats
 import gvbench.estimators as E
 from gvbench.harness.compare import FAMILY_ERROR
 from gvbench.leaderboard.column import Column, DirectionClaim
-from gvbench.leaderboard.measures import CLAIMED, MEASURES
+from gvbench.leaderboard.measures import CLAIMED, MEASURES, Entry
 from gvbench.leaderboard.ranking import estimate, z_apart
 from gvbench.report.claims import OPEN, SEED_RULE, Claim, family, verdict
 
@@ -33,47 +34,55 @@ DRAW_RULE = (
 )
 
 
+class Judged(NamedTuple):
+    """A claim decided alone, and the draws per estimator it rests on (0: over seeds)."""
+
+    claim: Claim
+    draws: int
+
+
 def decide(columns: Sequence[Column], table: pd.DataFrame) -> list[Claim]:
     """Every column's claims, decided as one family from the long table ``table``."""
     made = [_claim(column, claim, table) for column in columns for claim in column.claims]
-    claims = [claim for claim, _ in made]
+    claims = [judged.claim for judged in made]
     measured = sum(1 for c in claims if math.isfinite(c.p()))
     # The z that decides a claim whatever its rank in Holm's order, as family() states it.
     threshold = float(stats.norm.isf(FAMILY_ERROR / (2 * max(measured, 1))))
     return [
-        _with_draws(claim, draws, threshold)
-        for claim, (_, draws) in zip(family(claims), made, strict=True)
+        _with_draws(claim, judged.draws, threshold)
+        for claim, judged in zip(family(claims), made, strict=True)
     ]
 
 
-def _claim(column: Column, claim: DirectionClaim, table: pd.DataFrame) -> tuple[Claim, int]:
-    """The claim alone, and the draws per estimator it rests on (0: over seeds)."""
+def _claim(column: Column, claim: DirectionClaim, table: pd.DataFrame) -> Judged:
+    """The claim alone, and the draws per estimator it rests on."""
     measure = CLAIMED[claim.measure]
     better, worse = _label(claim.better), _label(claim.worse)
     statement = f"{better} {_phrase(column, claim)} {worse} ({claim.source})"
     found = {name: _row(table, column.name, name, measure) for name in (claim.better, claim.worse)}
     missing = [
-        f"{name}: {row['note'] or 'no value'}" if row is not None else f"{name}: not in the table"
+        f"{name}: {row.note or 'no value'}" if row is not None else f"{name}: not in the table"
         for name, row in found.items()
         if row is None
         # seeds that diverged: the mean of the others is not its outcome
-        or (isinstance(row["note"], str) and row["note"] != "")
-        or not (math.isfinite(row["value"]) and math.isfinite(row["se"]))
+        or (isinstance(row.note, str) and row.note != "")
+        or not (math.isfinite(row.value) and math.isfinite(row.se))
     ]
-    if missing:
+    better_row, worse_row = found[claim.better], found[claim.worse]
+    if missing or better_row is None or worse_row is None:
         evidence = "not measured (" + "; ".join(missing) + ")"
-        return Claim(column.name, statement, OPEN, evidence, "nothing to decide"), 0
-    a, b = estimate(found[claim.better]), estimate(found[claim.worse])
+        return Judged(Claim(column.name, statement, OPEN, evidence, "nothing to decide"), 0)
+    a, b = estimate(better_row), estimate(worse_row)
     training = column.training
     higher = (
         claim.measure == "outcome" and training is not None and training.outcome_higher_is_better
     )
     z = z_apart(b, a) if higher else z_apart(a, b)
     difference = (a - b) if higher else (b - a)
-    over_seeds = found[claim.better]["over"] == "seeds"
+    over_seeds = better_row.over == "seeds"
     evidence = (
-        f"{MEASURES[measure].title}: {better} {_text(found[claim.better])}, "
-        f"{worse} {_text(found[claim.worse])}; difference {difference.value:.4g} ± "
+        f"{MEASURES[measure].title}: {better} {_text(better_row)}, "
+        f"{worse} {_text(worse_row)}; difference {difference.value:.4g} ± "
         f"{difference.se:.2g}, z = {z:.2f}."
     )
     decided = Claim(
@@ -85,7 +94,7 @@ def _claim(column: Column, claim: DirectionClaim, table: pd.DataFrame) -> tuple[
         z=z,
         power=difference if over_seeds else None,
     )
-    return decided, 0 if over_seeds else int(min(found[n]["n"] for n in found))
+    return Judged(decided, 0 if over_seeds else int(min(better_row.n, worse_row.n)))
 
 
 def _with_draws(claim: Claim, draws: int, threshold: float) -> Claim:
@@ -113,17 +122,17 @@ def _label(name: str) -> str:
         return name
 
 
-def _row(table: pd.DataFrame, column: str, estimator: str, measure: str) -> Mapping | None:
+def _row(table: pd.DataFrame, column: str, estimator: str, measure: str) -> Entry | None:
     rows = table[
         (table["column"] == column)
         & (table["estimator"] == estimator)
         & (table["measure"] == measure)
     ]
-    return None if rows.empty else rows.iloc[0].to_dict()
+    return None if rows.empty else Entry.of(rows.iloc[0])
 
 
-def _text(row: Mapping) -> str:
-    return f"{row['value']:.4g} ± {row['se']:.2g} (n = {row['n']} {row['over']})"
+def _text(row: Entry) -> str:
+    return f"{row.value:.4g} ± {row.se:.2g} (n = {row.n} {row.over})"
 
 
 def _phrase(column: Column, claim: DirectionClaim) -> str:

@@ -19,10 +19,44 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from gvbench.tasks import Task
 from gvbench.training import RunConfig, Train
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnFolder:
+    """Where a column's measurement keeps its files: ``OUT/columns/NAME`` of the leaderboard's
+    folder and nothing outside it, so that two leaderboards (or one run from another working
+    directory) share no file and no experiment's own results folder is written.
+
+    Attributes:
+        path: the column's folder.
+    """
+
+    path: Path
+
+    @property
+    def sweep(self) -> Path:
+        """The gradient check's sweep (resumed cell by cell)."""
+        return self.path / "gradients.nc"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The checkpoint a gradient check's task trains on first use, and its run."""
+        return self.path / "checkpoints"
+
+    @property
+    def search(self) -> Path:
+        """The training protocol's random searches."""
+        return self.path / "search"
+
+    @property
+    def runs(self) -> Path:
+        """The training protocol's final runs."""
+        return self.path / "runs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +66,8 @@ class GradientCheck:
     Attributes:
         task: makes the task (picklable: a module-level function or a ``functools.partial``
             of one, e.g. an experiment's :meth:`~gvbench.experiment.Experiment.task` with its
-            options); called once per leaderboard run, so a checkpoint trains once.
+            options); called once per leaderboard run (:meth:`make`), so a checkpoint trains
+            once.
         batch_size: the examples per gradient draw (B).
         reps: gradient draws per estimator (N).
         tau: the temperature of every estimator that takes one.
@@ -41,15 +76,27 @@ class GradientCheck:
         reference_reps: draws of a sampled reference where the task has no exact gradient.
         warmup: steps a stateful estimator (REINFORCE's baseline, REBAR's η) adapts at the
             checkpoint before it is measured; ``None``: the harness's default.
+        takes_checkpoint_dir: whether ``task`` takes ``checkpoint_dir``, the folder where it
+            caches a checkpoint it trains on first use (an experiment's task does); the
+            leaderboard passes one in the column's folder. ``False`` for a task that trains
+            nothing, such as the toy.
     """
 
-    task: Callable[[], Task]
+    task: Callable[..., Task]
     batch_size: int
     reps: int
     tau: float = 1.0
     k: int = 2
     reference_reps: int | Literal["auto"] = "auto"
     warmup: int | None = None
+    takes_checkpoint_dir: bool = True
+
+    def make(self, folder: ColumnFolder) -> Task:
+        """The task, with any checkpoint it trains cached in ``folder`` (trained once per
+        folder: the same run, seed and steps wherever it is cached)."""
+        if self.takes_checkpoint_dir:
+            return self.task(checkpoint_dir=str(folder.checkpoints))
+        return self.task()
 
 
 @dataclasses.dataclass(frozen=True)

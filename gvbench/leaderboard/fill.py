@@ -16,7 +16,10 @@ Layout of ``out`` (default ``results/leaderboard/PRESET``)::
     claims.csv, claims.json the columns' claims and their verdicts
     index.html, report.css  the page
     figures/                per column: NAME-frontier.{png,pdf}, NAME-training.{png,pdf}
-    columns/NAME/           gradients.nc (the sweep), search/ and runs/ (the training)
+    columns/NAME/           gradients.nc (the sweep), checkpoints/ (the one its task trains),
+                            search/ and runs/ (the training)
+
+Nothing is written outside ``out`` (see :class:`~gvbench.leaderboard.column.ColumnFolder`).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from gvbench.atomic_files import write_bytes
 from gvbench.leaderboard import figures as drawing
 from gvbench.leaderboard import page, rows, tables
 from gvbench.leaderboard.claims import decide
-from gvbench.leaderboard.column import Column
+from gvbench.leaderboard.column import Column, ColumnFolder
 from gvbench.leaderboard.gradients import gradient_entries, gradient_sweep
-from gvbench.leaderboard.measures import entries, entry
+from gvbench.leaderboard.measures import Entry, entries, entry
+from gvbench.leaderboard.page import PageFigure
 from gvbench.leaderboard.presets import PRESETS
 from gvbench.leaderboard.ranking import marks
 from gvbench.leaderboard.training import TRAINING_MEASURES, curve_name, train_column
@@ -57,6 +61,14 @@ class Leaderboard:
     entries: pd.DataFrame
     claims: list[Claim]
     without: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """A column's rows of the long table and the figures drawn of it."""
+
+    entries: list[Entry]
+    figures: list[PageFigure]
 
 
 def fill(
@@ -88,20 +100,22 @@ def fill(
     if cap is not None:
         found = dataclasses.replace(found, columns=tuple(_capped(c, cap) for c in found.columns))
     folder = Path(out) if out is not None else Path("results") / "leaderboard" / preset
-    tasks = {c.name: c.gradients.task() if c.gradients else None for c in found.columns}
+    places = {c.name: ColumnFolder(folder / "columns" / c.name) for c in found.columns}
+    tasks = {
+        c.name: c.gradients.make(places[c.name]) if c.gradients else None for c in found.columns
+    }
     listed = [
         name for c in found.columns for name in rows.candidates(_variable(tasks[c.name]), chosen)
     ]
     listed = list(dict.fromkeys(listed))
     made, drawn = [], {}
     for column in found.columns:
-        where = folder / "columns" / column.name
-        measured, drawn[column.name] = _measure(
-            column, tasks[column.name], listed, where, folder, seed, executor, progress
-        )
-        made += measured
+        where, task = places[column.name], tasks[column.name]
+        measured = _measure(column, task, listed, where, folder, seed, executor, progress)
+        made += measured.entries
+        drawn[column.name] = measured.figures
     # Every table lists its rows in one order: the estimators' as listed.
-    table = entries(sorted(made, key=lambda row: listed.index(row["estimator"])))
+    table = entries(sorted(made, key=lambda row: listed.index(row.estimator)))
     higher = {
         c.name: bool(c.training and c.training.outcome_higher_is_better) for c in found.columns
     }
@@ -138,15 +152,15 @@ def _measure(
     column: Column,
     task: Task | None,
     listed: list[str],
-    where: Path,
+    where: ColumnFolder,
     folder: Path,
     seed: int,
     executor: Any,
     progress: bool,
-) -> tuple[list[dict[str, Any]], list[tuple[Path, Path, str]]]:
-    """A column's rows of the long table and its figures."""
-    made: list[dict[str, Any]] = []
-    drawn = []
+) -> Measured:
+    """A column's rows of the long table and its figures (into ``folder/figures``)."""
+    made: list[Entry] = []
+    drawn: list[PageFigure] = []
     evaluations: dict[str, float] = {}
     trainable = listed
     if column.gradients is not None and task is not None:
@@ -154,7 +168,7 @@ def _measure(
             column, task, listed, where, seed=seed, executor=executor, progress=progress
         )
         made += gradient_entries(column, ds)
-        evaluations = {r["estimator"]: r["value"] for r in made if r["measure"] == "evaluations"}
+        evaluations = {r.estimator: r.value for r in made if r.measure == "evaluations"}
         figure = drawing.frontier_figure(ds, column.gradients.tau)
         if figure is not None:
             caption = (
@@ -184,13 +198,13 @@ def _measure(
                 f"tuned settings, {column.training.seeds} seeds."
             )
             drawn.append(_saved(figure, folder, f"{column.name}-training", caption))
-    return made, drawn
+    return Measured(made, drawn)
 
 
-def _saved(figure: Any, folder: Path, name: str, caption: str) -> tuple[Path, Path, str]:
+def _saved(figure: Any, folder: Path, name: str, caption: str) -> PageFigure:
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     png, pdf = save_figure(figure, folder / "figures" / name, ("png", "pdf"))
-    return png, Path("figures") / pdf.name, caption
+    return PageFigure(png, Path("figures") / pdf.name, caption)
 
 
 def _write_claims(folder: Path, claims: Sequence[Claim]) -> None:

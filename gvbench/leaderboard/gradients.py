@@ -10,40 +10,36 @@ read at its own τ and K (the check's, or the column's options for it).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from gvbench.harness.sweep import sweep
-from gvbench.leaderboard.column import Column, GradientCheck
-from gvbench.leaderboard.measures import MEASURES, entry
+from gvbench.leaderboard.column import Column, ColumnFolder, GradientCheck
+from gvbench.leaderboard.measures import MEASURES, Entry, entry
 from gvbench.leaderboard.rows import options
 from gvbench.tasks import Task
-
-SWEEP_FILE = "gradients.nc"
 
 
 def gradient_sweep(
     column: Column,
     task: Task,
     estimators: Sequence[str],
-    folder: str | os.PathLike[str],
+    folder: ColumnFolder,
     *,
     seed: int = 0,
     executor: Any = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """The sweep of ``task`` over ``estimators`` at the column's check, resumed from and
-    saved to ``folder/gradients.nc``: τ and K are the check's and every value the column's
-    options give an estimator."""
+    saved to ``folder.sweep``: τ and K are the check's and every value the column's options
+    give an estimator."""
     check = _check(column)
     chosen = [options(column, name, check.tau, check.k) for name in estimators]
-    taus = sorted({check.tau, *(o["tau"] for o in chosen if "tau" in o)})
-    ks = sorted({check.k, *(o["k"] for o in chosen if "k" in o)})
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    taus = sorted({check.tau, *(o.tau for o in chosen if o.tau is not None)})
+    ks = sorted({check.k, *(o.k for o in chosen if o.k is not None)})
+    folder.path.mkdir(parents=True, exist_ok=True)
     return sweep(
         task,
         estimators=list(estimators),
@@ -52,7 +48,7 @@ def gradient_sweep(
         batch_size=check.batch_size,
         reps=check.reps,
         seed=seed,
-        path=Path(folder) / SWEEP_FILE,
+        path=folder.sweep,
         executor=executor,
         progress=progress,
         reference_reps=check.reference_reps,
@@ -60,7 +56,7 @@ def gradient_sweep(
     )
 
 
-def gradient_entries(column: Column, ds: xr.Dataset) -> list[dict[str, Any]]:
+def gradient_entries(column: Column, ds: xr.Dataset) -> list[Entry]:
     """Every gradient measure of every estimator of the sweep ``ds``, at its own τ and K:
     value ± SE over the check's draws, or the cell's status where it has no value."""
     check = _check(column)
@@ -70,8 +66,8 @@ def gradient_entries(column: Column, ds: xr.Dataset) -> list[dict[str, Any]]:
         at = options(column, name, check.tau, check.k)
         cell = ds.sel(
             estimator=name,
-            tau=at.get("tau", check.tau),
-            k=at.get("k", check.k),
+            tau=check.tau if at.tau is None else at.tau,
+            k=check.k if at.k is None else at.k,
             batch_size=check.batch_size,
         )
         status = str(cell["status"].values)

@@ -12,12 +12,11 @@ is no value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal, NamedTuple
 
 import pandas as pd
-
-ENTRY_COLUMNS = ("column", "estimator", "measure", "value", "se", "n", "over", "note")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,29 +101,43 @@ CLAIMED = {
 }
 
 
+class Entry(NamedTuple):
+    """One row of the long table: the ``value`` of ``estimator`` on ``measure`` in ``column``,
+    its ``se`` over ``n`` ``"draws"`` or ``"seeds"``, and a ``note`` ("not applicable: …",
+    "diverged: …") where it has no value or what to know of it."""
+
+    column: str
+    estimator: str
+    measure: str
+    value: float = math.nan
+    se: float = math.nan
+    n: int = 0
+    over: str = ""
+    note: str = ""
+
+    @classmethod
+    def of(cls, row: pd.Series) -> Entry:
+        """A row of the long table (:func:`entries`) as an entry."""
+        return cls(*(row[field] for field in cls._fields))
+
+
+ENTRY_COLUMNS = Entry._fields
+
+
 def entry(
     column: str,
     estimator: str,
     measure: str,
-    value: float = float("nan"),
-    se: float = float("nan"),
+    value: float = math.nan,
+    se: float = math.nan,
     n: int = 0,
     over: str = "",
     note: str = "",
-) -> dict[str, Any]:
-    """One row of the long table."""
-    return dict(
-        column=column,
-        estimator=estimator,
-        measure=measure,
-        value=float(value),
-        se=float(se),
-        n=int(n),
-        over=over,
-        note=note,
-    )
+) -> Entry:
+    """One row of the long table, its numbers as Python floats and int."""
+    return Entry(column, estimator, measure, float(value), float(se), int(n), over, note)
 
 
-def entries(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The long table of ``rows`` (see :func:`entry`), in a fixed column order."""
+def entries(rows: Iterable[Entry]) -> pd.DataFrame:
+    """The long table of ``rows`` (see :class:`Entry`), in a fixed column order."""
     return pd.DataFrame(list(rows), columns=list(ENTRY_COLUMNS))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -17,19 +18,28 @@ from gvbench.report.claims import FAILS, HOLDS, Claim
 from gvbench.report.page import STYLESHEET, figure_block, table_block, write_page
 
 
+class PageFigure(NamedTuple):
+    """A figure as the page shows it: its PNG (embedded), its PDF (linked, relative to the
+    page) and its caption."""
+
+    png: Path
+    pdf: Path
+    caption: str
+
+
 def render(
     preset: str,
     columns: Sequence[Column],
     tables: Mapping[str, pd.DataFrame],
     claims: Sequence[Claim],
-    figures: Mapping[str, Sequence[tuple[Path, Path, str]]],
+    figures: Mapping[str, Sequence[PageFigure]],
     facts: Mapping[str, str],
 ) -> str:
     """The page.
 
     Args:
         tables: measure → its table as shown (:func:`gvbench.leaderboard.tables.shown`).
-        figures: column name → (PNG, PDF relative to the page, caption) of each figure.
+        figures: column name → its figures.
         facts: provenance and the studies without a column, as rows of a table.
     """
     title = f"gvbench leaderboard, preset {preset}"
@@ -61,7 +71,7 @@ def render(
         drawn = figures.get(column.name, ())
         if drawn:
             blocks.append(f"<h3>{html.escape(column.title)}</h3>")
-            blocks += [figure_block(png, caption, pdf) for png, pdf, caption in drawn]
+            blocks += [figure_block(f.png, f.caption, f.pdf) for f in drawn]
     blocks.append(f'<h2 id="provenance">Provenance</h2><table>{rows}</table>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

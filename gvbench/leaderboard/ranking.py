@@ -20,7 +20,7 @@ import pandas as pd
 
 import gvbench.estimators as E
 from gvbench.harness.compare import FAMILY_ERROR, holm, two_sided_p
-from gvbench.leaderboard.measures import MEASURES
+from gvbench.leaderboard.measures import MEASURES, Entry
 from gvbench.report.claims import Estimate
 
 BEST, TIED = "best", "tied"
@@ -34,12 +34,12 @@ RULE = (
 )
 
 
-def estimate(row: Mapping[str, object]) -> Estimate:
+def estimate(row: Entry) -> Estimate:
     """An entry as an :class:`~gvbench.report.claims.Estimate`: over seeds with n − 1 degrees
     of freedom; over draws, as a normal mean (its SE from many draws)."""
-    value, se = float(row["value"]), float(row["se"])  # type: ignore[arg-type]
-    if row["over"] == "seeds":
-        return Estimate(value, ((se * se, float(row["n"]) - 1.0),))  # type: ignore[arg-type]
+    value, se = float(row.value), float(row.se)
+    if row.over == "seeds":
+        return Estimate(value, ((se * se, float(row.n) - 1.0),))
     return Estimate(value, ((se * se, math.inf),))
 
 
@@ -74,8 +74,9 @@ def marks(table: pd.DataFrame, higher: Mapping[str, bool]) -> pd.Series:
             up = measure.better == "higher" or (measure.better == "outcome" and higher[str(column)])
             signed = -group["value"] if up else group["value"]
             best = signed.idxmin()
+            top = estimate(Entry.of(group.loc[best]))
             for other in group.index.drop(best):  # two-sided: the order does not matter
-                z = z_apart(estimate(group.loc[best]), estimate(group.loc[other]))
+                z = z_apart(top, estimate(Entry.of(group.loc[other])))
                 comparisons.append((best, other, two_sided_p(z)))
         adjusted = holm([p for *_, p in comparisons])
         resolved: dict[int, bool] = {}

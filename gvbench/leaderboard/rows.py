@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import NamedTuple
 
 import gvbench.estimators as E
 from gvbench import study
@@ -69,13 +69,22 @@ def candidates(variable: str, chosen: Sequence[str] | None) -> list[str]:
     ]
 
 
-def options(column: Column, estimator: str, default_tau: float, default_k: int) -> dict[str, Any]:
+class Setting(NamedTuple):
+    """τ and K of an estimator on a column; ``None`` for one the estimator does not take."""
+
+    tau: float | None
+    k: int | None
+
+
+def options(column: Column, estimator: str, default_tau: float, default_k: int) -> Setting:
     """τ and K of ``estimator`` on ``column``: the column's own options, else the defaults,
     for those of the two the estimator takes."""
     own = column.options.get(estimator, {})
     hyper = E.info(estimator).hyper
-    values = {"tau": own.get("tau", default_tau), "k": own.get("k", default_k)}
-    return {name: value for name, value in values.items() if name in hyper}
+    return Setting(
+        tau=own.get("tau", default_tau) if "tau" in hyper else None,
+        k=own.get("k", default_k) if "k" in hyper else None,
+    )
 
 
 def not_applicable(task: Task, estimator: str) -> str | None:

@@ -13,11 +13,12 @@ read back on a rerun) and the objective's evaluations per step are the estimator
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ import numpy as np
 import xarray as xr
 
 from gvbench.atomic_files import write_bytes
-from gvbench.leaderboard.column import Column, TrainingProtocol
-from gvbench.leaderboard.measures import entry
+from gvbench.leaderboard.column import Column, ColumnFolder, TrainingProtocol
+from gvbench.leaderboard.measures import Entry, entry
 from gvbench.report.claims import Estimate
-from gvbench.training import RunConfig, Train, TrainingDiverged, random_search, random_searches
+from gvbench.training import RunConfig, Train, TrainingDiverged, random_searches
 from gvbench.training.grid import train_many
 
 COST_FILE = "cost.json"
@@ -74,7 +75,7 @@ class Trained:
     its reason as their note) and each trained estimator's validation curves over seeds
     (``step × seed``)."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Entry]
     curves: dict[str, xr.DataArray]
 
 
@@ -91,28 +92,28 @@ def base_of(column: Column, estimator: str) -> RunConfig:
 def train_column(
     column: Column,
     estimators: Sequence[str],
-    folder: str | os.PathLike[str],
+    folder: ColumnFolder,
     evaluations: dict[str, float],
     *,
     seed: int = 0,
     executor: Any = None,
     progress: bool = True,
 ) -> Trained:
-    """Search, then train ``estimators`` (those the protocol can train) into ``folder``.
+    """Search, then train ``estimators`` (those the protocol can train) into ``folder``'s
+    search and runs.
 
     Args:
         evaluations: objective evaluations per draw of each estimator (from the column's
             sweep, where it has one): a training step is one draw.
     """
     protocol = _protocol(column)
-    folder = Path(folder)
     bases, searches = {}, {}
     for name in estimators:
         try:
             bases[name] = base_of(column, name)
         except ValueError as error:  # the experiment cannot train it: the reason it gives
             searches[name] = f"not applicable: {error}"
-    searches |= _searches(protocol, bases, folder / "search", seed, executor, progress)
+    searches |= _searches(protocol, bases, folder.search, seed, executor, progress)
     finals: dict[str, list[RunConfig]] = {}
     for name, found in searches.items():
         if not isinstance(found, str):
@@ -124,7 +125,7 @@ def train_column(
                 for offset in range(protocol.seeds)
             ]
     configs = [config for runs in finals.values() for config in runs]
-    runs = folder / "runs"
+    runs = folder.runs
     results = train_many(
         TimedTrain(protocol.train), configs, runs, executor, progress=progress, desc="final runs"
     )
@@ -161,7 +162,10 @@ def _searches(
         name: dataclasses.replace(base, steps=protocol.search_steps, variance_every=0)
         for name, base in bases.items()
     }
-    ranges = dict(
+    search = functools.partial(
+        random_searches,
+        protocol.train,
+        trials=protocol.trials,
         lr=protocol.lr,
         momentum=protocol.momentum,
         tau=protocol.tau,
@@ -173,20 +177,20 @@ def _searches(
         progress=progress,
     )
     try:
-        found = random_searches(protocol.train, list(trial.values()), protocol.trials, **ranges)
-        return dict(zip(trial, found, strict=True))
+        return dict(zip(trial, search(list(trial.values())), strict=True))
     except TrainingDiverged:
         # Some estimator's trials all diverged: each is chosen alone, reading the trials just
         # trained back from disk, so that one estimator's failure is its own row's note.
-        return {name: _search_alone(protocol, base, ranges) for name, base in trial.items()}
+        return {name: _search_alone(search, base) for name, base in trial.items()}
 
 
 def _search_alone(
-    protocol: TrainingProtocol, base: RunConfig, ranges: dict[str, Any]
+    search: Callable[[list[RunConfig]], list[xr.Dataset]], base: RunConfig
 ) -> xr.Dataset | str:
     """One estimator's search, or why it has none."""
     try:
-        return random_search(protocol.train, base, protocol.trials, **ranges)
+        (found,) = search([base])
+        return found
     except TrainingDiverged as error:
         return f"diverged: {error}"
 
@@ -198,7 +202,7 @@ def _outcome(protocol: TrainingProtocol, attrs: Sequence[dict[str, Any]]) -> Est
 
 def _settings(
     column: str, name: str, config: RunConfig, runs: Path, evaluations: float | None
-) -> list[dict[str, Any]]:
+) -> list[Entry]:
     """The chosen lr and τ, and the cost of a step (timed when the runs trained)."""
     cost_file = runs / config.name() / COST_FILE
     seconds, note = math.nan, "not timed: its runs resumed from a checkpoint"

@@ -1,10 +1,10 @@
 """ListOps' column of ``gvbench leaderboard`` (paper §5.2).
 
 Gradient quality at the checkpoint the study's variance sweep uses (the model briefly trained
-with ST-GS, cached by :meth:`~gvbench.experiment.Experiment.task`; B = L); training at the
-study's preset sizes, each estimator's lr and τ from a random search of the same size (the
-paper's τ values bound the τ range, the preset's lr the centre of the lr range), selected on
-validation accuracy; the outcome is the test accuracy.
+with ST-GS by :meth:`~gvbench.experiment.Experiment.task`, cached in the leaderboard's column
+folder; B = L); training at the study's preset sizes, each estimator's lr and τ from a random
+search of the same size (the paper's τ values bound the τ range, the preset's lr the centre of
+the lr range), selected on validation accuracy; the outcome is the test accuracy.
 """
 
 from __future__ import annotations

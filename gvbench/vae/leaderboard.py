@@ -1,11 +1,11 @@
 """The discrete VAE's column of ``gvbench leaderboard`` (paper §5.3).
 
 Gradient quality of the encoder at the checkpoint the study's variance sweep uses (briefly
-trained with ST-GS, cached by :meth:`~gvbench.experiment.Experiment.task`), at the search's
-arity and the preset's small batch size; training as the study's preset tunes it: a random
-search of lr and τ over the preset's ranges, the same number of trials for every estimator,
-selected on the validation negative ELBO; the outcome is the importance-weighted test bound
-−log p(x) (lower is better).
+trained with ST-GS by :meth:`~gvbench.experiment.Experiment.task`, cached in the leaderboard's
+column folder), at the search's arity and the preset's small batch size; training as the
+study's preset tunes it: a random search of lr and τ over the preset's ranges, the same number
+of trials for every estimator, selected on the validation negative ELBO; the outcome is the
+importance-weighted test bound −log p(x) (lower is better).
 """
 
 from __future__ import annotations
