@@ -47,6 +47,7 @@ from gvbench.training import (
     read_parameters,
     vectorised,
 )
+from gvbench.training.runs import BatchTransform
 
 Splits = dict[str, tuple[Tensor, ...]]
 ConfigT = TypeVar("ConfigT", bound=RunConfig)
@@ -131,6 +132,14 @@ class Experiment(Study, Generic[ConfigT]):
     def evaluation_sampler(self, generator: Any) -> Sampler:
         """The sampler scores are computed with (greedy, or hard samples from ``generator``)."""
         return lambda logits, *, dim=-1: E.categorical_one_hot(logits, dim, generator)
+
+    def batch_transform(self, config: ConfigT) -> BatchTransform | None:
+        """What becomes of each training batch a run draws, before its step:
+        ``transform(inputs, generator) -> inputs``, its noise from the run's own generator
+        for it (kept in its checkpoint, apart from its data order's and samples'; see
+        :mod:`gvbench.training.runs`): dynamic binarization, a fresh Bernoulli draw of
+        every pixel at every step, is one. ``None`` (the default): the batch as drawn. Validation and test inputs are never transformed."""
+        return None
 
     def test_figures(self, model: nn.Module, splits: Splits, config: ConfigT) -> dict[str, Any]:
         """Test figures of a finished run's selected model (the run's own numbers alone)."""
@@ -339,6 +348,7 @@ class Experiment(Study, Generic[ConfigT]):
                 model=self.model(config).to(device),
                 train=_on(splits["train"], device),
                 valid=_on(splits["valid"], device),
+                transform=self.batch_transform(config),
             )
             for config, (splits, _) in zip(configs, data, strict=True)
         ]

@@ -25,9 +25,11 @@ Binarization (``binarize``), following DisARM's ``dataset.py``:
 
 - ``"dynamic"`` (DisARM's default for MNIST, Fashion-MNIST and Omniglot): the intensities in
   [0, 1] are returned for an experiment to binarize. DisARM's input pipeline draws a fresh
-  ``x ~ Bernoulli(intensity)`` for every batch; gvbench's training loop draws no noise into
-  its data, so that is not reproduced: gvbench's experiments binarize once per seed
-  (``"static"``) or train on the intensities.
+  ``x ~ Bernoulli(intensity)`` of every image each time it passes (``get_dynamic_mnist_batch``
+  maps ``tfd.Bernoulli(probs=image / 255).sample()`` over train, valid and test, uncached):
+  an experiment does so for its training batches with :func:`binarized_batch` as its
+  ``batch_transform`` (the run's own generator, kept in its checkpoint), and scores on one
+  draw of the valid and test images fixed by its seed (``"static"``).
 - ``"static"``: one Bernoulli draw fixed by ``seed`` (the ``.amat`` files are already binary).
 - ``"threshold"``: ``x = 1[intensity > 0.5]`` (DisARM's ``get_binarized_mnist_batch``).
 
@@ -163,6 +165,13 @@ def load_images(
         images, labels, source = _from_folder(name, folder, binarize, seed)
     images, labels = _first(images, labels, sizes)
     return ImageSplits(**images, source=source, mean=images["train"].mean(dim=0), labels=labels)
+
+
+def binarized_batch(inputs: tuple[Tensor, ...], generator: torch.Generator) -> tuple[Tensor, ...]:
+    """A fresh binarization of a batch of intensities: every pixel
+    :math:`x \\sim \\mathrm{Bernoulli}(p)` of its intensity :math:`p \\in [0, 1]`, drawn from
+    ``generator`` (dynamic binarization; an experiment's ``batch_transform``)."""
+    return tuple(torch.bernoulli(x, generator=generator) for x in inputs)
 
 
 def _from_folder(

@@ -5,7 +5,8 @@ train as one loop: every step is one vmapped pass over their stacked models
 (:mod:`gvbench.training.stacked`), followed by each run's own update by its own optimizer
 (:mod:`gvbench.training.optimizers`), so eight runs cost little more than one where a step is
 dispatch overhead. Each run keeps its own data order, its own samples
-(:class:`~gvbench.estimators.RunStreams`), its own checkpoint, and its own fate: a run whose
+(:class:`~gvbench.estimators.RunStreams`), its own batch transform's noise (dynamic
+binarization: :attr:`~gvbench.training.runs.Run.transform`), its own checkpoint, and its own fate: a run whose
 loss or gradient stops being finite is recorded as diverged and left out of the stack, and
 the others go on. A run's numbers are those it would have alone, bit for bit.
 
@@ -167,15 +168,24 @@ class _Snapshot:
 
     def __init__(self, live: list[RunState], spare: Spare) -> None:
         self.live, self.spare = live, spare
-        self.states = [(m.generator.get_state(), m.progress.order) for m in live]
+        self.states = [
+            (m.generator.get_state(), _state_of(m.transform_generator), m.progress.order)
+            for m in live
+        ]
         self.spare_state = spare.generator.get_state()
 
     def restore(self) -> None:
-        """As if the step's batches and pools had not been drawn."""
-        for member, (state, order) in zip(self.live, self.states, strict=True):
+        """As if the step's batches (and their transforms) and pools had not been drawn."""
+        for member, (state, transform, order) in zip(self.live, self.states, strict=True):
             member.generator.set_state(state)
+            if transform is not None:
+                member.transform_generator.set_state(transform)  # type: ignore[union-attr]
             member.progress.order = order
         self.spare.generator.set_state(self.spare_state)
+
+
+def _state_of(generator: torch.Generator | None) -> Tensor | None:
+    return None if generator is None else generator.get_state()
 
 
 # -- one run per pass ---------------------------------------------------------------------

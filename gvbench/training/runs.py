@@ -1,6 +1,12 @@
 """What the loop trains: a run (:class:`Run`), what every run of a group shares
 (:class:`Steps`), and a run's state between steps (:class:`RunState`, whose progress,
-:class:`RunProgress`, is what its checkpoint keeps besides tensors)."""
+:class:`RunProgress`, is what its checkpoint keeps besides tensors).
+
+A run may redraw each training batch it draws (:data:`BatchTransform`: dynamic binarization,
+a fresh Bernoulli draw of every pixel at every step). That noise comes from a generator of the
+run's own, seeded by :func:`batch_transform_seed` and kept in its checkpoint, apart from the
+generator of its data order and samples: a run with a transform draws the same batches and
+samples as without one, resumes bit for bit, and has the same numbers in any stack."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +28,19 @@ from gvbench.training.checkpoints import CheckpointError, checkpoint_digest, rea
 from gvbench.training.optimizers import Optimizer
 from gvbench.training.sgd import RunUpdate
 from gvbench.training.temperature import TemperatureSchedule
+
+# ``transform(inputs, generator) -> inputs``: a training batch as the step sees it, from the
+# batch as drawn (same shapes) and the run's batch-transform generator.
+BatchTransform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
+# Keeps the batch-transform stream apart from the variance measurements' ([seed, step]).
+BATCH_TRANSFORM_STREAM = 1
+
+
+def batch_transform_seed(seed: int) -> int:
+    """The seed of a run's batch-transform generator: a stream of its own, derived from the
+    run's ``seed`` by ``numpy.random.SeedSequence`` (spawn key ``(1,)``)."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(BATCH_TRANSFORM_STREAM,))
+    return int(sequence.generate_state(1)[0])
 
 
 class TrainingDiverged(ValueError):
@@ -47,6 +67,9 @@ class Run:
         model: its freshly initialised module (the template every run shares in shape); the
             loop trains a copy and leaves it as it is.
         train, valid: its input tensors (first dimension: examples), as the module takes them.
+        transform: what becomes of each training batch it draws, before the step (see
+            :data:`BatchTransform`); ``None``: the batch as drawn. Validation inputs are
+            never transformed.
     """
 
     directory: Path
@@ -58,6 +81,7 @@ class Run:
     valid: tuple[Tensor, ...]
     tau: float | None = None
     tau_schedule: TemperatureSchedule | None = None
+    transform: BatchTransform | None = None
 
 
 @dataclasses.dataclass
@@ -147,7 +171,10 @@ class RunProgress:
 
 class RunState:
     """A run between steps: its model (a copy of ``run.model`` that holds its current
-    parameters), optimizer state, generator, estimator and progress.
+    parameters), optimizer state, generators, estimator and progress.
+
+    ``generator`` draws its data order and its samples; ``transform_generator``, where the run
+    has a batch transform (``None`` otherwise), draws that transform's noise alone.
 
     Every parameter of the model trains, each by its own gradient (zero where the loss does
     not reach it).
@@ -161,6 +188,13 @@ class RunState:
         self.buffers = dict(self.model.named_buffers())
         self.optimizer_state = run.optimizer.init(self.params)  # refuses one no rule covers
         self.generator = torch.Generator(device=_device(run.model)).manual_seed(run.seed)
+        self.transform_generator = (
+            None
+            if run.transform is None
+            else torch.Generator(device=_device(run.model)).manual_seed(
+                batch_transform_seed(run.seed)
+            )
+        )
         self.estimator = steps.estimator(**({} if run.tau is None else {"tau": run.tau}))
         schedule = run.tau_schedule
         # The τ its precision follows (see Run): its largest over the run.
@@ -191,6 +225,13 @@ class RunState:
                 self.params[name].copy_(value)
         self.optimizer_state = optimizer
         self.generator.set_state(saved["generator"])
+        if self.transform_generator is not None:
+            if "transform_generator" not in saved:
+                raise CheckpointError(
+                    f"{self.path} has no batch-transform generator, which this run draws "
+                    "from; remove it to train this run afresh, or choose another folder"
+                )
+            self.transform_generator.set_state(saved["transform_generator"])
         self.estimator.load_state_dict(saved.get("estimator", {}))
         self.progress = RunProgress.from_checkpoint(saved["state"])
 
@@ -210,7 +251,8 @@ class RunState:
         )
 
     def batch(self, batch_size: int) -> tuple[Tensor, ...]:
-        """The run's next batch: shuffled epochs from its own generator."""
+        """The run's next batch: shuffled epochs from its own generator, then its transform
+        (if any) with its transform generator."""
         size = len(self.run.train[0])
         per_epoch = max(1, size // batch_size)
         epoch, position = divmod(self.progress.step, per_epoch)
@@ -221,7 +263,10 @@ class RunState:
             )
             order = self.progress.order = (epoch, permutation.cpu())
         index = order[1][position * batch_size : (position + 1) * batch_size]
-        return tuple(x[index.to(x.device)] for x in self.run.train)
+        drawn = tuple(x[index.to(x.device)] for x in self.run.train)
+        if self.run.transform is None:
+            return drawn
+        return self.run.transform(drawn, self.transform_generator)  # type: ignore[arg-type]
 
     def update(self, grads: Mapping[str, Tensor], norm: float) -> list[RunUpdate | AdamUpdate]:
         """The optimizer's step that moves this run by ``grads`` (of norm ``norm``), counted
@@ -249,18 +294,18 @@ class RunState:
 
     def save(self) -> None:
         params = {k: v.detach().cpu() for k, v in self.params.items()}
-        save_torch(
-            {
-                "config": dict(self.run.config),
-                "digest": checkpoint_digest(self.run.config, params, self.progress.step),
-                "params": params,
-                "optimizer": self.optimizer_state.as_checkpoint(),
-                "generator": self.generator.get_state(),
-                "estimator": self.estimator.state_dict(),
-                "state": self.progress.as_checkpoint(),
-            },
-            self.path,
-        )
+        saved = {
+            "config": dict(self.run.config),
+            "digest": checkpoint_digest(self.run.config, params, self.progress.step),
+            "params": params,
+            "optimizer": self.optimizer_state.as_checkpoint(),
+            "generator": self.generator.get_state(),
+            "estimator": self.estimator.state_dict(),
+            "state": self.progress.as_checkpoint(),
+        }
+        if self.transform_generator is not None:  # a run without a transform saves as it did
+            saved["transform_generator"] = self.transform_generator.get_state()
+        save_torch(saved, self.path)
 
     def module(self) -> nn.Module:
         """A copy of the run's model holding its current parameters."""
