@@ -45,17 +45,32 @@ def presets() -> tuple[str, ...]:
     return tuple(names)
 
 
-def _chosen(preset: str, experiments: Sequence[str] | None) -> list[study.Study]:
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The studies a reproduction at a preset runs, in their order, and a line per installed
+    study it leaves out (one without the preset, where none were named)."""
+
+    studies: tuple[study.Study, ...]
+    left_out: tuple[str, ...]
+
+
+def select(preset: str, experiments: Sequence[str] | None = None) -> Selection:
     """The studies to run, each checked to have ``preset``: by default every installed one
-    that has it (one that has not is left out in one line: the field's tasks have presets
-    of their own sizes, not the paper's)."""
+    that has it (the field's tasks have presets of their own sizes, not the paper's), each
+    one left out said in a line.
+
+    Raises:
+        ValueError: no installed study has ``preset``, or ``experiments`` names none there is.
+        KeyError: a study named in ``experiments`` has no ``preset`` (naming its presets).
+    """
     installed = study.registered()
+    left_out = []
     if experiments is None:
-        left_out = [name for name, each in installed.items() if preset not in each.presets]
-        for name in left_out:
-            presets_of = ", ".join(installed[name].presets) or "none"
-            print(f"{name}: no {preset} preset (its presets: {presets_of}); not run")
-        names = [name for name in installed if name not in left_out]
+        names = [name for name, each in installed.items() if preset in each.presets]
+        for name, each in installed.items():
+            if name not in names:
+                presets_of = ", ".join(each.presets) or "none"
+                left_out.append(f"{name}: no {preset} preset (its presets: {presets_of}); not run")
         if not names:
             raise ValueError(f"no installed study has a {preset} preset")
     else:
@@ -67,7 +82,8 @@ def _chosen(preset: str, experiments: Sequence[str] | None) -> list[study.Study]
         )
     for name in names:
         installed[name].preset(preset)  # a KeyError naming the study and its presets
-    return sorted((installed[name] for name in names), key=lambda each: (each.order, each.name))
+    chosen = sorted((installed[name] for name in names), key=lambda each: (each.order, each.name))
+    return Selection(tuple(chosen), tuple(left_out))
 
 
 def reproduce(
@@ -84,7 +100,8 @@ def reproduce(
 ) -> Path:
     """Run the installed studies (or ``experiments``, by name) at ``preset`` (``tiny``,
     ``small``, ``medium`` or ``paper`` for gvbench's own) into ``out_dir`` and build the
-    report there; returns the report's ``index.html``.
+    report there; returns the report's ``index.html``. Without ``experiments``, the studies
+    that have no ``preset`` are left out (:func:`select` says which).
 
     ``executor``: ``None`` (in-process), a ``concurrent.futures`` executor or a
     ``distributed.Client`` (see :mod:`gvbench.engine`); ``workers`` only goes into the
@@ -92,7 +109,7 @@ def reproduce(
     VAE's binarized MNIST; default: the data each ships or generates). ``device``: where
     the studies train and their sweeps draw; it goes into the provenance.
     """
-    chosen = _chosen(preset, experiments)
+    chosen = select(preset, experiments).studies
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # `--only` adds to what an earlier invocation of the same reproduction (preset, seed,

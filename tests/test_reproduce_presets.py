@@ -7,6 +7,8 @@ import pytest
 
 from gvbench import reproduce as reproduction
 from gvbench import study
+from gvbench.cli import main
+from gvbench.cli import reproduce as cli_reproduce
 
 
 class Sized(study.Study):
@@ -28,17 +30,36 @@ def installed(monkeypatch):
 
 
 def test_a_study_without_the_preset_is_left_out_in_one_line(installed, capsys):
-    chosen = reproduction._chosen("small", None)
-    assert [each.name for each in chosen] == ["paper"]
-    assert capsys.readouterr().out == "field: no small preset (its presets: tiny, cpu); not run\n"
-    assert [each.name for each in reproduction._chosen("tiny", None)] == ["field", "paper"]
+    chosen = reproduction.select("small")
+    assert [each.name for each in chosen.studies] == ["paper"]
+    assert chosen.left_out == ("field: no small preset (its presets: tiny, cpu); not run",)
+    assert capsys.readouterr().out == ""  # the library says it; the command prints it
+    every = reproduction.select("tiny")
+    assert [each.name for each in every.studies] == ["field", "paper"] and not every.left_out
+
+
+def test_the_command_prints_the_studies_it_leaves_out(installed, monkeypatch, tmp_path, capsys):
+    ran = []
+
+    def reproduce(preset, out_dir, executor, *, experiments, **options):
+        ran.append(experiments)
+        (tmp_path / "claims.json").write_text("[]")
+        return tmp_path / "index.html"
+
+    monkeypatch.setattr(cli_reproduce, "reproduce", reproduce)
+    assert main(["reproduce", "--preset", "small", "--workers", "1", "--out", str(tmp_path)]) == 0
+    assert ran == [("paper",)]
+    assert capsys.readouterr().out.splitlines() == [
+        "field: no small preset (its presets: tiny, cpu); not run",
+        f"wrote {tmp_path / 'index.html'} (figures/, tables/, claims.json beside it)",
+    ]
 
 
 def test_a_named_study_without_the_preset_is_refused(installed):
     with pytest.raises(KeyError, match="unknown field preset 'small'; available: tiny, cpu"):
-        reproduction._chosen("small", ["field"])
+        reproduction.select("small", ["field"])
 
 
 def test_a_preset_no_study_has_is_refused(installed):
     with pytest.raises(ValueError, match="no installed study has a medium preset"):
-        reproduction._chosen("medium", None)
+        reproduction.select("medium")

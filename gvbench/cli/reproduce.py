@@ -11,7 +11,7 @@ from typing import Any
 from gvbench import engine, study
 from gvbench.cli.options import at_least, cluster, progress
 from gvbench.report import build_report
-from gvbench.reproduce import presets, reproduce
+from gvbench.reproduce import presets, reproduce, select
 
 
 def add_parser(commands: Any) -> None:
@@ -42,8 +42,9 @@ def add_parser(commands: Any) -> None:
         "--only",
         nargs="+",
         choices=tuple(installed),
-        default=list(installed),
-        help="experiments to run",
+        default=None,
+        help="experiments to run; none named: every installed one that has the preset, each "
+        "one left out said in a line",
     )
     add("--seed", type=at_least(0), default=0, help="first seed")
     add(
@@ -71,7 +72,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The installed experiments at a preset, then the report."""
+    """The installed experiments at a preset (saying which it leaves out), then the report."""
+    selection = select(args.preset, args.only)
+    for line in selection.left_out:
+        print(line)
     with engine.client(args.workers, args.scheduler) as executor:
         index = reproduce(
             args.preset,
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             executor,
             seed=args.seed,
             data_dir=args.data_dir,
-            experiments=tuple(args.only),
+            experiments=tuple(each.name for each in selection.studies),
             progress=not args.no_progress,
             workers=args.scheduler or args.workers,
             device=args.device,
