@@ -278,7 +278,7 @@ def test_a_gradient_check_caches_its_checkpoint_in_the_column_folder(tmp_path):
         given.append(options)
         return Toy()
 
-    folder = ColumnFolder(tmp_path / "columns" / "c")
+    folder = ColumnFolder.under(tmp_path, "c")
     GradientCheck(task, batch_size=1, reps=2).make(folder)
     GradientCheck(task, batch_size=1, reps=2, takes_checkpoint_dir=False).make(folder)
     assert given == [{"checkpoint_dir": str(tmp_path / "columns" / "c" / "checkpoints")}, {}]

@@ -20,10 +20,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gvbench.tasks import Task
 from gvbench.training import RunConfig, Train
+
+if TYPE_CHECKING:
+    from gvbench.experiment import Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,30 +36,21 @@ class ColumnFolder:
     directory) share no file and no experiment's own results folder is written.
 
     Attributes:
-        path: the column's folder.
+        sweep: the gradient check's sweep (resumed cell by cell).
+        checkpoints: the checkpoint a gradient check's task trains on first use, and its run.
+        search, runs: the training protocol's random searches and final runs.
     """
 
-    path: Path
+    sweep: Path
+    checkpoints: Path
+    search: Path
+    runs: Path
 
-    @property
-    def sweep(self) -> Path:
-        """The gradient check's sweep (resumed cell by cell)."""
-        return self.path / "gradients.nc"
-
-    @property
-    def checkpoints(self) -> Path:
-        """The checkpoint a gradient check's task trains on first use, and its run."""
-        return self.path / "checkpoints"
-
-    @property
-    def search(self) -> Path:
-        """The training protocol's random searches."""
-        return self.path / "search"
-
-    @property
-    def runs(self) -> Path:
-        """The training protocol's final runs."""
-        return self.path / "runs"
+    @classmethod
+    def under(cls, out: Path, column: str) -> ColumnFolder:
+        """The folder of the column named ``column`` in the leaderboard's folder ``out``."""
+        path = out / "columns" / column
+        return cls(path / "gradients.nc", path / "checkpoints", path / "search", path / "runs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +127,41 @@ class TrainingProtocol:
     outcome: str
     outcome_higher_is_better: bool
     outcome_units: str = "1"
+
+    @classmethod
+    def tuned_on_validation(
+        cls,
+        experiment: Experiment[Any],
+        base: RunConfig,
+        *,
+        seeds: int,
+        trials: int,
+        search_steps: int,
+        lr: tuple[float, float],
+        tau: tuple[float, float] | None,
+        outcome: str,
+        outcome_units: str = "1",
+    ) -> TrainingProtocol:
+        """The protocol of an experiment trained with Adam (no momentum searched) whose trials
+        are chosen on the best of its own validation figure over a run
+        (``best_`` + :attr:`~gvbench.experiment.Experiment.selection`), and whose ``outcome``
+        (its test figure, or the same figure where it has no noise) is better in the same
+        direction."""
+        return cls(
+            train=experiment.train,
+            base=base,
+            seeds=seeds,
+            trials=trials,
+            search_steps=search_steps,
+            lr=lr,
+            momentum=None,
+            tau=tau,
+            selection=f"best_{experiment.selection}",
+            selection_higher_is_better=experiment.higher_is_better,
+            outcome=outcome,
+            outcome_higher_is_better=experiment.higher_is_better,
+            outcome_units=outcome_units,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,7 +100,7 @@ def fill(
     if cap is not None:
         found = dataclasses.replace(found, columns=tuple(_capped(c, cap) for c in found.columns))
     folder = Path(out) if out is not None else Path("results") / "leaderboard" / preset
-    places = {c.name: ColumnFolder(folder / "columns" / c.name) for c in found.columns}
+    places = {c.name: ColumnFolder.under(folder, c.name) for c in found.columns}
     tasks = {
         c.name: c.gradients.make(places[c.name]) if c.gradients else None for c in found.columns
     }

@@ -39,7 +39,7 @@ def gradient_sweep(
     chosen = [options(column, name, check.tau, check.k) for name in estimators]
     taus = sorted({check.tau, *(o.tau for o in chosen if o.tau is not None)})
     ks = sorted({check.k, *(o.k for o in chosen if o.k is not None)})
-    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.sweep.parent.mkdir(parents=True, exist_ok=True)
     return sweep(
         task,
         estimators=list(estimators),

@@ -76,19 +76,15 @@ def listops_columns(experiment: ListOps, preset: str) -> tuple[Column, ...]:
         eval_every=sizes.eval_every,
         variance_every=0,
     )
-    training = TrainingProtocol(
-        train=experiment.train,
-        base=base,
+    training = TrainingProtocol.tuned_on_validation(
+        experiment,
+        base,
         seeds=sizes.seeds,
         trials=board.trials,
         search_steps=board.search_steps,
         lr=(sizes.lr / 4, sizes.lr * 4),
-        momentum=None,
         tau=(min(sizes.taus), max(sizes.taus)),
-        selection="best_valid_accuracy",
-        selection_higher_is_better=True,
         outcome="test_accuracy",
-        outcome_higher_is_better=True,
     )
     return (
         Column(

@@ -57,19 +57,15 @@ def vae_columns(experiment: VAE, preset: str) -> tuple[Column, ...]:
         variance_every=0,
         iw_samples=sizes.iw_samples,
     )
-    training = TrainingProtocol(
-        train=experiment.train,
-        base=base,
+    training = TrainingProtocol.tuned_on_validation(
+        experiment,
+        base,
         seeds=sizes.seeds,
         trials=sizes.search_trials,
         search_steps=sizes.search_steps,
         lr=sizes.lr_range,
-        momentum=None,
         tau=sizes.tau_range,
-        selection="best_valid_negative_elbo",
-        selection_higher_is_better=False,
         outcome="test_iw_nll",
-        outcome_higher_is_better=False,
         outcome_units="nats",
     )
     return (

@@ -113,19 +113,15 @@ def _column(experiment: CategoricalVAEExperiment, part: ProtocolPreset) -> Colum
     # The coupled estimators' paper reports the 100-sample test bound; ReinMax's script, the
     # test negative ELBO.
     outcome = "test_iw_nll" if part.protocol == "coupled" else "test_negative_elbo"
-    training = TrainingProtocol(
-        train=experiment.train,
-        base=base,
+    training = TrainingProtocol.tuned_on_validation(
+        experiment,
+        base,
         seeds=part.seeds,
         trials=part.search_trials,
         search_steps=part.search_steps,
         lr=part.lr_range,
-        momentum=None,
         tau=part.tau_range,
-        selection="best_valid_negative_elbo",
-        selection_higher_is_better=False,
         outcome=outcome,
-        outcome_higher_is_better=False,
         outcome_units="nats",
     )
     name, source = {
