@@ -30,7 +30,7 @@ from gvbench.estimators.reinmax import reinmax, reinmax_alpha
 from gvbench.estimators.reinmax_rao import reinmax_cv, reinmax_rao
 from gvbench.estimators.score_function import RunningMean, reinforce, rloo
 from gvbench.estimators.unordered_set import unordered_set
-from gvbench.estimators.indecater import indecater
+from gvbench.estimators.indecater import indecater, indecater_d
 from gvbench.estimators.copula import arms, carms
 from gvbench.estimators.categorical_disarm import categorical_disarm
 from gvbench.estimators.arsm import arsm
@@ -120,6 +120,7 @@ __all__ = [
     "gumbel_softmax",
     "imle",
     "indecater",
+    "indecater_d",
     "info",
     "log_prob",
     "one_hot_argmax",

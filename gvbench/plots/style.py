@@ -42,6 +42,7 @@ STYLE = {
     "DisARM": ("#DDCC77", "8"),
     "Exact": ("#777777", "."),
     "IndeCateR": ("#EE3377", "s"),
+    "IndeCateR-D": ("#FFAABB", "d"),
     "ARMS": ("#EE8866", "^"),
     "CARMS": ("#222255", "v"),
     "DisARM (categorical)": ("#666633", "8"),
