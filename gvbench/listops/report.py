@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import xarray as xr
 
 from gvbench.plots import estimator_style, legend_for
@@ -106,6 +107,67 @@ def plot_listops_accuracy(ds: xr.Dataset) -> plt.Figure:
     return figure
 
 
+def validation_stability(ds: xr.Dataset) -> pd.DataFrame:
+    """Per (L, estimator, τ): the mean validation accuracy over seeds at the last step (± SE),
+    the peak of that mean curve and its step, and how far the last step is below the peak —
+    whether training holds what it reached or collapses."""
+    mean, se, _ = over_seeds(ds["valid_accuracy"])
+    rows = []
+    for length in ds["max_length"].values:
+        for run in ds["run"].values:
+            for tau in ds["tau"].values:
+                at = {"max_length": length, "run": run, "tau": tau}
+                curve = mean.sel(at).dropna("step")
+                if curve.size == 0:
+                    continue
+                last = curve.isel(step=-1)
+                peak = int(curve.argmax("step"))
+                rows.append(
+                    {
+                        "max_length": int(length),
+                        "run": str(run),
+                        "tau": float(tau),
+                        "last_step": int(last["step"]),
+                        "last": float(last),
+                        "last_se": float(se.sel(at).sel(step=last["step"])),
+                        "peak": float(curve[peak]),
+                        "peak_step": int(curve["step"][peak]),
+                        "below_peak": float(curve[peak] - last),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def plot_listops_validation(ds: xr.Dataset) -> plt.Figure:
+    """Validation accuracy against the training step, one panel per (L, τ), one line per
+    estimator: mean over seeds with a ±1 SE band."""
+    mean, se, n = over_seeds(ds["valid_accuracy"])
+    runs = [str(r) for r in ds["run"].values]
+    cells = [(length, tau) for length in ds["max_length"].values for tau in ds["tau"].values]
+    figure, axes = panels(len(cells))
+    for ax, (length, tau) in zip(axes, cells, strict=True):
+        for run in runs:
+            at = {"max_length": length, "tau": tau, "run": run}
+            line, band = mean.sel(at).dropna("step"), se.sel(at).dropna("step")
+            if line.size == 0:
+                continue
+            colour, marker = estimator_style(run)
+            ax.plot(line["step"], line, color=colour, marker=marker, ms=3, lw=1.2)
+            if band.size == line.size:
+                ax.fill_between(line["step"], line - band, line + band, color=colour, alpha=0.2)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy")
+        title = f"τ = {tau:g}" if ds.sizes["max_length"] == 1 else f"L = {length}, τ = {tau:g}"
+        ax.set_title(title)
+    axes[-1].legend(handles=legend_for(runs), title="estimator", fontsize=8, loc="best")
+    wrapped_title(
+        figure,
+        f"ListOps: validation accuracy during training (mean ± SE over {int(n.max())} seeds)",
+    )
+    figure.tight_layout()
+    return figure
+
+
 def listops_section(report: Report, ds: xr.Dataset) -> None:
     blocks = report.section("ListOps latent parse trees (paper §5.2)")
     report.figure(
@@ -122,6 +184,30 @@ def listops_section(report: Report, ds: xr.Dataset) -> None:
         "Gradient variance (trace, on a validation batch of L expressions) measured "
         "during training, mean over seeds.",
     )
+    if "valid_accuracy" in ds:
+        report.figure(
+            blocks,
+            "listops-validation",
+            lambda: plot_listops_validation(ds),
+            "Validation accuracy (greedy merges) during training; bands: ±1 SE over seeds.",
+        )
+        stability = validation_stability(ds)
+        shown = stability.assign(
+            last=plus_minus(stability["last"], stability["last_se"]),
+            peak=[
+                f"{peak:.3f} (step {step})"
+                for peak, step in zip(stability["peak"], stability["peak_step"], strict=True)
+            ],
+            below_peak=[f"{b:.3f}" for b in stability["below_peak"]],
+        )[["max_length", "run", "tau", "last", "peak", "below_peak"]]
+        report.table(
+            blocks,
+            "listops-validation",
+            "Validation accuracy at the last step (mean ± SE over seeds) against the peak of "
+            "the mean curve: how much of what training reached it keeps",
+            stability,
+            shown,
+        )
     table = seed_table(ds["test_accuracy"], ["run", "tau", "max_length"])
     shown = table.assign(value=plus_minus(table["mean"], table["se"])).pivot(
         index=["max_length", "run"], columns="tau", values="value"
