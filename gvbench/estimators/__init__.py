@@ -36,6 +36,7 @@ from gvbench.estimators.categorical_disarm import categorical_disarm
 from gvbench.estimators.arsm import arsm
 from gvbench.estimators.relax import ControlVariate, rebar, relax
 from gvbench.estimators.binary import arm, disarm, foust_reconstruction
+from gvbench.estimators.layerwise import arm_layerwise, disarm_layerwise
 from gvbench.estimators.bit_flips import bitflip_1, ugc
 from gvbench.estimators.darn import darn
 from gvbench.estimators.double_cv import ControlWeight, double_cv
@@ -93,6 +94,7 @@ __all__ = [
     "SubsetSampler",
     "aimle",
     "arm",
+    "arm_layerwise",
     "arms",
     "arsm",
     "available",
@@ -108,6 +110,7 @@ __all__ = [
     "darn",
     "decoupled_straight_through",
     "disarm",
+    "disarm_layerwise",
     "double_cv",
     "enumerate_expectation",
     "exact",
