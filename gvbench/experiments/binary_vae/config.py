@@ -59,7 +59,8 @@ class BinaryVAEConfig(RunConfig):
         if self.layers > 1 and not E.info(self.estimator).sequential:
             raise ValueError(
                 f"estimator {self.estimator} needs every choice's logits fixed in advance; a "
-                f"sigmoid belief net's layer depends on the one below: use another estimator"
+                f"sigmoid belief net's layer depends on the one below: use a sequential one, "
+                f"e.g. disarm_layerwise or arm_layerwise (DisARM's and ARM's per-layer forms)"
             )
         prior_lr = self.prior_lr
         if isinstance(prior_lr, bool) or not isinstance(prior_lr, int | float):
