@@ -142,7 +142,8 @@ class TrainingProtocol:
         outcome: str,
         outcome_units: str = "1",
     ) -> TrainingProtocol:
-        """The protocol of an experiment trained with Adam (no momentum searched) whose trials
+        """The protocol of an experiment whose momentum is not searched (an Adam run has none,
+        an SGD run keeps its base's), whose trials
         are chosen on the best of its own validation figure over a run
         (``best_`` + :attr:`~gvbench.experiment.Experiment.selection`), and whose ``outcome``
         (its test figure, or the same figure where it has no noise) is better in the same

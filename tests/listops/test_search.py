@@ -128,3 +128,10 @@ def test_medium_searches_the_same_trials_for_every_estimator_ranked_at_the_end()
     medium = PRESETS["medium"]
     assert medium.search_trials and medium.search_steps and medium.lr_range
     assert medium.search_selection == "final" and medium.search_steps <= medium.steps
+
+
+@pytest.mark.parametrize("board", ["cpu", "paper"])
+def test_the_leaderboard_searches_listops_where_training_does_not_collapse(board):
+    (column,) = listops.LISTOPS.leaderboard(board)
+    assert column.training.lr == PRESETS["medium"].lr_range
+    assert column.training.lr[1] < PRESETS["small"].lr  # the rate that collapses at momentum 0.9
