@@ -242,3 +242,14 @@ def test_summary_se_counts_only_finite_seeds() -> None:
     )
     for table in BINARY_VAE.summary_table(summary).values():
         assert table.loc["DisARM", "linear"] == "101 ± 1"
+
+
+def test_the_paper_preset_trains_the_layerwise_forms_on_the_belief_net_only() -> None:
+    from gvbench.experiments.binary_vae.experiment import preset_configs
+    from gvbench.study import PresetRun
+
+    configs = preset_configs(PRESETS["paper"], range(1), PresetRun(progress=False))
+    layerwise = {(model, config.estimator) for (model, _, _), config in configs.items()}
+    assert {("sbn-4", "disarm_layerwise"), ("sbn-4", "arm_layerwise")} <= layerwise
+    assert not {e for m, e in layerwise if m != "sbn-4" and e.endswith("_layerwise")}
+    assert ("sbn-4", "disarm") not in layerwise  # its choices are sequential

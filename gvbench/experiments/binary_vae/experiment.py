@@ -292,10 +292,12 @@ def preset_configs(
     preset: Preset, seeds: range, run: PresetRun
 ) -> dict[tuple[str, str, int], BinaryVAEConfig]:
     """Every run of ``preset``, keyed ``(model label, run label, seed)``; an estimator that does
-    not apply to a model (ARM and DisARM on a sigmoid belief net) is left out of its runs."""
+    not apply to a model (ARM and DisARM on a sigmoid belief net) is left out of its runs, and
+    the layer-wise ones train on the multi-layer models only."""
     configs = {}
     for model_label, variant, layers in preset.models:
-        for label, estimator, k in preset.runs:
+        runs = preset.runs + (preset.layerwise_runs if layers > 1 else ())
+        for label, estimator, k in runs:
             if layers > 1 and not E.info(estimator).sequential:
                 continue
             for seed in seeds:

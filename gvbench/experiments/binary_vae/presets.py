@@ -26,6 +26,12 @@ DISARM_RUNS = (
     ("RELAX", "relax", 1),
     ("REINFORCE", "reinforce", 1),
 )
+# DisARM's and ARM's layer-wise forms (their multi-layer launcher), trained on the belief
+# nets only: on one stochastic layer they are DisARM and ARM.
+LAYERWISE_RUNS = (
+    ("DisARM (layer-wise)", "disarm_layerwise", 1),
+    ("ARM (layer-wise)", "arm_layerwise", 1),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Preset:
         runs: ``(label, estimator, K)`` per estimator; an estimator that does not apply to a
             model (ARM and DisARM on a sigmoid belief net, whose choices are sequential) is
             left out of that model's runs.
+        layerwise_runs: runs trained on the multi-layer models only.
         seeds: seeds per configuration (the bound's mean ± SE).
         steps, eval_every, variance_every, variance_reps: the training's schedule and its
             encoder-gradient variance measurements.
@@ -65,6 +72,7 @@ class Preset:
     reference_reps: int
     search_trials: int
     search_steps: int
+    layerwise_runs: tuple[tuple[str, str, int], ...] = ()
     dataset: str = "mnist"
     dynamic_binarization: bool = False
     batch_size: int = 50
@@ -117,6 +125,7 @@ PRESETS = {
     "paper": Preset(
         models=(LINEAR, NONLINEAR, SBN),
         runs=DISARM_RUNS,
+        layerwise_runs=LAYERWISE_RUNS,
         seeds=5,
         steps=1_000_000,
         eval_every=10_000,
