@@ -117,3 +117,18 @@ def test_an_estimator_whose_trials_all_diverge_leaves_the_others_searched(tmp_pa
     rloo = found["rloo"]
     assert rloo.sizes["trial"] == 3
     assert rloo.attrs["best_trial"] == int(np.argmax(rloo["lr"].values))
+
+
+def test_the_cpu_rows_hold_every_estimator_a_cpu_claim_names():
+    # The cpu preset lists a row set, not the registry: a claim it could not decide would be
+    # a claim left silently "not applicable".
+    from gvbench.leaderboard.presets import PRESETS
+    from gvbench.leaderboard.rows import columns
+
+    named = {
+        name
+        for column in columns("cpu").columns
+        for claim in column.claims
+        for name in (claim.better, claim.worse)
+    }
+    assert named and named <= set(PRESETS["cpu"].estimators)
