@@ -134,7 +134,6 @@ class Mine(Study):
                     reps=32,
                     reference_reps=100,
                     warmup=20,
-                    takes_checkpoint_dir=False,
                 ),
                 training=training,
                 claims=(DirectionClaim("rloo", "reinforce", "outcome", "this test"),),
@@ -147,7 +146,6 @@ class Mine(Study):
                     functools.partial(Toy, n=3, m=1),
                     batch_size=1,
                     reps=400,
-                    takes_checkpoint_dir=False,
                 ),
                 claims=(
                     DirectionClaim("rloo", "st_gumbel_softmax", "mse", "this test"),
@@ -278,10 +276,16 @@ def test_a_gradient_check_caches_its_checkpoint_in_the_column_folder(tmp_path):
         given.append(options)
         return Toy()
 
+    def plain_task():  # a user's task that trains nothing takes no folder
+        given.append("plain")
+        return Toy()
+
     folder = ColumnFolder.under(tmp_path, "c")
     GradientCheck(task, batch_size=1, reps=2).make(folder)
-    GradientCheck(task, batch_size=1, reps=2, takes_checkpoint_dir=False).make(folder)
-    assert given == [{"checkpoint_dir": str(tmp_path / "columns" / "c" / "checkpoints")}, {}]
+    GradientCheck(plain_task, batch_size=1, reps=2).make(folder)
+    made = GradientCheck(functools.partial(Toy, n=4, m=2), batch_size=1, reps=2).make(folder)
+    assert given == [{"checkpoint_dir": str(tmp_path / "columns" / "c" / "checkpoints")}, "plain"]
+    assert isinstance(made, Toy) and not (tmp_path / "columns").exists()
 
 
 def test_best_is_marked_only_where_resolved():

@@ -18,6 +18,7 @@ papers state on the task are :class:`DirectionClaim` s, decided with SEs in the 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,10 +71,10 @@ class GradientCheck:
         reference_reps: draws of a sampled reference where the task has no exact gradient.
         warmup: steps a stateful estimator (REINFORCE's baseline, REBAR's η) adapts at the
             checkpoint before it is measured; ``None``: the harness's default.
-        takes_checkpoint_dir: whether ``task`` takes ``checkpoint_dir``, the folder where it
-            caches a checkpoint it trains on first use (an experiment's task does); the
-            leaderboard passes one in the column's folder. ``False`` for a task that trains
-            nothing, such as the toy.
+
+    A ``task`` that takes ``checkpoint_dir`` (an experiment's task: the folder where it
+    caches a checkpoint it trains on first use) is given one in the column's folder; any
+    other (the toy, a user's plain task class) is called with no argument.
     """
 
     task: Callable[..., Task]
@@ -83,14 +84,26 @@ class GradientCheck:
     k: int = 2
     reference_reps: int | Literal["auto"] = "auto"
     warmup: int | None = None
-    takes_checkpoint_dir: bool = True
 
     def make(self, folder: ColumnFolder) -> Task:
         """The task, with any checkpoint it trains cached in ``folder`` (trained once per
         folder: the same run, seed and steps wherever it is cached)."""
-        if self.takes_checkpoint_dir:
+        if _takes(self.task, "checkpoint_dir"):
             return self.task(checkpoint_dir=str(folder.checkpoints))
         return self.task()
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` accepts the keyword ``name`` (by name or through ``**options``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature to read: pass nothing
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,9 +36,7 @@ def toy_columns(preset: str) -> tuple[Column, ...]:
             title="the paper's toy (one ternary variable)",
             protocol="Paulus et al. 2021 (Gumbel-Rao), §5.1: E[(D − c)ᵀ Q (D − c)], exact "
             "gradient by enumeration",
-            gradients=GradientCheck(
-                task=Toy, batch_size=1, reps=toy.reps, tau=TAU, takes_checkpoint_dir=False
-            ),
+            gradients=GradientCheck(task=Toy, batch_size=1, reps=toy.reps, tau=TAU),
             claims=CLAIMS,
             options={"gumbel_rao": {"k": max(toy.k)}},
         ),
