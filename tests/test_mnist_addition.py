@@ -132,17 +132,25 @@ def test_the_tiny_preset_runs_end_to_end(tmp_path):
 def test_the_leaderboard_column_is_well_formed(tmp_path):
     (column,) = MNIST_ADDITION.leaderboard("tiny")
     assert isinstance(column, Column) and column.name == "mnist_addition"
-    assert column.options["rloo"]["k"] == E.info("indecater").evaluations_per_draw(
-        {"k": 1}, Choices(((2, 10),))
+    # The authors' RLOO-F: as many evaluations as IndeCateR-D's D·n·K (README.md's
+    # SAMPLES = 10 * N * 10 at K = 10), here N = 2 digits of arity 10 at K = 1.
+    assert column.options["rloo"]["k"] == 2 * 10 * 1
+    assert column.options["rloo"]["k"] == E.info("indecater_d").evaluations_per_draw(
+        {"k": column.options["indecater_d"]["k"]}, Choices(((2, 10),))
     )
+    assert column.options["indecater"] == column.options["indecater_d"] == {"k": 1}
+    (paper,) = MNIST_ADDITION.leaderboard("paper")
+    assert paper.options["rloo"]["k"] == 10 * 32 * 10
     assert (
         column.training.outcome == "test_sum_accuracy" and column.training.outcome_higher_is_better
     )
     (claim,) = column.claims
-    assert (claim.better, claim.worse, claim.measure) == ("indecater", "rloo", "outcome")
+    assert (claim.better, claim.worse, claim.measure) == ("indecater_d", "rloo", "outcome")
+    assert "advanced_icr" in claim.source and "IndeCateR-D" in claim.source
     pickle.dumps(column.gradients.task)
     task = column.gradients.task(checkpoint_dir=str(tmp_path))
     assert task.applicable(E.info("indecater")) is None
+    assert task.applicable(E.info("indecater_d")) is None
     assert "flat" in task.applicable(E.info("st_gumbel_softmax"))
     assert task.exact(column.gradients.batch_size)
     assert np.isfinite(task.exact_gradient(column.gradients.batch_size).numpy()).all()

@@ -39,6 +39,7 @@ PRESETS = {
             "reinforce",
             "rloo",
             "indecater",
+            "indecater_d",
             "arsm",
             "categorical_disarm",
             "arm",
