@@ -138,7 +138,8 @@ class Experiment(Study, Generic[ConfigT]):
         ``transform(inputs, generator) -> inputs``, its noise from the run's own generator
         for it (kept in its checkpoint, apart from its data order's and samples'; see
         :mod:`gvbench.training.runs`): dynamic binarization, a fresh Bernoulli draw of
-        every pixel at every step, is one. ``None`` (the default): the batch as drawn. Validation and test inputs are never transformed."""
+        every pixel at every step, is one. ``None`` (the default): the batch as drawn.
+        Validation and test inputs are never transformed."""
         return None
 
     def test_figures(self, model: nn.Module, splits: Splits, config: ConfigT) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from gvbench.experiments.categorical_vae.presets import PRESETS as CATEGORICAL_P
 from gvbench.experiments.categorical_vae.summary import training_configs
 from gvbench.experiments.images import binarized_batch, load_images
 from gvbench.study import PresetRun
-from gvbench.training import CheckpointError, loop
+from gvbench.training import CheckpointError, loop, stacked
 from gvbench.training.runs import RunState, batch_transform_seed
 
 BINARY_RUN = dict(steps=6, eval_every=3, variance_every=0, iw_samples=3)
@@ -68,18 +68,27 @@ def test_each_draw_of_a_batch_is_a_fresh_binarization_whose_mean_is_the_grey_lev
     assert len(p) > 1000
 
 
+def first_batch(grey: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
+    """A run's first training batch rebuilt apart from the loop: its first epoch's order from
+    ``seed``, then one Bernoulli draw of those images from the run's batch-transform seed."""
+    index = torch.randperm(len(grey), generator=torch.Generator().manual_seed(seed))
+    noise = torch.Generator().manual_seed(batch_transform_seed(seed))
+    (batch,) = binarized_batch((grey[index[:batch_size]],), noise)
+    return batch
+
+
 def test_the_transform_draws_from_its_own_generator_and_moves_no_other_stream(tmp_path):
     dynamic = run_state(BinaryVAEConfig(**BINARY_RUN), tmp_path / "dynamic")
     static = run_state(BinaryVAEConfig(**{**BINARY_RUN, "dynamic_binarization": False}), tmp_path)
     assert static.transform_generator is None
+    drawn = []
     for step in range(3):
         dynamic.progress.step = static.progress.step = step
-        dynamic.batch(50), static.batch(50)
+        drawn.append(dynamic.batch(50)[0]), static.batch(50)
     # The data order's and samples' generator is where it is without the transform.
     assert torch.equal(dynamic.generator.get_state(), static.generator.get_state())
     assert torch.equal(dynamic.progress.order[1], static.progress.order[1])  # type: ignore[index]
-    seeded = torch.Generator().manual_seed(batch_transform_seed(0))
-    assert not torch.equal(seeded.get_state(), dynamic.transform_generator.get_state())
+    assert torch.equal(drawn[0], first_batch(dynamic.run.train[0], 0, 50))
     assert batch_transform_seed(0) != batch_transform_seed(1)
 
 
@@ -121,6 +130,31 @@ def test_dynamic_runs_in_a_stack_are_the_runs_alone(tmp_path):
     assert_same_run(together[1], CATEGORICAL_VAE.train(couples[1], tmp_path, progress=False))
 
 
+def test_a_step_undone_to_grow_the_pool_draws_its_binarization_again(tmp_path, monkeypatch):
+    config = BinaryVAEConfig(**BINARY_RUN)
+    seen = []
+    real = RunState.batch
+    monkeypatch.setattr(RunState, "batch", lambda s, b: seen.append(real(s, b)) or seen[-1])
+    grown = BINARY_VAE.train(config, out_dir=tmp_path / "grown", progress=False)
+    monkeypatch.setattr(RunState, "batch", real)
+    pool = checkpoint(tmp_path / "grown", config)["state"]["data"]["pool"]
+    assert pool > stacked.INITIAL_POOL  # the first step ran out of its pool and was undone
+    # The undone step's batch, drawn again, is the binarization it first drew.
+    grey = BINARY_VAE.data(config)[0]["train"][0]
+    assert len(seen) == config.steps + 1
+    assert torch.equal(seen[0][0], first_batch(grey, 0, config.batch_size))
+    assert torch.equal(seen[1][0], seen[0][0])
+    # A run whose pool is that size from the start undoes nothing, and is the same run.
+    monkeypatch.setattr(stacked, "INITIAL_POOL", pool)
+    monkeypatch.setattr(loop, "INITIAL_POOL", pool)
+    ample = BINARY_VAE.train(config, out_dir=tmp_path / "ample", progress=False)
+    assert "pool" not in checkpoint(tmp_path / "ample", config)["state"]["data"]
+    assert_same_run(grown, ample)
+    a, b = checkpoint(tmp_path / "grown", config), checkpoint(tmp_path / "ample", config)
+    for key in ("generator", "transform_generator"):
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_a_killed_dynamic_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     configs = [BinaryVAEConfig(seed=seed, **BINARY_RUN) for seed in range(2)]
     fresh = BINARY_VAE.train(configs, out_dir=tmp_path / "fresh", progress=False)
@@ -158,6 +192,12 @@ def test_runs_binarized_once_keep_their_names_and_checkpoints(tmp_path):
     assert BINARY_VAE.batch_transform(BinaryVAEConfig(**BINARY_RUN)) is binarized_batch
     BINARY_VAE.train(static, out_dir=tmp_path, progress=False)
     assert "transform_generator" not in checkpoint(tmp_path, static)
+    # Nor does such a run resume from a checkpoint that holds one.
+    path = tmp_path / static.name() / "checkpoint.pt"
+    torch.save({**checkpoint(tmp_path, static), "transform_generator": torch.ones(3)}, path)
+    with pytest.raises(CheckpointError, match="has no batch transform") as error:
+        run_state(static, tmp_path).resume()
+    assert "\n" not in str(error.value)
     coupled = TrainConfig(**{**COUPLED_RUN, "dynamic_binarization": False})
     assert "dynamic_binarization" not in coupled.as_dict()
 

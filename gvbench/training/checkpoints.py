@@ -23,7 +23,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: damaged, of another run, or changed."""
 
 
-# What a training checkpoint holds (a best-parameters checkpoint: config, params, step, digest).
+# What every training checkpoint holds (a best-parameters checkpoint: config, params, step,
+# digest). One of a run with a batch transform holds its generator too, "transform_generator"
+# (see gvbench.training.runs.RunState): a run without one saves the keys it always saved.
 CHECKPOINT_KEYS = ("config", "digest", "params", "optimizer", "generator", "estimator", "state")
 
 

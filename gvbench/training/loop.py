@@ -6,9 +6,9 @@ train as one loop: every step is one vmapped pass over their stacked models
 (:mod:`gvbench.training.optimizers`), so eight runs cost little more than one where a step is
 dispatch overhead. Each run keeps its own data order, its own samples
 (:class:`~gvbench.estimators.RunStreams`), its own batch transform's noise (dynamic
-binarization: :attr:`~gvbench.training.runs.Run.transform`), its own checkpoint, and its own fate: a run whose
-loss or gradient stops being finite is recorded as diverged and left out of the stack, and
-the others go on. A run's numbers are those it would have alone, bit for bit.
+binarization: :attr:`~gvbench.training.runs.Run.transform`), its own checkpoint, and its own
+fate: a run whose loss or gradient stops being finite is recorded as diverged and left out of
+the stack, and the others go on. A run's numbers are those it would have alone, bit for bit.
 
 Estimators whose state trains inside a call (REBAR's and RELAX's control variates, Double
 CV's weight, RODEO's Stein network) or that cannot run under vmap train one run per pass,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -163,29 +163,42 @@ def _update(live: list[RunState], step: StackedStep) -> list[RunState]:
     return survivors
 
 
+class _RunSnapshot(NamedTuple):
+    """What drawing a run's batch and pool moves: its generators and its epoch's order."""
+
+    generator: Tensor
+    transform_generator: Tensor | None  # None: the run has no batch transform
+    order: tuple[int, Tensor] | None
+
+    @classmethod
+    def of(cls, member: RunState) -> _RunSnapshot:
+        transform = member.transform_generator
+        return cls(
+            member.generator.get_state(),
+            None if transform is None else transform.get_state(),
+            member.progress.order,
+        )
+
+    def restore(self, member: RunState) -> None:
+        member.generator.set_state(self.generator)
+        if member.transform_generator is not None and self.transform_generator is not None:
+            member.transform_generator.set_state(self.transform_generator)
+        member.progress.order = self.order
+
+
 class _Snapshot:
     """The generators and data orders of a group before a step, to undo a step that failed."""
 
     def __init__(self, live: list[RunState], spare: Spare) -> None:
         self.live, self.spare = live, spare
-        self.states = [
-            (m.generator.get_state(), _state_of(m.transform_generator), m.progress.order)
-            for m in live
-        ]
+        self.runs = [_RunSnapshot.of(m) for m in live]
         self.spare_state = spare.generator.get_state()
 
     def restore(self) -> None:
         """As if the step's batches (and their transforms) and pools had not been drawn."""
-        for member, (state, transform, order) in zip(self.live, self.states, strict=True):
-            member.generator.set_state(state)
-            if transform is not None:
-                member.transform_generator.set_state(transform)  # type: ignore[union-attr]
-            member.progress.order = order
+        for member, snapshot in zip(self.live, self.runs, strict=True):
+            snapshot.restore(member)
         self.spare.generator.set_state(self.spare_state)
-
-
-def _state_of(generator: torch.Generator | None) -> Tensor | None:
-    return None if generator is None else generator.get_state()
 
 
 # -- one run per pass ---------------------------------------------------------------------

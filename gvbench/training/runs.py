@@ -214,23 +214,26 @@ class RunState:
 
     def resume(self) -> None:
         saved = read_checkpoint(self.path, self.run.config, self.params)
+        fix = "remove it to train this run afresh, or choose another folder"
+        if self.transform_generator is not None and "transform_generator" not in saved:
+            raise CheckpointError(
+                f"{self.path} has no batch-transform generator, which this run draws from; {fix}"
+            )
+        if self.transform_generator is None and "transform_generator" in saved:
+            raise CheckpointError(
+                f"{self.path} holds a batch-transform generator, but this run has no batch "
+                f"transform; {fix}"
+            )
         try:
             optimizer = self.run.optimizer.restore(saved["optimizer"], self.params)
         except ValueError as error:
-            raise CheckpointError(
-                f"{self.path} {error}; remove it to train this run afresh, or choose another folder"
-            ) from None
+            raise CheckpointError(f"{self.path} {error}; {fix}") from None
         with torch.no_grad():
             for name, value in saved["params"].items():
                 self.params[name].copy_(value)
         self.optimizer_state = optimizer
         self.generator.set_state(saved["generator"])
         if self.transform_generator is not None:
-            if "transform_generator" not in saved:
-                raise CheckpointError(
-                    f"{self.path} has no batch-transform generator, which this run draws "
-                    "from; remove it to train this run afresh, or choose another folder"
-                )
             self.transform_generator.set_state(saved["transform_generator"])
         self.estimator.load_state_dict(saved.get("estimator", {}))
         self.progress = RunProgress.from_checkpoint(saved["state"])
