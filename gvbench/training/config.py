@@ -72,6 +72,10 @@ class RunConfig:
         "cpu", "torch device to train on: cpu, cuda, cuda:1 (part of the run's name)"
     )
 
+    # Fields left out of as_dict at their default: a field added later keeps every run that
+    # does not use it at the name, checkpoint and provenance it always had.
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("tau_schedule",)
+
     # Integer fields and their least value.
     COUNTS: ClassVar[dict[str, int]] = {
         "steps": 1,
@@ -174,11 +178,13 @@ class RunConfig:
         return {h: getattr(self, h) for h in info(self.estimator).hyper}
 
     def as_dict(self) -> dict[str, Any]:
-        """Every field; ``tau_schedule`` only where τ anneals (so a run without one keeps the
-        name, checkpoint and provenance it always had)."""
+        """Every field but those of :attr:`OMITTED_AT_DEFAULT` at their default
+        (``tau_schedule`` only where τ anneals)."""
         data = dataclasses.asdict(self)
-        if data["tau_schedule"] is None:
-            del data["tau_schedule"]
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in self.OMITTED_AT_DEFAULT:
+            if data[name] == defaults[name]:
+                del data[name]
         return data
 
     def prefix(self) -> str:

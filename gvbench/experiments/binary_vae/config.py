@@ -41,6 +41,12 @@ class BinaryVAEConfig(RunConfig):
         "otherwise one draw per seed",
     )
 
+    # A run binarized once keeps the name and checkpoint it had before the option.
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        *RunConfig.OMITTED_AT_DEFAULT,
+        "dynamic_binarization",
+    )
+
     COUNTS: ClassVar[dict[str, int]] = {
         **RunConfig.COUNTS,
         "layers": 1,
@@ -74,14 +80,6 @@ class BinaryVAEConfig(RunConfig):
                 "dynamic_binarization needs intensities to draw from; binarized_mnist is "
                 "binary already: use dataset mnist"
             )
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field; ``dynamic_binarization`` only where it is on (so a run binarized once
-        keeps the name and checkpoint it always had)."""
-        data = super().as_dict()
-        if not data["dynamic_binarization"]:
-            del data["dynamic_binarization"]
-        return data
 
     def prefix(self) -> str:
         layers = f"{self.layers}" if self.model == "sbn" else ""

@@ -63,7 +63,12 @@ from gvbench.experiments.binary_vae.model import (
     negative_elbo,
 )
 from gvbench.experiments.binary_vae.presets import PRESETS, Preset
-from gvbench.experiments.images import ImageSplits, binarized_batch, load_images
+from gvbench.experiments.images import (
+    Binarization,
+    ImageSplits,
+    batch_binarization,
+    load_images,
+)
 from gvbench.harness.store import write_atomic
 from gvbench.leaderboard.column import Column
 from gvbench.study import PresetRun
@@ -115,16 +120,15 @@ class BinaryVAE(Experiment[BinaryVAEConfig]):
         splits = {"train": images.train, "valid": images.valid, "test": images.test}
         source = images.source
         if config.dynamic_binarization:
-            grey = _grey(config)
-            splits["train"] = grey.train
+            splits["train"] = _images(config, "dynamic").train
             source = f"{source}, valid and test only; train: a fresh binarization every batch"
         return {name: (x.flatten(1).float(),) for name, x in splits.items()}, source
 
     def batch_transform(self, config: BinaryVAEConfig) -> BatchTransform | None:
-        return binarized_batch if config.dynamic_binarization else None
+        return batch_binarization(config.dynamic_binarization)
 
     def model(self, config: BinaryVAEConfig) -> nn.Module:
-        images = _grey(config) if config.dynamic_binarization else _images(config)
+        images = _images(config, "dynamic" if config.dynamic_binarization else "static")
         mean = images.mean.flatten().float()
         return BinaryLatentModel(config.model, config.layers, mean, seed=config.seed)
 
@@ -279,13 +283,10 @@ def _encoder(name: str, parameter: Tensor) -> bool:
     return name.startswith("encoder.")
 
 
-def _images(config: BinaryVAEConfig) -> ImageSplits:
-    return load_images(config.dataset, config.data_dir, binarize="static", seed=config.seed)
-
-
-def _grey(config: BinaryVAEConfig) -> ImageSplits:
-    """The intensities in [0, 1], split as :func:`_images` splits them for the same seed."""
-    return load_images(config.dataset, config.data_dir, binarize="dynamic", seed=config.seed)
+def _images(config: BinaryVAEConfig, binarize: Binarization = "static") -> ImageSplits:
+    """The seed's binarization of the images (``"static"``), or their intensities in [0, 1]
+    (``"dynamic"``), split alike for the same seed."""
+    return load_images(config.dataset, config.data_dir, binarize=binarize, seed=config.seed)
 
 
 def preset_configs(

@@ -55,7 +55,7 @@ from gvbench.experiments.categorical_vae.protocols import protocol
 from gvbench.experiments.images import (
     DEFAULT_BINARIZATION,
     ImageSplits,
-    binarized_batch,
+    batch_binarization,
     load_images,
 )
 from gvbench.leaderboard.column import Column
@@ -98,6 +98,12 @@ class TrainConfig(RunConfig):
         "dynamic_mnist); otherwise one draw per seed",
     )
 
+    # A run binarized once keeps the name and checkpoint it had before the option.
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        *RunConfig.OMITTED_AT_DEFAULT,
+        "dynamic_binarization",
+    )
+
     COUNTS: ClassVar[dict[str, int]] = {
         **RunConfig.COUNTS,
         "latents": 1,
@@ -132,14 +138,6 @@ class TrainConfig(RunConfig):
                 f"coupled protocol and a dataset other than binarized_mnist, got protocol "
                 f"{self.protocol}, dataset {self.dataset}"
             )
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field; ``dynamic_binarization`` only where it is on (so a run binarized once
-        keeps the name and checkpoint it always had)."""
-        data = super().as_dict()
-        if not data["dynamic_binarization"]:
-            del data["dynamic_binarization"]
-        return data
 
     def prefix(self) -> str:
         return f"{self.protocol}-{self.latents}x{self.categories}-B{self.batch_size}"
@@ -191,7 +189,7 @@ class CategoricalVAEExperiment(Experiment[TrainConfig]):
         return splits, source
 
     def batch_transform(self, config: TrainConfig) -> BatchTransform | None:
-        return binarized_batch if config.dynamic_binarization else None
+        return batch_binarization(config.dynamic_binarization)
 
     def model(self, config: TrainConfig) -> nn.Module:
         images = _grey(config) if config.dynamic_binarization else _images(config)[0]
