@@ -84,7 +84,12 @@ def z_scores(draws: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("name", "shared_randomness"),
-    [("disarm_layerwise", False), ("disarm_layerwise", True), ("arm_layerwise", False)],
+    [
+        ("disarm_layerwise", False),
+        ("disarm_layerwise", True),
+        ("arm_layerwise", False),
+        ("arm_layerwise", True),
+    ],
 )
 def test_layerwise_estimators_are_unbiased_on_a_three_layer_belief_net(name, shared_randomness):
     exact = exact_gradient()
@@ -104,6 +109,34 @@ def test_drawing_the_layers_above_from_the_wrong_law_is_caught(monkeypatch):
     monkeypatch.setattr(layerwise, "_upper_draws", at_one_half)
     z = z_scores(estimates("disarm_layerwise"), exact_gradient())
     assert z.abs().max() > 10, z
+
+
+@pytest.mark.parametrize("name", ["arm_layerwise", "disarm_layerwise"])
+def test_shared_randomness_draws_both_runs_of_a_pair_from_the_same_uniforms(name):
+    """With logits that do not depend on the samples below, the two runs of a layer's pair
+    draw the same layers above it where ``shared_randomness`` is on, and (with 64 fair
+    units a layer) different ones where it is off."""
+    layers, units = 3, 64
+
+    def recorded(runs):
+        def loss(sample):
+            logits = torch.zeros(1, units, dtype=torch.float64)
+            drawn = [sample(torch.stack([logits, logits], -1))[..., 1] for _ in range(layers)]
+            runs.append(drawn)
+            return sum(z.sum(-1) for z in drawn)
+
+        return loss
+
+    for shared_randomness in (True, False):
+        runs = []
+        estimator = E.get(name, shared_randomness=shared_randomness)
+        estimator(recorded(runs), generator=torch.Generator().manual_seed(3))
+        assert len(runs) == 1 + 2 * layers
+        for layer in range(layers - 1):
+            first, second = runs[1 + 2 * layer], runs[2 + 2 * layer]
+            for above in range(layer + 1, layers):
+                same = torch.equal(first[above], second[above])
+                assert same == shared_randomness, (shared_randomness, layer, above)
 
 
 def test_disarm_layerwise_is_disarm_on_one_layer_at_the_same_uniforms():
@@ -192,7 +225,9 @@ def test_the_sbn_column_fills_its_layerwise_disarm_row(tmp_path, monkeypatch):
         valid_iw_samples=1,
     )
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
-    monkeypatch.chdir(tmp_path)  # a brief checkpoint is cached under ./results
+    # The brief checkpoint is cached under the board's folder (OUT/columns/NAME/checkpoints);
+    # run from tmp_path, so that anything written to the working directory shows.
+    monkeypatch.chdir(tmp_path)
     row = "disarm_layerwise"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a sampled reference's sizing notes
@@ -204,3 +239,5 @@ def test_the_sbn_column_fills_its_layerwise_disarm_row(tmp_path, monkeypatch):
     outcome = measured.loc["outcome"]
     assert math.isfinite(outcome.value) and not outcome.note, outcome
     assert outcome.n == tiny.seeds and outcome.over == "seeds", outcome
+    assert [path.name for path in tmp_path.iterdir()] == ["board"]
+    assert any((tmp_path / "board" / "columns" / "sbn" / "checkpoints").iterdir())
