@@ -66,6 +66,14 @@ def test_loose_hyper_parameters_are_refused(options, error, message):
         E.gumbel_rao(torch.zeros(2, 3), **options)
 
 
+@pytest.mark.parametrize("value", [1, 0, "False", None])
+def test_a_flag_option_must_be_a_bool(value):
+    # 0/1 or "False" would be read as truthy or falsy without a word
+    with pytest.raises(TypeError, match="option shared_randomness must be True or False"):
+        E.get("disarm_layerwise", shared_randomness=value)
+    E.get("disarm_layerwise", shared_randomness=True)
+
+
 def test_k_is_bounded_by_the_work_of_one_call():
     with pytest.raises(ValueError, match=r"k × logits.numel\(\) = .* exceeds"):
         E.gumbel_rao(torch.zeros(10_000, 10), k=MAX_CONDITIONAL_DRAWS // 50_000)

@@ -324,7 +324,7 @@ def get(name: str, **options: Any) -> Estimator:
         ValueError: an option the estimator does not take, or out of range (τ ≤ 0, K < min).
     """
     entry = info(name)
-    _, fixed = parse(name)
+    base, fixed = parse(name)
     unknown = set(options) - set(entry.defaults)
     if unknown:
         raise ValueError(
@@ -334,6 +334,10 @@ def get(name: str, **options: Any) -> Estimator:
     bound = dict(entry.state() if entry.state else {})
     bound.update(fixed)
     bound.update(options)
+    for option, value in bound.items():
+        # a flag given as 0/1 or "False" would be read as truthy or falsy without a word
+        if isinstance(_REGISTRY[base].defaults.get(option), bool) and not isinstance(value, bool):
+            raise TypeError(f"{entry.name}: option {option} must be True or False, got {value!r}")
     if "tau" in bound:
         bound["tau"] = check_tau(bound["tau"])
     if "k" in bound:
