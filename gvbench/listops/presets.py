@@ -77,7 +77,8 @@ PRESETS = {
         reference_reps=1000,
     ),
     # The paper's grid (Paulus et al. 2021, §5.2), for a GPU (what its training asks of one:
-    # suites/benchmarks/step_cost.py).
+    # suites/benchmarks/step_cost.py), each estimator's lr from twenty trials (the paper's
+    # search size; a fifth of the run each, as the VAE's) over medium's range.
     "paper": Preset(
         max_lengths=(10, 25, 50),
         taus=(0.01, 0.1, 1.0),
@@ -97,6 +98,10 @@ PRESETS = {
         variance_k=(1, 10, 100, 1000),
         variance_reps=1000,
         reference_reps=10_000,
+        search_trials=20,
+        search_steps=10_000,
+        lr_range=(1e-3, 1e-2),
+        search_selection="final",
     ),
 }
 

@@ -124,10 +124,12 @@ def test_a_search_ranked_by_neither_best_nor_final_is_refused(tmp_path):
     assert not (tmp_path / "search").exists()  # refused before any trial trained
 
 
-def test_medium_searches_the_same_trials_for_every_estimator_ranked_at_the_end():
-    medium = PRESETS["medium"]
-    assert medium.search_trials and medium.search_steps and medium.lr_range
-    assert medium.search_selection == "final" and medium.search_steps <= medium.steps
+@pytest.mark.parametrize("name", ["medium", "paper"])
+def test_the_trained_presets_search_each_estimator_s_lr_ranked_at_the_end(name):
+    preset = PRESETS[name]
+    assert preset.search_trials and preset.search_steps and preset.lr_range
+    assert preset.search_selection == "final" and preset.search_steps <= preset.steps
+    assert preset.lr_range[1] < PRESETS["small"].lr  # below the rate that collapses
 
 
 @pytest.mark.parametrize("board", ["cpu", "paper"])
