@@ -31,6 +31,7 @@ FIGURES = [
     "field-binary-decoupled-grid",
     "listops-accuracy",
     "listops-training-variance",
+    "listops-validation",
     "vae-bound",
     "vae-training-variance",
 ]
@@ -42,6 +43,7 @@ TABLES = {
     "field-toy-not-applicable": {"label", "status"},
     "field-binary-cells": {"estimator", "k", "evaluations", "variance", "variance_se"},
     "listops-accuracy": {"run", "tau", "max_length", "mean", "se", "seeds"},
+    "listops-validation": {"run", "tau", "max_length", "last", "last_se", "peak", "below_peak"},
     "listops-checkpoint-variance": {"estimator", "tau", "k", "variance", "variance_se"},
     "vae-bound": {"run", "arity", "batch_size", "mean", "se", "seeds"},
     "vae-tuning": {"run", "batch_size", "tuned_lr", "tuned_tau"},
@@ -172,13 +174,38 @@ def test_the_shipped_report_of_the_small_preset_is_complete():
     page = (shipped / "index.html").read_text()
     claims = json.loads((shipped / "claims.json").read_text())
     assert len(claims) == 16 and all(c["statement"].replace("'", "&#x27;") in page for c in claims)
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(FIGURES)
+    # It was built before the report drew ListOps' validation curves (the medium report has
+    # them: the test below).
+    later = {"listops-validation"}
+    figures = [name for name in FIGURES if name not in later]
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(figures)
     for pdf in re.findall(r'href="([^"]+\.pdf)"', page):
         assert (shipped / pdf).is_file(), pdf
     for name, columns in TABLES.items():
+        if name in later:
+            continue
         # The kept reports were built before a claim recorded its z (docs: reproduction).
         kept = columns - {"z"} if name == "claims" else columns
         assert kept <= set(pd.read_csv(shipped / "tables" / f"{name}.csv").columns)
+
+
+def test_the_shipped_medium_report_has_listops_search_and_validation_curves():
+    """results/report-medium/ is the medium reproduction (ListOps and the VAE) kept in the
+    repository: ListOps' search, its chosen rates and its validation curves are in it."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "results" / "report-medium"
+    manifest = json.loads((shipped / "reproduction.json").read_text())
+    assert manifest["preset"] == "medium" and "dirty" not in manifest["provenance"]["git commit"]
+    page = (shipped / "index.html").read_text()
+    for figure in ("listops-accuracy", "listops-validation", "vae-bound"):
+        assert (shipped / "figures" / f"{figure}.pdf").is_file(), figure
+    search = pd.read_csv(shipped / "tables" / "listops-search.csv")
+    trials = search.groupby(["run", "tau", "max_length"])["trial"].count()
+    assert trials.nunique() == 1 and int(trials.iloc[0]) == 8  # the same for every estimator
+    assert search["search_valid_accuracy"].notna().all()
+    stability = pd.read_csv(shipped / "tables" / "listops-validation.csv")
+    assert len(stability) == len(trials) and "ranked by its final validation accuracy" in page
 
 
 def test_only_adds_an_experiment_to_an_earlier_reproduction(tiny_report, tmp_path):
@@ -197,3 +224,33 @@ def test_only_adds_an_experiment_to_an_earlier_reproduction(tiny_report, tmp_pat
     with pytest.raises(ValueError, match="holds a different experiment"):
         reproduce("tiny", copy, experiments=("listops",), seed=1, progress=False)
     assert set(json.loads((copy / "reproduction.json").read_text())["files"]) == everything
+
+
+def test_listops_validation_stability_reads_the_mean_curve():
+    import numpy as np
+    import xarray as xr
+
+    from gvbench.listops.report import validation_stability
+
+    # two seeds of one run: the mean curve peaks at step 200 (0.6) and ends at 0.45
+    curves = np.array([[0.3, 0.7, 0.5, 0.4], [0.2, 0.5, 0.5, 0.5]])
+    ds = xr.Dataset(
+        {
+            "valid_accuracy": (
+                ("max_length", "run", "tau", "seed", "step"),
+                curves[None, None, None],
+            )
+        },
+        coords={
+            "max_length": [10],
+            "run": ["ST-GS"],
+            "tau": [1.0],
+            "seed": [0, 1],
+            "step": [100, 200, 300, 400],
+        },
+    )
+    (row,) = validation_stability(ds).to_dict("records")
+    assert row["peak"] == pytest.approx(0.6) and row["peak_step"] == 200
+    assert row["last"] == pytest.approx(0.45) and row["last_step"] == 400
+    assert row["last_se"] == pytest.approx(np.std([0.4, 0.5], ddof=1) / np.sqrt(2))
+    assert row["below_peak"] == pytest.approx(0.15)
