@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import shutil
 import subprocess
 import warnings
@@ -391,3 +392,30 @@ def test_the_papers_studies_give_columns_at_each_preset():
             assert column.training.selection == f"best_{studies[name].selection}"
             assert column.training.outcome.startswith("test_")
     assert all(studies[name].leaderboard("nope") == () for name in ("toy", "listops", "vae"))
+
+
+def test_an_estimator_over_the_preset_s_evaluations_is_measured_not_trained(
+    registered, monkeypatch, tmp_path
+):
+    from gvbench.leaderboard import presets
+
+    capped = dataclasses.replace(presets.PRESETS["tiny"], training_evaluations=1)
+    monkeypatch.setitem(presets.PRESETS, "tiny", capped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fill(
+            "tiny", tmp_path, estimators=["reinforce", "rloo"], columns=["mine-blobs"],
+            progress=False,
+        )  # fmt: skip
+    table = pd.read_csv(tmp_path / "entries.csv", keep_default_na=False, na_values=[""])
+    rloo = table[table["estimator"] == "rloo"].set_index("measure")
+    assert rloo.loc["evaluations", "value"] == 2 and rloo.loc["variance", "value"] > 0
+    note = "not trained at this preset: 2 evaluations a step, over its budget of 1"
+    assert rloo.loc["outcome", "note"] == note
+    assert math.isnan(rloo.loc["outcome", "value"])
+    reinforce = table[table["estimator"] == "reinforce"].set_index("measure")
+    assert pd.isna(reinforce.loc["outcome", "note"])  # trained: no note
+    assert math.isfinite(reinforce.loc["outcome", "value"])
+    trained = tmp_path / "columns" / "mine-blobs"
+    assert not [p for p in trained.rglob("*") if p.is_dir() and "rloo" in p.name]
+    assert [p for p in (trained / "runs").iterdir() if "reinforce" in p.name]

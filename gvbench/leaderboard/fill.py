@@ -109,9 +109,12 @@ def fill(
     ]
     listed = list(dict.fromkeys(listed))
     made, drawn = [], {}
+    budget = PRESETS[preset].training_evaluations
     for column in found.columns:
         where, task = places[column.name], tasks[column.name]
-        measured = _measure(column, task, listed, where, folder, seed, executor, progress)
+        measured = _measure(
+            column, task, listed, where, folder, seed, executor, progress, budget=budget
+        )
         made += measured.entries
         drawn[column.name] = measured.figures
     # Every table lists its rows in one order: the estimators' as listed.
@@ -157,8 +160,11 @@ def _measure(
     seed: int,
     executor: Any,
     progress: bool,
+    *,
+    budget: int | None = None,
 ) -> Measured:
-    """A column's rows of the long table and its figures (into ``folder/figures``)."""
+    """A column's rows of the long table and its figures (into ``folder/figures``); an
+    estimator whose evaluations per step exceed ``budget`` is measured, not trained."""
     made: list[Entry] = []
     drawn: list[PageFigure] = []
     evaluations: dict[str, float] = {}
@@ -186,6 +192,20 @@ def _measure(
                 if reason is not None
                 for measure in TRAINING_MEASURES
             ]
+    if column.training is not None and budget is not None:
+        costly = {n: evaluations[n] for n in trainable if evaluations.get(n, 0) > budget}
+        trainable = [name for name in trainable if name not in costly]
+        made += [
+            entry(
+                column.name,
+                name,
+                measure,
+                note=f"not trained at this preset: {count:g} evaluations a step, over its "
+                f"budget of {budget}",
+            )
+            for name, count in costly.items()
+            for measure in TRAINING_MEASURES
+        ]
     if column.training is not None:
         trained = train_column(
             column, trainable, where, evaluations, seed=seed, executor=executor, progress=progress
