@@ -81,6 +81,19 @@ def foust_reconstruction(
     return replace_gradient(t, weight * p)
 
 
+def bernoulli_logit(logits: Tensor, dim: int, name: str) -> Tensor:
+    r""":math:`\varphi = \theta_1 - \theta_0` of arity-2 logits along ``dim``; ``name`` (the
+    estimator) is named in the error for logits of another arity."""
+    dim = check_logits(logits, dim)
+    if logits.shape[dim] != 2:
+        raise ValueError(
+            f"{name} is binary-only: logits need exactly 2 categories along dim={dim}, "
+            f"got {logits.shape[dim]}"
+        )
+    zero, one = logits.unbind(dim)
+    return one - zero
+
+
 class _AntitheticSampler:
     """Plays one of a pair of correlated Bernoulli draws at every sampler call.
 
@@ -95,14 +108,7 @@ class _AntitheticSampler:
 
     def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
         refuse_subset_size(size)
-        dim = check_logits(logits, dim)
-        if logits.shape[dim] != 2:
-            raise ValueError(
-                f"this estimator is binary-only: logits need exactly 2 categories along "
-                f"dim={dim}, got {logits.shape[dim]}"
-            )
-        zero, one = logits.unbind(dim)
-        phi = one - zero
+        phi = bernoulli_logit(logits, dim, "this estimator")
         call = len(self.calls)
         if self.first is None:
             u = uniform_like(phi.shape, phi, self.generator).to(phi.dtype)

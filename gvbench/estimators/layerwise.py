@@ -46,11 +46,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gvbench.estimators.binary import bernoulli_logit
 from gvbench.estimators.registry import Choices, Objective, register
 from gvbench.estimators.sampling import uniform_like
 from gvbench.estimators.surrogates import sum_to_examples
 from gvbench.estimators.validation import (
-    check_logits,
     check_losses,
     check_objective,
     refuse_subset_size,
@@ -61,18 +61,6 @@ Pair = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """``pair(u, φ) -> (b, b̃)``: the antithetic values of one layer."""
 Weight = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 """``weight(u, φ, b, b̃) -> w``: the layer's gradient is :math:`(f(b) - f(\\tilde b))\\,w`."""
-
-
-def _bernoulli_logit(logits: Tensor, dim: int, name: str) -> Tensor:
-    r""":math:`\varphi = \theta_1 - \theta_0` of arity-2 logits along ``dim``."""
-    dim = check_logits(logits, dim)
-    if logits.shape[dim] != 2:
-        raise ValueError(
-            f"{name} is binary-only: logits need exactly 2 categories along dim={dim}, "
-            f"got {logits.shape[dim]}"
-        )
-    zero, one = logits.unbind(dim)
-    return one - zero
 
 
 def _one_hot(value: Tensor, dim: int) -> Tensor:
@@ -90,7 +78,7 @@ class _SharedDraw:
 
     def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
         refuse_subset_size(size)
-        phi = _bernoulli_logit(logits, dim, self.name)
+        phi = bernoulli_logit(logits, dim, self.name)
         u = uniform_like(phi.shape, phi, self.generator).to(phi.dtype)
         z = (u < torch.sigmoid(phi.detach())).to(phi.dtype)
         self.phis.append(phi)
@@ -114,7 +102,7 @@ class _PairRun:
 
     def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
         refuse_subset_size(size)
-        phi = _bernoulli_logit(logits, dim, self.shared.name)
+        phi = bernoulli_logit(logits, dim, self.shared.name)
         call, self.calls = self.calls, self.calls + 1
         known = self.shared.phis
         # The value check is data-dependent: off where validation is (under torch.func.vmap).
