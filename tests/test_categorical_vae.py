@@ -161,6 +161,19 @@ def test_the_leaderboard_columns_are_well_formed(tmp_path, monkeypatch):
     assert exact == [False, True]
 
 
+def test_the_8x4_column_measures_before_the_posterior_saturates(tmp_path):
+    # At the cpu preset's last checkpoint (1,500 steps) the example's posterior is one-hot to
+    # rounding: the exact gradient's norm is 1e-9 and every estimator's variance 0.
+    part = CATEGORICAL_VAE.preset("cpu").reinmax
+    assert part.gradient_check_steps == part.checkpoints[0] == 100
+    (column,) = [c for c in CATEGORICAL_VAE.leaderboard("cpu") if c.name == "categorical_vae_8x4"]
+    task = column.gradients.task(checkpoint_dir=str(tmp_path))
+    exact = task.exact_gradient(column.gradients.batch_size)
+    assert float(exact.norm()) > 0.1
+    with pytest.raises(ValueError, match="leaderboard_checkpoint must be one of checkpoints"):
+        dataclasses.replace(part, leaderboard_checkpoint=99)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "cpu"])
 def test_preset_runs_are_each_configuration_once_and_train(preset, tmp_path):
     configs = CATEGORICAL_VAE.preset_runs(preset)

@@ -91,7 +91,7 @@ def _column(experiment: CategoricalVAEExperiment, part: ProtocolPreset) -> Colum
         task=functools.partial(
             experiment.task,
             **sizes,
-            train_steps=part.checkpoints[-1],
+            train_steps=part.gradient_check_steps,
             batch_pool=part.analysis_batch,
         ),
         batch_size=part.analysis_batch,
