@@ -52,6 +52,7 @@ def test_a_column_fills_at_tiny(name, tmp_path, monkeypatch):
         assert math.isfinite(outcome.value) and not outcome.note, outcome
         assert outcome.n == column.training.seeds and outcome.over == "seeds", outcome
         assert measured.loc["seconds_per_step"].value > 0
+        assert (board.page.parent / "figures" / f"{name}-training.png").is_file()
 
 
 def test_an_outcome_with_diverged_seeds_is_neither_ranked_nor_claimed():

@@ -125,6 +125,9 @@ class TrainingProtocol:
         outcome: the test figure reported (a key of the curves' attrs), e.g. ``test_bound``.
         outcome_higher_is_better: its direction.
         outcome_units: its units, for the table's header.
+        curve: the validation curve the training figure draws (a variable of the runs'
+            curves), where the selection is a figure computed once at the end (a bound
+            with many importance samples); ``None``: the selection's own curve.
     """
 
     train: Train[Any]
@@ -140,6 +143,7 @@ class TrainingProtocol:
     outcome: str
     outcome_higher_is_better: bool
     outcome_units: str = "1"
+    curve: str | None = None
 
     @classmethod
     def tuned_on_validation(

@@ -230,8 +230,11 @@ def _settings(
 
 
 def curve_name(protocol: TrainingProtocol) -> str:
-    """The curves' variable of the validation figure: an experiment's curves hold its
-    selection figure by name, and their attrs its best as ``best_NAME``."""
+    """The curves' variable of the validation figure: the protocol's ``curve``, else its
+    selection figure (an experiment's curves hold it by name, and their attrs its best as
+    ``best_NAME``)."""
+    if protocol.curve is not None:
+        return protocol.curve
     return protocol.selection.removeprefix("best_")
 
 
