@@ -119,6 +119,34 @@ def test_memory_given_to_a_task_that_sizes_its_own_passes_says_so():
 
 
 @LINUX_RSS
+def test_in_a_dask_worker_the_budget_is_within_the_worker_s_memory_limit():
+    # Two workers of a LocalCluster each see all of the machine's RAM available: sized by it
+    # alone, two passes at once could take it all, and a nanny restarts a worker past its
+    # limit (the cpu leaderboard lost its binary VAE sweep so, four workers in a row).
+    from distributed import Client, LocalCluster
+
+    from gvbench.tasks.memory import available_memory
+
+    limit = status_bytes("VmRSS") + 3 * 2**30
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            memory_limit=limit,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as local,
+        Client(local) as client,
+    ):
+        size, where = client.submit(available_memory, torch.device("cpu")).result()
+        resident = status_bytes("VmRSS")
+    assert where == "left under the Dask worker's memory limit"
+    assert 0 < size <= 0.95 * limit - 0.9 * resident
+    assert available_memory(torch.device("cpu"))[1] != where  # not in a worker
+
+
+@LINUX_RSS
 def test_the_pass_size_shrinks_as_the_budget_does():
     task, rloo = conv_vae_task(), E.get("rloo", **RLOO_K100)
     limits = {}

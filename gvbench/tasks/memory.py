@@ -24,8 +24,9 @@ at a time. Where neither counter exists (a CPU that is not Linux), passes are no
 memory.
 
 The default budget is :data:`SAFE_FRACTION` of the memory available where the cell runs: the
-RAM the kernel reports available, less where a cgroup (a container, a SLURM job) or an
-address-space limit (``ulimit -v``) leaves less; on CUDA, the device's free memory and what
+RAM the kernel reports available, less where a cgroup (a container, a SLURM job), a Dask
+worker's memory limit (past which its nanny restarts it) or an address-space limit
+(``ulimit -v``) leaves less; on CUDA, the device's free memory and what
 torch's cache holds unused.
 """
 
@@ -38,6 +39,7 @@ import math
 import os
 import re
 import resource
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -127,6 +129,9 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     cgroup = _cgroup_headroom()
     if cgroup is not None:
         bounds.append((cgroup, "left under the cgroup's memory limit"))
+    worker = _dask_worker_headroom()
+    if worker is not None:
+        bounds.append((worker, "left under the Dask worker's memory limit"))
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         used = _status_bytes("VmSize") or 0
@@ -164,6 +169,29 @@ def _cgroup_headroom() -> int | None:
                         return max(0, int(text) - int(usage.read_text()))
                     break
     return None
+
+
+def _dask_worker_headroom() -> int | None:
+    """Bytes this process may still take before its Dask nanny restarts it: the worker's
+    memory limit times its ``terminate`` fraction, less its resident set. The workers of a
+    LocalCluster share the machine's RAM, each with its share as its limit, so that the RAM
+    available alone would let each of them size passes to half of all of it. None outside
+    a worker's task, or for a worker without a limit."""
+    if "distributed" not in sys.modules:  # no worker can be running this process
+        return None
+    import dask
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    limit = worker.memory_manager.memory_limit
+    if not limit:
+        return None
+    # False: the nanny never restarts the worker, whose limit still stands for its pausing.
+    fraction = dask.config.get("distributed.worker.memory.terminate", 1.0) or 1.0
+    return max(0, int(limit * fraction) - (_status_bytes("VmRSS") or 0))
 
 
 def _physical_memory() -> int:
