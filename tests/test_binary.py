@@ -87,6 +87,12 @@ def test_binary_only_estimator_runs_on_arity_two_and_refuses_more():
         estimator(lambda s: s(torch.zeros(3, 5)).sum(-1))
 
 
+@pytest.mark.parametrize("name, label", [("arm", "ARM"), ("disarm", "DisARM")])
+def test_an_antithetic_estimator_names_itself_when_it_refuses_an_arity(name, label):
+    with pytest.raises(ValueError, match=rf"^{label} is binary-only: .* along dim=1, got 3$"):
+        E.get(name)(lambda s: s(torch.zeros(4, 3)).sum(-1))
+
+
 def test_foust_reconstruction_bad_input():
     with pytest.raises(ValueError, match="uniform_low"):
         E.foust_reconstruction(LOGIT, uniform_low=1.5)

@@ -102,13 +102,15 @@ class _AntitheticSampler:
     :math:`\\varphi = \\theta_1 - \\theta_0` the Bernoulli logit of arity-2 categorical logits.
     """
 
-    def __init__(self, pick: Callable, generator: torch.Generator | None, first=None) -> None:
-        self.pick, self.generator, self.first = pick, generator, first
+    def __init__(
+        self, name: str, pick: Callable, generator: torch.Generator | None, first=None
+    ) -> None:
+        self.name, self.pick, self.generator, self.first = name, pick, generator, first
         self.calls: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # φ, u, b, b̃
 
     def __call__(self, logits: Tensor, size: None = None, *, dim: int = -1) -> Tensor:
         refuse_subset_size(size)
-        phi = bernoulli_logit(logits, dim, "this estimator")
+        phi = bernoulli_logit(logits, dim, self.name)
         call = len(self.calls)
         if self.first is None:
             u = uniform_like(phi.shape, phi, self.generator).to(phi.dtype)
@@ -130,6 +132,7 @@ class _AntitheticSampler:
 
 
 def _antithetic_surrogate(
+    name: str,
     objective: Callable[..., Tensor],
     generator: torch.Generator | None,
     pick: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
@@ -139,11 +142,12 @@ def _antithetic_surrogate(
 
     ``coefficient(u, φ, b, b̃)`` is :math:`c`, per variable; both draws are marginally
     Bernoulli(σ(φ)), so the pathwise half is unbiased for parameters the loss uses directly.
+    ``name`` (the estimator's label) is named in the error for logits of another arity.
     """
     check_objective(objective)
-    first = _AntitheticSampler(pick, generator)
+    first = _AntitheticSampler(name, pick, generator)
     loss = check_losses(objective(first))
-    second = _AntitheticSampler(pick, generator, first=first)
+    second = _AntitheticSampler(name, pick, generator, first=first)
     loss_tilde = check_losses(objective(second))
     if not first.calls:
         raise ValueError("the objective made no discrete choice (it never called the sampler)")
@@ -183,7 +187,9 @@ def arm(objective: Objective, *, generator: torch.Generator | None = None) -> Te
     depend on earlier samples). The categorical logits of arity 2 give :math:`\varphi = \theta_1 - \theta_0`.
     Returns per-example surrogates (value: the mean of the two losses).
     """
-    return _antithetic_surrogate(objective, generator, _arm_pair, lambda u, phi, b, bt: u - 0.5)
+    return _antithetic_surrogate(
+        "ARM", objective, generator, _arm_pair, lambda u, phi, b, bt: u - 0.5
+    )
 
 
 @register(unbiased=True, binary_only=True, sequential=False, label="DisARM", evaluations=2)
@@ -203,4 +209,4 @@ def disarm(objective: Objective, *, generator: torch.Generator | None = None) ->
     def coefficient(u: Tensor, phi: Tensor, b: Tensor, b_tilde: Tensor) -> Tensor:
         return 0.5 * (1 - 2 * b_tilde) * (b != b_tilde).to(u.dtype) * torch.sigmoid(phi.abs())
 
-    return _antithetic_surrogate(objective, generator, _disarm_pair, coefficient)
+    return _antithetic_surrogate("DisARM", objective, generator, _disarm_pair, coefficient)
